@@ -1,0 +1,180 @@
+"""The Lumos-1 transformer: Chameleon's decoder with qk-norm and MM-RoPE, as Lumos-1 runs it.
+
+What it is: embeddings, N decoder layers (pre-norm or swin-norm), final RMSNorm and an untied
+output head whose video-code rows can be used alone. Attention is SDPA over an externally owned
+KV buffer (see `cache.py`), so shapes are fixed by the caller. What it is not: a sampler, a
+position builder or a cache manager.
+
+Precision mirrors the reference under bf16 autocast: RMSNorm statistics in float32; qk-norm and
+RoPE in float32 with cos/sin rounded to the activation dtype; q, k, v cast to the activation
+dtype for attention. In float32 every step is plain float32.
+
+Invariant: `forward` never changes shapes it was given; with a cache it writes K/V for the fed
+tokens at slots [start, start + S) and attends over slots [0, start + S) under `mask`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from packcache_core.config import CODE_OFFSET, LumosConfig
+from packcache_core.rope import apply_rotary
+
+# (k_buffer, v_buffer), each (B, n_kv, C, D), owned by a KV cache.
+LayerKV = tuple[torch.Tensor, torch.Tensor]
+
+QK_NORM_EPS = 1e-5  # hard-coded in Chameleon's qk LayerNorm, independent of rms_norm_eps
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)  # cast back before the weight, as the reference
+
+
+class QKNorm(nn.Module):
+    """LayerNorm over head_dim (no internal affine) then a per-head affine of shape [mp, D]."""
+
+    def __init__(self, n_heads: int, head_dim: int, mp: int) -> None:
+        super().__init__()
+        self.repeats = n_heads // mp
+        self.weight = nn.Parameter(torch.ones(mp, head_dim))
+        self.bias = nn.Parameter(torch.zeros(mp, head_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, S, H, D) -> float32 (B, S, H, D)."""
+        h = F.layer_norm(x.float(), (x.shape[-1],), eps=QK_NORM_EPS)
+        w = self.weight.float().repeat_interleave(self.repeats, dim=0)  # (H, D)
+        b = self.bias.float().repeat_interleave(self.repeats, dim=0)
+        return h * w + b
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: LumosConfig) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv, self.head_dim = (
+            cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim)
+        h, kv = cfg.hidden_size, cfg.num_key_value_heads * cfg.head_dim
+        self.q_proj = nn.Linear(h, h, bias=False)
+        self.k_proj = nn.Linear(h, kv, bias=False)
+        self.v_proj = nn.Linear(h, kv, bias=False)
+        self.o_proj = nn.Linear(h, h, bias=False)
+        self.q_norm = QKNorm(cfg.num_attention_heads, cfg.head_dim, cfg.model_parallel_size)
+        self.k_norm = QKNorm(cfg.num_key_value_heads, cfg.head_dim, cfg.model_parallel_size)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+                kv: LayerKV | None, start: int) -> torch.Tensor:
+        B, S, _ = x.shape
+        dt = x.dtype
+        q = self.q_norm(self.q_proj(x).view(B, S, self.n_heads, self.head_dim))
+        k = self.k_norm(self.k_proj(x).view(B, S, self.n_kv, self.head_dim))
+        v = self.v_proj(x).view(B, S, self.n_kv, self.head_dim).transpose(1, 2)  # (B, Hkv, S, D)
+        # RoPE in float32 with cos/sin already rounded to the activation dtype.
+        q = apply_rotary(q.transpose(1, 2), cos, sin).to(dt)  # (B, H, S, D)
+        k = apply_rotary(k.transpose(1, 2), cos, sin).to(dt)  # (B, Hkv, S, D)
+        if kv is not None:
+            k_buf, v_buf = kv
+            k_buf[:, :, start:start + S] = k
+            v_buf[:, :, start:start + S] = v
+            k, v = k_buf[:, :, :start + S], v_buf[:, :, :start + S]  # (B, Hkv, start+S, D)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           scale=1.0 / math.sqrt(self.head_dim),
+                                           enable_gqa=self.n_heads != self.n_kv)
+        return self.o_proj(y.transpose(1, 2).reshape(B, S, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: LumosConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: LumosConfig) -> None:
+        super().__init__()
+        self.swin_norm = cfg.swin_norm
+        self.self_attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+                kv: LayerKV | None, start: int) -> torch.Tensor:
+        if self.swin_norm:  # norms after the sublayers
+            h = x + self.input_layernorm(self.self_attn(x, cos, sin, mask, kv, start))
+            return h + self.post_attention_layernorm(self.mlp(h))
+        h = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, kv, start)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class Decoder(nn.Module):
+    """`model.*` in the checkpoint: embeddings, layers, final norm."""
+
+    def __init__(self, cfg: LumosConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class LumosTransformer(nn.Module):
+    """Lumos-1 with HF key names (`model.layers.{i}...`, `lm_head.weight`)."""
+
+    def __init__(self, cfg: LumosConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.model = Decoder(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    def forward(self, tokens: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                mask: torch.Tensor, kv: list[LayerKV] | None = None,
+                start: int = 0) -> torch.Tensor:
+        """Final normed hidden states (B, S, hidden).
+
+        Args:
+            tokens: (B, S) int64 ids.
+            cos, sin: (B, S, head_dim) rotary tables for the fed tokens (activation dtype).
+            mask: bool, True = may attend; (B, 1, S or 1, K) with K = S without a cache and
+                K = start + S with one.
+            kv: per-layer (k, v) buffers to write the fed tokens into at [start, start + S).
+            start: first cache slot of the fed tokens.
+        """
+        x = F.embedding(tokens, self.model.embed_tokens.weight)
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, cos, sin, mask, None if kv is None else kv[i], start)
+        return self.model.norm(x)
+
+    def code_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Float32 logits over the video codes only: (..., hidden) -> (..., n_codes)."""
+        w = self.lm_head.weight[CODE_OFFSET:CODE_OFFSET + self.config.n_codes]  # a view
+        return F.linear(hidden, w).float()
+
+    def full_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Float32 logits over the whole vocabulary (tests and diagnostics only)."""
+        logits = self.lm_head(hidden).float()
+        if self.config.mask_image_logits:  # Chameleon's VQ-GAN image ids, never used by Lumos-1
+            logits[..., 4:8196] = torch.finfo(torch.float32).min
+        return logits
