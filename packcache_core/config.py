@@ -55,11 +55,13 @@ class LumosConfig:
             raise ValueError(
                 f"head_dim {self.head_dim} is not a multiple of 32, which MM-RoPE requires"
             )
-        if self.num_attention_heads % self.model_parallel_size:
-            raise ValueError(
-                f"num_attention_heads {self.num_attention_heads} is not a multiple of "
-                f"model_parallel_size {self.model_parallel_size} (qk-norm affine rows)"
-            )
+        for heads in ("num_attention_heads", "num_key_value_heads"):
+            if getattr(self, heads) % self.model_parallel_size:
+                # q_norm and k_norm each repeat their [mp, D] affine rows heads/mp times
+                raise ValueError(
+                    f"{heads} {getattr(self, heads)} is not a multiple of "
+                    f"model_parallel_size {self.model_parallel_size} (qk-norm affine rows)"
+                )
         if self.vocab_size <= CODE_OFFSET:
             raise ValueError(
                 f"vocab_size {self.vocab_size} has no video codes (must exceed {CODE_OFFSET})"
