@@ -109,9 +109,9 @@ class _LazyTensors(Mapping[str, torch.Tensor]):
 
     def __getitem__(self, name: str) -> torch.Tensor:
         file = self._files[name]
-        if file not in self._handles:
-            self._handles[file] = safe_open(file, framework="pt")
-        try:
+        try:  # a corrupt shard fails at open, a bad entry at get_tensor
+            if file not in self._handles:
+                self._handles[file] = safe_open(file, framework="pt")
             return self._handles[file].get_tensor(name)  # type: ignore[attr-defined]
         except Exception as e:
             raise CheckpointError(f"{file}: cannot read tensor {name} ({e})") from e
