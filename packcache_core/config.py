@@ -16,6 +16,8 @@ from typing import Any
 # Chameleon's text vocabulary; Cosmos code c has LLM id CODE_OFFSET + c.
 CODE_OFFSET = 65536
 MAX_CODES = 64000
+# Field annotation -> the JSON value types it accepts.
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "bool": bool}
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,11 @@ class LumosConfig:
         known = {f.name for f in fields(cls)}
         kwargs = {k: raw[k] for k in known if k in raw and raw[k] is not None}
         kwargs.setdefault("num_key_value_heads", raw["num_attention_heads"])
+        for f in fields(cls):  # name the field; bool is an int subclass, so it is checked apart
+            value, kind = kwargs.get(f.name), _JSON_TYPES[str(f.type)]
+            if value is not None and (not isinstance(value, kind)
+                                      or (isinstance(value, bool) and f.type != "bool")):
+                raise ValueError(f"config field {f.name!r} = {value!r} is not of type {f.type}")
         try:
             return cls(**kwargs)
         except TypeError as e:  # wrong value types reach here
