@@ -41,8 +41,14 @@ def random_state_dict(cfg: LumosConfig, seed: int) -> dict[str, torch.Tensor]:
     return out
 
 
-TINY_RANDOM = LumosConfig(vocab_size=129536, hidden_size=128, intermediate_size=256,
-                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+TINY_RANDOM = LumosConfig(
+    vocab_size=129536,
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
 
 
 def _tiny_random() -> tuple[LumosConfig, dict[str, torch.Tensor]]:
@@ -62,6 +68,8 @@ def is_builtin(name: str) -> bool:
 def builtin_weights(name: str) -> tuple[LumosConfig, dict[str, torch.Tensor]]:
     key = name.removeprefix(PREFIX)
     if key not in REGISTRY:
-        raise ValueError(f"unknown built-in model {name!r}; available: "
-                         + ", ".join(PREFIX + k for k in sorted(REGISTRY)))
+        raise ValueError(
+            f"unknown built-in model {name!r}; available: "
+            + ", ".join(PREFIX + k for k in sorted(REGISTRY))
+        )
     return REGISTRY[key]()

@@ -38,10 +38,19 @@ class LumosConfig:
     mask_image_logits: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                     "num_attention_heads", "num_key_value_heads", "model_parallel_size"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "model_parallel_size",
+        ):
             if getattr(self, name) <= 0:
-                raise ValueError(f"config field {name!r} must be positive, got {getattr(self, name)}")
+                raise ValueError(
+                    f"config field {name!r} must be positive, got {getattr(self, name)}"
+                )
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by "
@@ -90,30 +99,48 @@ class LumosConfig:
     def n_params(self) -> int:
         h, i, n = self.hidden_size, self.intermediate_size, self.num_hidden_layers
         kv = self.num_key_value_heads * self.head_dim
-        per_layer = 2 * h * h + 2 * h * kv + 3 * h * i + 2 * h + 4 * self.model_parallel_size * self.head_dim
+        per_layer = (
+            2 * h * h
+            + 2 * h * kv
+            + 3 * h * i
+            + 2 * h
+            + 4 * self.model_parallel_size * self.head_dim
+        )
         return 2 * self.vocab_size * h + n * per_layer + h
 
     @classmethod
     def from_hf_dict(cls, raw: dict[str, Any]) -> LumosConfig:
         """Build from a Hugging Face `config.json` dict, naming any missing or unsupported field."""
-        required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                    "num_attention_heads")
+        required = (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+        )
         missing = [k for k in required if k not in raw]
         if missing:
             raise ValueError(f"config.json is missing required field(s): {', '.join(missing)}")
         if raw.get("hidden_act", "silu") != "silu":
-            raise ValueError(f"config field 'hidden_act' = {raw['hidden_act']!r} is unsupported (silu)")
+            raise ValueError(
+                f"config field 'hidden_act' = {raw['hidden_act']!r} is unsupported (silu)"
+            )
         if raw.get("rope_scaling") not in (None, {}):
-            raise ValueError(f"config field 'rope_scaling' = {raw['rope_scaling']!r} is unsupported")
+            raise ValueError(
+                f"config field 'rope_scaling' = {raw['rope_scaling']!r} is unsupported"
+            )
         if raw.get("mm_rope") is False:
-            raise ValueError("config field 'mm_rope' is false: this is not a Lumos-1 (MM-RoPE) model")
+            raise ValueError(
+                "config field 'mm_rope' is false: this is not a Lumos-1 (MM-RoPE) model"
+            )
         known = {f.name for f in fields(cls)}
         kwargs = {k: raw[k] for k in known if k in raw and raw[k] is not None}
         kwargs.setdefault("num_key_value_heads", raw["num_attention_heads"])
         for f in fields(cls):  # name the field; bool is an int subclass, so it is checked apart
             value, kind = kwargs.get(f.name), _JSON_TYPES[str(f.type)]
-            if value is not None and (not isinstance(value, kind)
-                                      or (isinstance(value, bool) and f.type != "bool")):
+            if value is not None and (
+                not isinstance(value, kind) or (isinstance(value, bool) and f.type != "bool")
+            ):
                 raise ValueError(f"config field {f.name!r} = {value!r} is not of type {f.type}")
         try:
             return cls(**kwargs)
@@ -122,6 +149,11 @@ class LumosConfig:
 
     def to_hf_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
-        out.update(model_type="chameleon", mm_rope=True, hidden_act="silu", rope_scaling=None,
-                   tie_word_embeddings=False)
+        out.update(
+            model_type="chameleon",
+            mm_rope=True,
+            hidden_act="silu",
+            rope_scaling=None,
+            tie_word_embeddings=False,
+        )
         return out

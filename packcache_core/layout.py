@@ -84,8 +84,12 @@ class FrameLayout:
 
     def frame_tokens(self, codes: torch.Tensor | None) -> torch.Tensor:
         """(tokens,) int64 frame; codes (h, w) in [0, n_codes) or None for an all-mask frame."""
-        out = torch.full((self.tokens,), NEWLINE, dtype=torch.int64,
-                         device=None if codes is None else codes.device)
+        out = torch.full(
+            (self.tokens,),
+            NEWLINE,
+            dtype=torch.int64,
+            device=None if codes is None else codes.device,
+        )
         out[0], out[-1] = IMAGE_START, IMAGE_END
         out[1], out[2] = self.size_tokens
         slots = self.code_slots(out.device)
@@ -104,9 +108,11 @@ def header_tokens(seconds: int, fps: int) -> list[int]:
 
 def prompt_text(caption: str, width: int, height: int, fps: int, seconds: int) -> str:
     """The i2v instruction Lumos-1 was trained with (the caption follows after a newline)."""
-    return (f"Generate a video with a resolution of {width}x{height}, consisting of "
-            f"{fps * seconds} frames at {fps} frames per second, according to the following "
-            f"prompt:\n {caption}")
+    return (
+        f"Generate a video with a resolution of {width}x{height}, consisting of "
+        f"{fps * seconds} frames at {fps} frames per second, according to the following "
+        f"prompt:\n {caption}"
+    )
 
 
 def history_mask_positions(length: int, ratio: float) -> torch.Tensor:
@@ -122,8 +128,9 @@ def history_mask_positions(length: int, ratio: float) -> torch.Tensor:
     return idx.clamp_(max=length - 1)
 
 
-def frame_positions(layout: FrameLayout, frame: int, text_len: int,
-                    device: torch.device | str | None = None) -> torch.Tensor:
+def frame_positions(
+    layout: FrameLayout, frame: int, text_len: int, device: torch.device | str | None = None
+) -> torch.Tensor:
     """(5, tokens) int64 position ids of latent frame `frame` in a branch whose text prefix
     (everything before VIDEO_START) has `text_len` tokens."""
     j = torch.arange(layout.tokens, device=device)
@@ -138,8 +145,9 @@ def frame_positions(layout: FrameLayout, frame: int, text_len: int,
     return torch.cat((pos_1d[None], thw, flag[None].long()))
 
 
-def text_positions(length: int, start: int = 0,
-                   device: torch.device | str | None = None) -> torch.Tensor:
+def text_positions(
+    length: int, start: int = 0, device: torch.device | str | None = None
+) -> torch.Tensor:
     """(5, length) position ids of 1-D tokens at indices start .. start+length-1."""
     p = torch.arange(start, start + length, device=device)
     return torch.stack((p, p, p, p, torch.zeros_like(p)))

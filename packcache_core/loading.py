@@ -62,8 +62,9 @@ def weight_files(path: Path) -> dict[str, Path]:
         files = {name: path / fname for name, fname in weight_map.items()}
         missing = sorted({str(f.name) for f in files.values() if not f.is_file()})
         if missing:
-            raise CheckpointError(f"{path}: shard(s) listed in {INDEX_FILE} are missing: "
-                                  f"{', '.join(missing)}")
+            raise CheckpointError(
+                f"{path}: shard(s) listed in {INDEX_FILE} are missing: {', '.join(missing)}"
+            )
         return files
     single = path / SINGLE_FILE
     if not single.is_file():
@@ -75,8 +76,12 @@ def weight_files(path: Path) -> dict[str, Path]:
         raise CheckpointError(f"{single}: not a readable safetensors file ({e})") from e
 
 
-def build_model(cfg: LumosConfig, tensors: Mapping[str, torch.Tensor], device: torch.device | str,
-                dtype: torch.dtype) -> LumosTransformer:
+def build_model(
+    cfg: LumosConfig,
+    tensors: Mapping[str, torch.Tensor],
+    device: torch.device | str,
+    dtype: torch.dtype,
+) -> LumosTransformer:
     """Assign `tensors` (official names) into a fresh model; strict about names and shapes."""
     with torch.device("meta"):
         model = LumosTransformer(cfg)
@@ -85,16 +90,20 @@ def build_model(cfg: LumosConfig, tensors: Mapping[str, torch.Tensor], device: t
     missing = [k for k in expected if k not in tensors]
     unexpected = [k for k in names if k not in expected]
     if missing:
-        raise CheckpointError(f"checkpoint is missing {len(missing)} tensor(s): {_listing(missing)}")
+        raise CheckpointError(
+            f"checkpoint is missing {len(missing)} tensor(s): {_listing(missing)}"
+        )
     if unexpected:
         raise CheckpointError(
-            f"checkpoint has {len(unexpected)} unexpected tensor(s): {_listing(unexpected)}")
+            f"checkpoint has {len(unexpected)} unexpected tensor(s): {_listing(unexpected)}"
+        )
     state = {}
     for k, shape in expected.items():
         t = tensors[k]  # read once (memory-mapped for checkpoints on disk)
         if tuple(t.shape) != tuple(shape):
-            raise CheckpointError(f"tensor {k} has shape {tuple(t.shape)}, "
-                                  f"config expects {tuple(shape)}")
+            raise CheckpointError(
+                f"tensor {k} has shape {tuple(t.shape)}, config expects {tuple(shape)}"
+            )
         state[k] = t.to(device=device, dtype=dtype)
     model.load_state_dict(state, assign=True)
     return model.eval().requires_grad_(False)
@@ -126,8 +135,9 @@ class _LazyTensors(Mapping[str, torch.Tensor]):
         return len(self._files)
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu",
-                    dtype: torch.dtype = torch.bfloat16) -> LumosTransformer:
+def load_checkpoint(
+    path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.bfloat16
+) -> LumosTransformer:
     """Load an official Lumos-1 checkpoint folder (e.g. `Lumos-1/3B/stage-2-joint-384p`)."""
     path = Path(path)
     if not path.exists():
@@ -138,8 +148,9 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu",
     return build_model(cfg, _LazyTensors(weight_files(path)), device, dtype)
 
 
-def load_model(name_or_path: str, device: torch.device | str = "cpu",
-               dtype: torch.dtype = torch.float32) -> LumosTransformer:
+def load_model(
+    name_or_path: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> LumosTransformer:
     """`builtin:<name>` or a checkpoint folder."""
     from packcache_core.builtin import builtin_weights, is_builtin
 

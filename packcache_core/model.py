@@ -63,7 +63,10 @@ class Attention(nn.Module):
     def __init__(self, cfg: LumosConfig) -> None:
         super().__init__()
         self.n_heads, self.n_kv, self.head_dim = (
-            cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim)
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        )
         h, kv = cfg.hidden_size, cfg.num_key_value_heads * cfg.head_dim
         self.q_proj = nn.Linear(h, h, bias=False)
         self.k_proj = nn.Linear(h, kv, bias=False)
@@ -72,8 +75,15 @@ class Attention(nn.Module):
         self.q_norm = QKNorm(cfg.num_attention_heads, cfg.head_dim, cfg.model_parallel_size)
         self.k_norm = QKNorm(cfg.num_key_value_heads, cfg.head_dim, cfg.model_parallel_size)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
-                kv: LayerKV | None, start: int) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor,
+        kv: LayerKV | None,
+        start: int,
+    ) -> torch.Tensor:
         B, S, _ = x.shape
         dt = x.dtype
         q = self.q_norm(self.q_proj(x).view(B, S, self.n_heads, self.head_dim))
@@ -84,12 +94,17 @@ class Attention(nn.Module):
         k = apply_rotary(k.transpose(1, 2), cos, sin).to(dt)  # (B, Hkv, S, D)
         if kv is not None:
             k_buf, v_buf = kv
-            k_buf[:, :, start:start + S] = k
-            v_buf[:, :, start:start + S] = v
-            k, v = k_buf[:, :, :start + S], v_buf[:, :, :start + S]  # (B, Hkv, start+S, D)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                           scale=1.0 / math.sqrt(self.head_dim),
-                                           enable_gqa=self.n_heads != self.n_kv)
+            k_buf[:, :, start : start + S] = k
+            v_buf[:, :, start : start + S] = v
+            k, v = k_buf[:, :, : start + S], v_buf[:, :, : start + S]  # (B, Hkv, start+S, D)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            scale=1.0 / math.sqrt(self.head_dim),
+            enable_gqa=self.n_heads != self.n_kv,
+        )
         return self.o_proj(y.transpose(1, 2).reshape(B, S, -1))
 
 
@@ -113,8 +128,15 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
-                kv: LayerKV | None, start: int) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor,
+        kv: LayerKV | None,
+        start: int,
+    ) -> torch.Tensor:
         if self.swin_norm:  # norms after the sublayers
             h = x + self.input_layernorm(self.self_attn(x, cos, sin, mask, kv, start))
             return h + self.post_attention_layernorm(self.mlp(h))
@@ -149,9 +171,15 @@ class LumosTransformer(nn.Module):
     def device(self) -> torch.device:
         return self.lm_head.weight.device
 
-    def forward(self, tokens: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor, kv: list[LayerKV] | None = None,
-                start: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor,
+        kv: list[LayerKV] | None = None,
+        start: int = 0,
+    ) -> torch.Tensor:
         """Final normed hidden states (B, S, hidden).
 
         Args:
@@ -169,7 +197,7 @@ class LumosTransformer(nn.Module):
 
     def code_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Float32 logits over the video codes only: (..., hidden) -> (..., n_codes)."""
-        w = self.lm_head.weight[CODE_OFFSET:CODE_OFFSET + self.config.n_codes]  # a view
+        w = self.lm_head.weight[CODE_OFFSET : CODE_OFFSET + self.config.n_codes]  # a view
         return F.linear(hidden, w).float()
 
     def full_logits(self, hidden: torch.Tensor) -> torch.Tensor:

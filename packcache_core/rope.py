@@ -69,11 +69,12 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 def rerotate(keys: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """Rotate already-rotated keys by extra angles.
 
-    keys (B, H, S, D) post-RoPE; delta (S, D/2) float32 angle differences (new - old). Rotations
-    compose, so the result equals RoPE applied at the new position (up to rounding). Computed in
-    float32 and cast back to the keys' dtype.
+    keys (B, H, S, D) post-RoPE; delta (B, S, D/2) angle differences (new - old), any float
+    dtype (float64 keeps large angle differences exact). Rotations compose, so the result
+    equals RoPE applied at the new position up to rounding. Computed in float32 and cast back
+    to the keys' dtype.
     """
-    emb = torch.cat((delta, delta), dim=-1)  # (S, D)
+    emb = torch.cat((delta, delta), dim=-1)[:, None]  # (B, 1, S, D)
     k = keys.float()
-    out = k * emb.cos() + rotate_half(k) * emb.sin()
+    out = k * emb.cos().float() + rotate_half(k) * emb.sin().float()
     return out.to(keys.dtype)

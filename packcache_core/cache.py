@@ -1,0 +1,247 @@
+"""Per-request KV storage: fixed buffers for both guidance branches, packed in place.
+
+What it is: one K and one V buffer per layer, shape (2, n_kv, C, D) (row 0 the conditional
+branch, row 1 the unconditional one), allocated once when a request is admitted, plus explicit
+host-side bookkeeping of which frame-local tokens each history frame holds and at which
+temporal frame index they are positioned. What it is not: a policy (that decides what to keep,
+see `policy.py`) or a generator.
+
+Slot layout (same for both rows, so every write is one slice):
+    [ text+header (P = n+3) | frame 0 (F) | history (packed) | current frame (F) ]
+The unconditional row has no text: its slots [3, P) hold padding that the attention mask hides.
+
+Invariants: occupancy never exceeds the capacity fixed at construction; anchors (text, header,
+frame 0) are never moved; a history frame only ever loses tokens; after `pack` the retained
+history is contiguous and, with rebase, positioned at frames 1..m with keys re-rotated exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from packcache_core.config import LumosConfig
+from packcache_core.layout import FrameLayout, frame_positions
+from packcache_core.policy import CachePolicy
+from packcache_core.rope import RotaryTables, rerotate
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """Memory math of one request's cache, known before anything is allocated."""
+
+    text_len: int  # conditional tokens before VIDEO_START (BOS + text + SEP)
+    layout: FrameLayout
+    history_capacity: int  # most history tokens ever held (from simulating the policy)
+    n_layers: int
+    n_kv: int
+    head_dim: int
+    dtype_bytes: int
+
+    @property
+    def prefix_tokens(self) -> int:
+        return self.text_len + 3
+
+    @property
+    def anchor_tokens(self) -> int:
+        return self.prefix_tokens + self.layout.tokens
+
+    @property
+    def capacity_tokens(self) -> int:
+        """Slots per branch: anchors + history + the current frame."""
+        return self.anchor_tokens + self.history_capacity + self.layout.tokens
+
+    @property
+    def bytes(self) -> int:
+        """K and V, all layers, both branches."""
+        return (
+            2
+            * 2
+            * self.n_layers
+            * self.n_kv
+            * self.capacity_tokens
+            * self.head_dim
+            * self.dtype_bytes
+        )
+
+
+@dataclass
+class HistoryFrame:
+    frame: int  # temporal frame index its tokens are rotated for
+    local: torch.Tensor  # (n,) sorted frame-local indices held, in slot order (CPU int64)
+
+
+def visible_tokens(layout: FrameLayout, masked: torch.Tensor) -> torch.Tensor:
+    """(tokens,) bool: frame-local tokens that keep content after the AR-DF write-back, where
+    `masked` are the grid-slice indices the history mask replaces by MASK."""
+    vis = torch.ones(layout.tokens, dtype=torch.bool)
+    vis[3 + masked] = False
+    return vis
+
+
+def simulate_history(
+    policy: CachePolicy, layout: FrameLayout, visible: torch.Tensor, write_backs: int
+) -> int:
+    """Largest history (tokens) the policy holds over `write_backs` frames: the capacity."""
+    frames: list[torch.Tensor] = []  # newest first
+    peak = 0
+    for _ in range(write_backs):
+        peak = max(peak, sum(f.numel() for f in frames))
+        frames.insert(0, torch.arange(layout.tokens))
+        keep = policy.select(frames, layout, visible)
+        frames = [f[k] for f, k in zip(frames, keep, strict=True) if k is not None]
+    return max(peak, sum(f.numel() for f in frames))
+
+
+@dataclass
+class KVCache:
+    """Storage for one request (2 rows: cond, uncond); see the module docstring."""
+
+    spec: CacheSpec
+    policy: CachePolicy
+    rope: RotaryTables
+    device: torch.device
+    dtype: torch.dtype
+    k: list[torch.Tensor] = field(init=False)
+    v: list[torch.Tensor] = field(init=False)
+    history: list[HistoryFrame] = field(init=False, default_factory=list)  # oldest first
+    frames_written: int = field(init=False, default=0)  # generated frames written back so far
+
+    def __post_init__(self) -> None:
+        s = self.spec
+        shape = (2, s.n_kv, s.capacity_tokens, s.head_dim)
+        self.k = [
+            torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(s.n_layers)
+        ]
+        self.v = [
+            torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(s.n_layers)
+        ]
+        # Which anchor slots each row may attend: the unconditional row has no text.
+        valid = torch.ones(2, s.anchor_tokens, dtype=torch.bool, device=self.device)
+        valid[1, 3 : s.prefix_tokens] = False
+        self.anchor_valid = valid  # (2, A)
+
+    @classmethod
+    def allocate(
+        cls,
+        cfg: LumosConfig,
+        text_len: int,
+        layout: FrameLayout,
+        policy: CachePolicy,
+        visible: torch.Tensor,
+        write_backs: int,
+        rope: RotaryTables,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> KVCache:
+        spec = plan_cache(cfg, text_len, layout, policy, visible, write_backs, dtype)
+        return cls(spec, policy, rope, device, dtype)
+
+    @property
+    def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return list(zip(self.k, self.v, strict=True))
+
+    @property
+    def history_tokens(self) -> int:
+        return sum(h.local.numel() for h in self.history)
+
+    @property
+    def current_start(self) -> int:
+        """First slot of the frame being denoised (and of the next write-back)."""
+        return self.spec.anchor_tokens + self.history_tokens
+
+    @property
+    def used_tokens(self) -> int:
+        """Slots attended while denoising the next frame (per branch)."""
+        return self.current_start + self.spec.layout.tokens
+
+    @property
+    def next_frame_index(self) -> int:
+        """Temporal frame index for the next frame: after the retained history (rebase) or the
+        absolute frame number (no rebase)."""
+        if self.policy.rebase:
+            return 1 + len(self.history)
+        return 1 + self.frames_written
+
+    def frame_mask(self) -> torch.Tensor:
+        """(2, 1, 1, used_tokens) bool: the frame being fed sees every valid slot and itself."""
+        rest = torch.ones(
+            2, self.used_tokens - self.spec.anchor_tokens, dtype=torch.bool, device=self.device
+        )
+        return torch.cat((self.anchor_valid, rest), dim=1)[:, None, None, :]
+
+    def commit_frame(self, frame: int, visible: torch.Tensor) -> None:
+        """Register the frame just written back at `current_start` and pack the history."""
+        assert self.used_tokens <= self.spec.capacity_tokens, "cache capacity exceeded"
+        self.history.append(HistoryFrame(frame, torch.arange(self.spec.layout.tokens)))
+        self.frames_written += 1
+        self.pack(visible)
+
+    def pack(self, visible: torch.Tensor) -> None:
+        """Apply the policy: one gather (and, on rebase, one re-rotation) per layer."""
+        layout, A = self.spec.layout, self.spec.anchor_tokens
+        newest_first = [h.local for h in reversed(self.history)]
+        keep = list(reversed(self.policy.select(newest_first, layout, visible)))  # oldest first
+        src, kept, offset = [], [], A
+        for h, k in zip(self.history, keep, strict=True):
+            if k is not None:
+                src.append(offset + k)
+                kept.append(HistoryFrame(h.frame, h.local[k]))
+            offset += h.local.numel()
+        moved = self.policy.rebase and any(h.frame != i for i, h in enumerate(kept, 1))
+        if not moved and sum(k.numel() for k in src) == offset - A:
+            return  # nothing evicted or dropped: the gather would be the identity
+        index = torch.cat(src).to(self.device) if src else torch.zeros(0, dtype=torch.int64)
+        delta = self._rebase_angles(kept) if moved else None
+        n = index.numel()
+        for buf in self.k:
+            packed = buf.index_select(2, index)  # (2, Hkv, n, D)
+            buf[:, :, A : A + n] = packed if delta is None else rerotate(packed, delta)
+        for buf in self.v:
+            buf[:, :, A : A + n] = buf.index_select(2, index)
+        if self.policy.rebase:
+            kept = [HistoryFrame(i, h.local) for i, h in enumerate(kept, 1)]
+        self.history = kept
+
+    def _rebase_angles(self, kept: list[HistoryFrame]) -> torch.Tensor:
+        """(2, n, D/2) angle change of every kept token when frame f moves to 1, 2, ... .
+
+        Per branch, the difference of the exact float32 angles at the old and new positions,
+        taken in float64: the re-rotated key equals the key rotated at its new position from
+        scratch, up to multiplication rounding."""
+        layout = self.spec.layout
+        rows = []
+        for text_len in (self.spec.text_len, 0):
+            old = torch.cat(
+                [frame_positions(layout, h.frame, text_len)[:, h.local] for h in kept], 1
+            )
+            new = torch.cat(
+                [frame_positions(layout, i, text_len)[:, h.local] for i, h in enumerate(kept, 1)], 1
+            )
+            rows.append(
+                self.rope.angles(new.to(self.device)).double()
+                - self.rope.angles(old.to(self.device)).double()
+            )
+        return torch.stack(rows)
+
+
+def plan_cache(
+    cfg: LumosConfig,
+    text_len: int,
+    layout: FrameLayout,
+    policy: CachePolicy,
+    visible: torch.Tensor,
+    write_backs: int,
+    dtype: torch.dtype,
+) -> CacheSpec:
+    """The cache a request will need, computed before it is admitted."""
+    return CacheSpec(
+        text_len=text_len,
+        layout=layout,
+        history_capacity=simulate_history(policy, layout, visible, write_backs),
+        n_layers=cfg.num_hidden_layers,
+        n_kv=cfg.num_key_value_heads,
+        head_dim=cfg.head_dim,
+        dtype_bytes=torch.empty(0, dtype=dtype).element_size(),
+    )

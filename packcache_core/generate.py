@@ -1,0 +1,338 @@
+"""AR-DF image-to-video generation, one latent frame after another, with a fixed-size cache.
+
+What it is: `VideoGeneration`, a per-request state machine whose `step()` runs one unit of
+work (the prefill, or one denoising step of the current frame; the last step of a frame also
+writes the frame back and packs the cache), and `generate()`, an iterator that yields each
+finished latent frame. What it is not: a scheduler (the server interleaves `step()` calls of
+many requests) or a video decoder.
+
+The two guidance branches run as one batched forward (rows 0 = conditional, 1 = unconditional).
+Per frame, positions, rotary tables and the attention mask are built once for the current
+frame's rows; per step only the frame's tokens change. The output head runs on the current
+frame's code slots and the code vocabulary only.
+
+Invariant: a request's cache is allocated in the constructor at its final size; `step()` never
+allocates cache memory and never syncs with the device except to hand a finished frame's codes
+to the caller.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from packcache_core.cache import KVCache, plan_cache, visible_tokens
+from packcache_core.config import CODE_OFFSET
+from packcache_core.layout import (
+    MASK,
+    FrameLayout,
+    frame_positions,
+    header_tokens,
+    history_mask_positions,
+    text_positions,
+)
+from packcache_core.model import LumosTransformer
+from packcache_core.policy import CachePolicy, FullPolicy
+from packcache_core.rope import RotaryTables
+from packcache_core.sampling import (
+    GeneratorNoise,
+    SamplerNoise,
+    cosine_mask_len,
+    guided_draw,
+    next_temperature,
+    remask,
+)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampler settings; defaults are the published Lumos-1 scripts'."""
+
+    steps: int = 50
+    cfg_scale: float = 15.0
+    history_mask_ratio: float = 0.7
+    temperature: float = 1.0
+    # The reference multiplies the Gumbel temperature across steps AND frames, so it is 0 from
+    # the second generated frame on. True restarts it at `temperature` for every frame.
+    reset_temperature_per_frame: bool = False
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not 0.0 <= self.history_mask_ratio < 1.0:
+            raise ValueError(f"history_mask_ratio must be in [0, 1), got {self.history_mask_ratio}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class VideoRequest:
+    """What to generate: prompt ids, conditioning codes, length."""
+
+    prompt_ids: list[int]  # conditional prefix: BOS + text + SEP
+    first_frame: torch.Tensor  # (h, w) int64 codes of the conditioning image
+    latent_frames: int  # total, conditioning frame included (>= 2)
+    fps: int = 12
+    seconds: int = 2
+
+    def __post_init__(self) -> None:
+        if self.latent_frames < 2:
+            raise ValueError(f"latent_frames must be >= 2, got {self.latent_frames}")
+        if self.first_frame.dim() != 2:
+            raise ValueError("first_frame must be (h, w) codes")
+
+    @property
+    def layout(self) -> FrameLayout:
+        h, w = self.first_frame.shape
+        return FrameLayout(int(h), int(w))
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    used_tokens: int  # slots attended while denoising, per branch
+    capacity_tokens: int  # fixed per branch
+    history_tokens: int
+    history_frames: int
+    bytes_used: int  # both branches, all layers, K and V
+    bytes_capacity: int
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    index: int  # latent frame number (1 = first generated frame)
+    codes: torch.Tensor  # (h, w) int64 on CPU
+    seconds: float  # wall time of the frame, write-back and packing included
+    steps: int
+    cache: CacheStats
+    frame_position: int  # temporal frame index the frame was generated at (after rebase)
+
+
+@dataclass
+class _FrameState:
+    ids: torch.Tensor  # (N,) code-slot ids, MASK = unknown
+    cos: torch.Tensor  # (2, F, D)
+    sin: torch.Tensor
+    mask: torch.Tensor  # (2, 1, 1, K)
+    position: int
+    started: float
+    step: int = 0
+
+
+@dataclass
+class VideoGeneration:
+    """One request's generation; call `step()` until `done`."""
+
+    model: LumosTransformer
+    request: VideoRequest
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    policy: CachePolicy = field(default_factory=FullPolicy)
+    seed: int = 0
+    noise: SamplerNoise | None = None
+    frames_done: int = field(init=False, default=0)  # generated frames finished
+
+    def __post_init__(self) -> None:
+        m, req = self.model, self.request
+        self.device, self.dtype = m.device, m.dtype
+        self.layout = req.layout
+        self.rope = RotaryTables(m.config.head_dim, m.config.rope_theta, self.device)
+        if self.noise is None:
+            gen = torch.Generator(device=self.device).manual_seed(self.seed)
+            self.noise = GeneratorNoise(gen)
+        masked = history_mask_positions(self.layout.grid_tokens, self.sampling.history_mask_ratio)
+        self.history_masked = masked.to(self.device)
+        self.visible = visible_tokens(self.layout, masked)
+        self.text_len = len(req.prompt_ids)
+        self.cache = KVCache.allocate(
+            m.config,
+            self.text_len,
+            self.layout,
+            self.policy,
+            self.visible,
+            write_backs=req.latent_frames - 2,
+            rope=self.rope,
+            device=self.device,
+            dtype=self.dtype,
+        )
+        self.code_slots = self.layout.code_slots(self.device)
+        self.temperature = self.sampling.temperature
+        self._frame: _FrameState | None = None
+        self._prefilled = False
+
+    @property
+    def total_frames(self) -> int:
+        return self.request.latent_frames - 1
+
+    @property
+    def done(self) -> bool:
+        return self.frames_done >= self.total_frames
+
+    @property
+    def total_steps(self) -> int:
+        return self.total_frames * self.sampling.steps
+
+    @property
+    def steps_done(self) -> int:
+        current = self._frame.step if self._frame is not None else 0
+        return self.frames_done * self.sampling.steps + current
+
+    def step(self) -> FrameResult | None:
+        """Run the next unit of work; returns the frame it finished, if any."""
+        assert not self.done, "generation already finished"
+        if not self._prefilled:
+            self._prefill()
+            return None
+        if self._frame is None:
+            self._frame = self._start_frame()
+        return self._denoise_step(self._frame)
+
+    # -- phases ---------------------------------------------------------------------------
+
+    def _prefill(self) -> None:
+        """Write text + header (causal) and the conditioning frame into both branches."""
+        req, dev, P = self.request, self.device, self.cache.spec.prefix_tokens
+        header = header_tokens(req.seconds, req.fps)
+        tokens = torch.full((2, P), self.model.config.pad_token_id, dtype=torch.int64)
+        tokens[0] = torch.tensor(req.prompt_ids + header)
+        tokens[1, :3] = torch.tensor(header)
+        pos = text_positions(P, device=dev)  # pad positions are arbitrary: they are masked
+        cos, sin = self.rope.cos_sin(pos, self.dtype)
+        causal = torch.ones(P, P, dtype=torch.bool, device=dev).tril()
+        mask = causal[None].repeat(2, 1, 1)
+        mask[1, :, 3:] = False  # uncond pads are invisible ...
+        mask[1].fill_diagonal_(True)  # ... except to themselves (their rows are discarded)
+        kv = self.cache.layers
+        self.model(
+            tokens.to(dev), cos.expand(2, -1, -1), sin.expand(2, -1, -1), mask[:, None], kv, start=0
+        )
+        frame0 = self.layout.frame_tokens(req.first_frame.to(dev))
+        cos, sin = self._frame_tables(0)
+        mask = self.cache.anchor_valid[:, None, None, :]
+        self.model(frame0.expand(2, -1), cos, sin, mask, kv, start=P)
+        self._prefilled = True
+
+    def _frame_tables(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin), each (2, F, D), for a frame at temporal index `position` in both rows."""
+        pos = torch.stack(
+            [frame_positions(self.layout, position, t, self.device) for t in (self.text_len, 0)],
+            dim=1,
+        )  # (5, 2, F)
+        return self.rope.cos_sin(pos, self.dtype)
+
+    def _start_frame(self) -> _FrameState:
+        if self.sampling.reset_temperature_per_frame:
+            self.temperature = self.sampling.temperature
+        position = self.cache.next_frame_index
+        cos, sin = self._frame_tables(position)
+        ids = torch.full((self.layout.n_codes,), MASK, dtype=torch.int64, device=self.device)
+        return _FrameState(ids, cos, sin, self.cache.frame_mask(), position, time.perf_counter())
+
+    def _forward(self, fs: _FrameState, frame_tokens: torch.Tensor) -> torch.Tensor:
+        return self.model(
+            frame_tokens.expand(2, -1),
+            fs.cos,
+            fs.sin,
+            fs.mask,
+            self.cache.layers,
+            start=self.cache.current_start,
+        )
+
+    def _frame_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        tokens = self.layout.frame_tokens(None).to(self.device)
+        tokens[self.code_slots] = ids
+        return tokens
+
+    def _denoise_step(self, fs: _FrameState) -> FrameResult | None:
+        T = self.sampling.steps
+        hidden = self._forward(fs, self._frame_tokens(fs.ids))  # (2, F, hidden)
+        logits = self.model.code_logits(hidden[:, self.code_slots])  # (2, N, V) float32
+        assert self.noise is not None
+        drawn, probs = guided_draw(logits[0], logits[1], self.sampling.cfg_scale, self.noise)
+        uniform = self.noise.uniform(fs.ids.numel(), self.device)
+        self.temperature = next_temperature(self.temperature, fs.step, T)
+        last = fs.step == T - 1
+        mask_len = cosine_mask_len(fs.step, T, fs.ids.numel())
+        fs.ids = remask(fs.ids, drawn, probs, uniform, self.temperature, mask_len, last)
+        fs.step += 1
+        if not last:
+            return None
+        return self._finish_frame(fs)
+
+    def _finish_frame(self, fs: _FrameState) -> FrameResult:
+        self.frames_done += 1
+        if not self.done:  # the last frame's write-back would change nothing we output
+            tokens = self._frame_tokens(fs.ids)
+            tokens[3 + self.history_masked] = MASK  # AR-DF history mask, newlines included
+            self._forward(fs, tokens)
+            self.cache.commit_frame(fs.position, self.visible)
+        codes = (fs.ids - CODE_OFFSET).view(self.layout.h, self.layout.w).cpu()
+        self._frame = None
+        return FrameResult(
+            self.frames_done,
+            codes,
+            time.perf_counter() - fs.started,
+            self.sampling.steps,
+            self.cache_stats(),
+            fs.position,
+        )
+
+    def cache_stats(self) -> CacheStats:
+        spec, c = self.cache.spec, self.cache
+        per_token = spec.bytes // spec.capacity_tokens
+        return CacheStats(
+            c.used_tokens,
+            spec.capacity_tokens,
+            c.history_tokens,
+            len(c.history),
+            per_token * c.used_tokens,
+            spec.bytes,
+        )
+
+    def close(self) -> None:
+        """Free the cache now (the object is unusable afterwards)."""
+        self.cache.k.clear()
+        self.cache.v.clear()
+        self.frames_done = self.total_frames
+
+
+def generate(
+    model: LumosTransformer,
+    request: VideoRequest,
+    sampling: SamplingConfig | None = None,
+    policy: CachePolicy | None = None,
+    seed: int = 0,
+) -> Iterator[FrameResult]:
+    """Yield each generated latent frame as soon as it is finished."""
+    gen = VideoGeneration(
+        model, request, sampling or SamplingConfig(), policy or FullPolicy(), seed
+    )
+    try:
+        while not gen.done:
+            result = gen.step()
+            if result is not None:
+                yield result
+    finally:
+        gen.close()
+
+
+def cache_plan_for(
+    model: LumosTransformer,
+    request: VideoRequest,
+    policy: CachePolicy,
+    sampling: SamplingConfig | None = None,
+):  # type: ignore[no-untyped-def]
+    """The CacheSpec a request would get, without allocating (for admission control)."""
+    sampling = sampling or SamplingConfig()
+    layout = request.layout
+    masked = history_mask_positions(layout.grid_tokens, sampling.history_mask_ratio)
+    return plan_cache(
+        model.config,
+        len(request.prompt_ids),
+        layout,
+        policy,
+        visible_tokens(layout, masked),
+        request.latent_frames - 2,
+        model.dtype,
+    )
