@@ -9,7 +9,8 @@ Equivalence to the reference (lumos1-inference.md §4): the reference draws
 distribution over the code range (everything else has probability 0) by inverting the CDF at
 one uniform per slot, without a per-entry random number or a normalised probability table.
 Everything after the draw (confidence, `mask_len` from the total slot count, cut at the sorted
-value, last step keeps all) follows the reference exactly, so with injected draws and uniforms the tokens match.
+value, last step keeps all) follows the reference exactly, so with injected draws and uniforms
+the tokens match.
 
 Invariant: known slots never change; unknown slots become known or stay MASK; after the last
 step every slot is known.
