@@ -1,0 +1,168 @@
+"""Image in, RGB frames out: the whole image-to-video path for one request.
+
+What it is: `Pipeline` holds the warm parts (transformer, video tokenizer, text tokenizer) and
+turns a request into a `VideoRun`: conditioning image -> resolution bucket -> codes, caption ->
+prompt ids, then one `step()` at a time, decoding each finished latent frame to RGB at once.
+What it is not: a scheduler or a server; nothing here knows about threads, HTTP or metrics.
+
+Invariant: everything a request needs in memory is known from `plan()` before `start()`
+allocates it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+
+from packcache_core.cache import CacheSpec
+from packcache_core.generate import (
+    FrameResult,
+    SamplingConfig,
+    VideoGeneration,
+    VideoRequest,
+    cache_plan_for,
+)
+from packcache_core.image import fixed_size_preprocess, preprocess_image
+from packcache_core.layout import FrameLayout
+from packcache_core.loading import load_model
+from packcache_core.model import LumosTransformer
+from packcache_core.policy import CachePolicy, FullPolicy
+from packcache_core.text import TextTokenizer, build_prompt_ids, load_text_tokenizer
+from packcache_core.video import VideoTokenizer, load_video_tokenizer
+from packcache_core.video.base import StreamDecoder
+
+BUILTIN_TARGET_SIZE = 128  # built-in models: small frames that run on a CPU
+LUMOS_TARGET_SIZE = 528  # the published 384p setting (672x384 for 16:9)
+
+
+@dataclass(frozen=True)
+class VideoParams:
+    """What a user asks for (validated by the caller's schema; checked again here)."""
+
+    prompt: str
+    latent_frames: int = 7  # total, conditioning frame included (7 = "24 frames at 12 fps")
+    fps: int = 12
+    size: tuple[int, int] | None = None  # (width, height); None = Lumos-1 bucket of the image
+    seed: int = 0
+    policy: CachePolicy = field(default_factory=FullPolicy)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    @property
+    def num_frames(self) -> int:
+        """RGB frames in the output: 1 + 4 (latent_frames - 1)."""
+        return 1 + 4 * (self.latent_frames - 1)
+
+    @property
+    def seconds(self) -> int:
+        """Duration token: whole seconds covering the frames after the first (at least 1)."""
+        return max(1, -(-(self.num_frames - 1) // self.fps))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request turned into tokens: what `plan` and `start` consume."""
+
+    params: VideoParams
+    image: torch.Tensor  # (H, W, 3) uint8, after bucket resize and crop
+    request: VideoRequest
+
+    @property
+    def layout(self) -> FrameLayout:
+        return self.request.layout
+
+
+@dataclass(frozen=True)
+class FrameOutput:
+    """A finished latent frame, decoded."""
+
+    result: FrameResult
+    rgb: torch.Tensor  # (n, H, W, 3) uint8: 4 frames per generated latent frame
+    decode_seconds: float
+
+
+class VideoRun:
+    """One request in flight: `first_rgb()` once, then `step()` until `done`."""
+
+    def __init__(
+        self, generation: VideoGeneration, decoder: StreamDecoder, first_codes: torch.Tensor
+    ) -> None:
+        self.generation = generation
+        self.decoder = decoder
+        self._first_codes = first_codes
+
+    @property
+    def done(self) -> bool:
+        return self.generation.done
+
+    def first_rgb(self) -> torch.Tensor:
+        """(1, H, W, 3) uint8: the tokenizer's reconstruction of the conditioning image."""
+        return self.decoder.push(self._first_codes)
+
+    def step(self) -> FrameOutput | None:
+        result = self.generation.step()
+        if result is None:
+            return None
+        t0 = time.perf_counter()
+        rgb = self.decoder.push(result.codes.to(self._first_codes.device))
+        return FrameOutput(result, rgb, time.perf_counter() - t0)
+
+    def close(self) -> None:
+        self.generation.close()
+
+
+@dataclass
+class Pipeline:
+    model: LumosTransformer
+    video_tokenizer: VideoTokenizer
+    text_tokenizer: TextTokenizer
+    target_size: int
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        tokenizer: str,
+        text_tokenizer: str | None = None,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        target_size: int | None = None,
+    ) -> Pipeline:
+        """Load the warm parts. Built-in models default to the byte text tokenizer."""
+        builtin = model.startswith("builtin:")
+        lm = load_model(model, device, dtype)
+        vt = load_video_tokenizer(tokenizer, device=device)
+        if vt.n_codes != lm.config.n_codes:
+            raise ValueError(
+                f"video tokenizer {tokenizer!r} has {vt.n_codes} codes but model "
+                f"{model!r} predicts {lm.config.n_codes}"
+            )
+        tt = load_text_tokenizer(text_tokenizer or ("builtin:bytes" if builtin else model))
+        size = target_size or (BUILTIN_TARGET_SIZE if builtin else LUMOS_TARGET_SIZE)
+        return cls(lm, vt, tt, size)
+
+    def prepare(self, image: Image.Image, params: VideoParams) -> Prepared:
+        if params.size is None:
+            pixels = preprocess_image(image, self.target_size)
+        else:
+            pixels = fixed_size_preprocess(image, *params.size)
+        H, W, _ = pixels.shape
+        codes = self.video_tokenizer.encode_image(pixels.to(self.model.device))  # (h, w)
+        ids = build_prompt_ids(self.text_tokenizer, params.prompt, W, H, params.fps, params.seconds)
+        req = VideoRequest(ids, codes.cpu(), params.latent_frames, params.fps, params.seconds)
+        return Prepared(params, pixels, req)
+
+    def plan(self, prepared: Prepared) -> CacheSpec:
+        p = prepared.params
+        return cache_plan_for(self.model, prepared.request, p.policy, p.sampling)
+
+    def start(self, prepared: Prepared) -> VideoRun:
+        p = prepared.params
+        gen = VideoGeneration(self.model, prepared.request, p.sampling, p.policy, p.seed)
+        return VideoRun(
+            gen,
+            self.video_tokenizer.stream_decoder(),
+            prepared.request.first_frame.to(self.model.device),
+        )
