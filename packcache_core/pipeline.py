@@ -30,6 +30,7 @@ from packcache_core.layout import FrameLayout
 from packcache_core.loading import load_model
 from packcache_core.model import LumosTransformer
 from packcache_core.policy import CachePolicy, FullPolicy
+from packcache_core.sampling import SAMPLE_CHUNK
 from packcache_core.text import TextTokenizer, build_prompt_ids, load_text_tokenizer
 from packcache_core.video import VideoTokenizer, load_video_tokenizer
 from packcache_core.video.base import StreamDecoder
@@ -158,6 +159,10 @@ class Pipeline:
         p = prepared.params
         return cache_plan_for(self.model, prepared.request, p.policy, p.sampling)
 
+    def activation_bytes(self, spec: CacheSpec) -> int:
+        """Estimated transient memory of one `step()` of a request planned as `spec`."""
+        return step_activation_bytes(self.model, spec)
+
     def start(self, prepared: Prepared) -> VideoRun:
         p = prepared.params
         gen = VideoGeneration(self.model, prepared.request, p.sampling, p.policy, p.seed)
@@ -166,3 +171,26 @@ class Pipeline:
             self.video_tokenizer.stream_decoder(),
             prepared.request.first_frame.to(self.model.device),
         )
+
+
+def step_activation_bytes(model: LumosTransformer, spec: CacheSpec) -> int:
+    """Upper estimate of the memory one `step()` allocates and frees again, beyond the cache.
+
+    Only one step runs at a time on a device, so a server needs the largest of these over its
+    requests, not their sum. Counted: the two-row forward of a frame (or of the text prefix,
+    whichever is longer) against the full cache, with float32 attention scores and probabilities
+    (the math path of SDPA; fused kernels use less), grouped K/V expanded to all heads, the MLP
+    and float32 RoPE copies; then the float32 code logits of both rows and the sampler's
+    temporaries per chunk of slots. Not counted: the video decoder (its own architecture) and
+    the allocator's fragmentation, which a server's headroom covers.
+    """
+    cfg, layout = model.config, spec.layout
+    act = torch.empty(0, dtype=model.dtype).element_size()
+    S = max(layout.tokens, spec.prefix_tokens)  # rows fed in one forward
+    K, H, D = spec.capacity_tokens, cfg.num_attention_heads, cfg.head_dim
+    attention = 2 * (2 * H * S * K * 4) + 2 * (2 * H * K * D * act)  # scores, probs; K, V
+    mlp = 3 * 2 * S * cfg.intermediate_size * act
+    hidden = 8 * 2 * S * cfg.hidden_size * 4  # residual, q/k/v, float32 RoPE copies
+    N, V = layout.n_codes, cfg.n_codes
+    sample = 2 * N * V * 4 + 4 * min(N, SAMPLE_CHUNK) * V * 4  # logits; CFG, exp, pad, cdf
+    return attention + mlp + hidden + sample
