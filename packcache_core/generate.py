@@ -178,6 +178,7 @@ class VideoGeneration:
         current = self._frame.step if self._frame is not None else 0
         return self.frames_done * self.sampling.steps + current
 
+    @torch.no_grad()
     def step(self) -> FrameResult | None:
         """Run the next unit of work; returns the frame it finished, if any."""
         assert not self.done, "generation already finished"

@@ -1,0 +1,224 @@
+"""Cache invariants over one policy matrix, and the equivalences of packcache-method.md §3.
+
+A new policy is one line in POLICIES; every invariant below then runs on it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from packcache_core.cache import KVCache, plan_cache, simulate_history, visible_tokens
+from packcache_core.generate import SamplingConfig, VideoGeneration, VideoRequest, cache_plan_for
+from packcache_core.layout import FrameLayout, frame_positions, history_mask_positions
+from packcache_core.loading import load_model
+from packcache_core.model import LumosTransformer
+from packcache_core.policy import (
+    CachePolicy,
+    FullPolicy,
+    PackCachePolicy,
+    SlidingPolicy,
+    boundary_mask,
+    make_policy,
+)
+from packcache_core.rope import RotaryTables, apply_rotary, rerotate
+
+POLICIES: list[CachePolicy] = [
+    FullPolicy(),
+    SlidingPolicy(window=1),
+    SlidingPolicy(window=3, rebase=False),
+    PackCachePolicy(),
+    PackCachePolicy(window=2),
+    PackCachePolicy(drop_masked=False, b_min=0.3),
+    PackCachePolicy(window=3, rho=0.7, budget=0.5, rebase=False),
+]
+LAYOUT = FrameLayout(4, 8)
+FRAMES = 9  # latent frames, conditioning included
+PROMPT = [0, *range(16000, 16012), 8710]
+
+
+@pytest.fixture(scope="module")
+def model() -> LumosTransformer:
+    return load_model("builtin:tiny-random")
+
+
+def request(frames: int = FRAMES, layout: FrameLayout = LAYOUT) -> VideoRequest:
+    codes = torch.randint(
+        0, 64000, (layout.h, layout.w), generator=torch.Generator().manual_seed(5)
+    )
+    return VideoRequest(PROMPT, codes, frames, fps=12, seconds=2)
+
+
+def run(
+    model: LumosTransformer,
+    policy: CachePolicy,
+    frames: int = FRAMES,
+    seed: int = 0,
+    steps: int = 2,
+    check=None,
+) -> list:  # type: ignore[no-untyped-def,type-arg]
+    gen = VideoGeneration(model, request(frames), SamplingConfig(steps=steps), policy, seed)
+    out = []
+    while not gen.done:
+        r = gen.step()
+        if r is not None:
+            out.append(r)
+            if check is not None:
+                check(gen, r)
+    return out
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: repr(p))
+def test_invariants(model: LumosTransformer, policy: CachePolicy) -> None:
+    anchors: dict[str, torch.Tensor] = {}
+
+    def check(gen: VideoGeneration, r) -> None:  # type: ignore[no-untyped-def]
+        c, spec = gen.cache, gen.cache.spec
+        assert c.used_tokens <= spec.capacity_tokens
+        assert c.history_tokens <= spec.history_capacity
+        A = spec.anchor_tokens
+        snap = torch.cat([k[:, :, :A] for k in c.k])
+        if "k" in anchors:  # anchors never move or change
+            assert torch.equal(snap, anchors["k"])
+        anchors["k"] = snap
+        for h in c.history:  # every kept frame keeps its four boundary tokens
+            assert int(boundary_mask(h.local, spec.layout).sum()) == 4
+        if isinstance(policy, PackCachePolicy | SlidingPolicy) and policy.rebase:
+            # the current frame never sits later than frame W + 1
+            assert r.frame_position <= policy.window + 1
+            assert [h.frame for h in c.history] == list(range(1, len(c.history) + 1))
+        if isinstance(policy, PackCachePolicy):
+            v = policy.visible_count(spec.layout, gen.visible)
+            grid = [int((~boundary_mask(h.local, spec.layout)).sum()) for h in reversed(c.history)]
+            assert grid == [policy.frame_budget(d, v) for d in range(1, len(grid) + 1)]
+            assert len(c.history) <= policy.window
+
+    out = run(model, policy, check=check)
+    assert [r.index for r in out] == list(range(1, FRAMES))
+    assert all(r.codes.shape == (LAYOUT.h, LAYOUT.w) for r in out)
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: repr(p))
+def test_capacity_is_known_before_start(model: LumosTransformer, policy: CachePolicy) -> None:
+    spec = cache_plan_for(model, request(), policy, SamplingConfig(steps=2))
+    gen = VideoGeneration(model, request(), SamplingConfig(steps=2), policy)
+    assert gen.cache.spec == spec
+    assert gen.cache.k[0].shape[2] == spec.capacity_tokens
+    per_layer = gen.cache.k[0].numel() * gen.cache.k[0].element_size()
+    assert spec.bytes == 2 * len(gen.cache.k) * per_layer
+
+
+def test_packcache_capacity_does_not_depend_on_length(model: LumosTransformer) -> None:
+    caps = {
+        n: cache_plan_for(model, request(n), PackCachePolicy()).capacity_tokens
+        for n in (8, 100, 1000)
+    }
+    assert len(set(caps.values())) == 1
+    full = [cache_plan_for(model, request(n), FullPolicy()).capacity_tokens for n in (8, 100)]
+    assert full[1] > full[0]
+
+
+def test_packcache_capacity_formula() -> None:
+    """anchors + sum(n_d) + 4W boundary tokens + one frame (packcache-method.md §3)."""
+    lay = FrameLayout(48, 84)
+    masked = history_mask_positions(lay.grid_tokens, 0.7)
+    vis = visible_tokens(lay, masked)
+    p = PackCachePolicy()
+    v = p.visible_count(lay, vis)
+    assert v == 1224  # 30% of 4080 grid tokens survive the AR-DF history mask
+    budgets = [p.frame_budget(d, v) for d in range(1, 5)]
+    assert budgets == [612, 306, 153, 153] and sum(budgets) == v
+    assert simulate_history(p, lay, vis, write_backs=20) == sum(budgets) + 4 * 4
+    cfg = load_model("builtin:tiny-random", device="meta").config
+    spec = plan_cache(cfg, 200, lay, p, vis, 20, torch.bfloat16)
+    assert spec.capacity_tokens == (200 + 3 + 4084) + sum(budgets) + 16 + 4084
+
+
+def test_packcache_keeping_everything_equals_full(model: LumosTransformer) -> None:
+    keep_all = PackCachePolicy(window=FRAMES, drop_masked=False, budget=2.0**FRAMES)
+    full = run(model, FullPolicy(), seed=11)
+    packed = run(model, keep_all, seed=11)
+    for a, b in zip(full, packed, strict=True):
+        assert torch.equal(a.codes, b.codes)
+        assert a.cache.used_tokens == b.cache.used_tokens
+
+
+def test_same_seed_same_tokens_whatever_runs_beside(model: LumosTransformer) -> None:
+    alone = run(model, PackCachePolicy(), seed=7)
+    a = VideoGeneration(model, request(), SamplingConfig(steps=2), PackCachePolicy(), seed=7)
+    b = VideoGeneration(model, request(), SamplingConfig(steps=2), FullPolicy(), seed=8)
+    interleaved = []
+    while not a.done:
+        r = a.step()
+        if not b.done:
+            b.step()
+        if r is not None:
+            interleaved.append(r)
+    assert all(torch.equal(x.codes, y.codes) for x, y in zip(alone, interleaved, strict=True))
+    other = run(model, PackCachePolicy(), seed=8)
+    assert not all(torch.equal(x.codes, y.codes) for x, y in zip(alone, other, strict=True))
+
+
+def test_rerotate_round_trip() -> None:
+    keys = torch.randn(2, 2, 50, 32)
+    delta = torch.randn(2, 50, 16).double() * 100
+    back = rerotate(rerotate(keys, delta), -delta)
+    torch.testing.assert_close(back, keys, atol=1e-5, rtol=0)
+
+
+def test_rebased_cache_equals_keys_rotated_from_scratch() -> None:
+    """Pack with eviction + rebase, then compare every kept key, and the attention output of a
+    query over the cache, with keys rotated at the rebased positions from scratch."""
+    cfg = load_model("builtin:tiny-random", device="meta").config
+    lay, text_len, D = LAYOUT, len(PROMPT), cfg.head_dim
+    policy = SlidingPolicy(window=2)
+    vis = visible_tokens(lay, history_mask_positions(lay.grid_tokens, 0.7))
+    rope = RotaryTables(D, cfg.rope_theta, "cpu")
+    cache = KVCache(
+        plan_cache(cfg, text_len, lay, policy, vis, 3, torch.float32),
+        policy,
+        rope,
+        torch.device("cpu"),
+        torch.float32,
+    )
+    A, n_kv = cache.spec.anchor_tokens, cfg.num_key_value_heads
+    raw = torch.randn(3, 2, n_kv, lay.tokens, D)  # pre-RoPE keys of frames 1..3
+
+    def rotated(k: torch.Tensor, frame: int) -> torch.Tensor:
+        pos = torch.stack([frame_positions(lay, frame, t) for t in (text_len, 0)], 1)
+        cos, sin = rope.cos_sin(pos, torch.float32)  # (2, F, D)
+        return apply_rotary(k, cos, sin)
+
+    for f in range(3):  # write frames 1, 2, 3 at their absolute positions, packing after each
+        start = cache.current_start
+        cache.k[0][:, :, start : start + lay.tokens] = rotated(raw[f], f + 1)
+        cache.commit_frame(f + 1, vis)
+    assert [h.frame for h in cache.history] == [1, 2]  # frame 1 left; 2, 3 renumbered
+    want = torch.cat([rotated(raw[1], 1), rotated(raw[2], 2)], dim=2)  # (2, n_kv, 2F, D)
+    got = cache.k[0][:, :, A : A + 2 * lay.tokens]
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
+    q = torch.randn(2, n_kv, 5, D)
+    att = torch.nn.functional.scaled_dot_product_attention
+    torch.testing.assert_close(att(q, got, got), att(q, want, want), atol=2e-5, rtol=0)
+
+
+def test_hundred_latent_frames_with_packcache(model: LumosTransformer) -> None:
+    out = run(model, PackCachePolicy(), frames=100, steps=1)
+    assert len(out) == 99
+    caps = {r.cache.capacity_tokens for r in out}
+    assert len(caps) == 1
+    assert out[-1].frame_position == PackCachePolicy().window + 1
+    used_after_fill = {r.cache.used_tokens for r in out[5:]}
+    assert len(used_after_fill) == 1  # constant size once the window is full
+
+
+def test_make_policy_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="unknown cache policy"):
+        make_policy("lru")
+    with pytest.raises(ValueError, match="bad parameters"):
+        make_policy("packcache", windw=3)
+    with pytest.raises(ValueError, match="window"):
+        make_policy("sliding", window=0)
+    assert math.isclose(make_policy("packcache", rho=0.25).rho, 0.25)  # type: ignore[attr-defined]
