@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -25,7 +26,7 @@ def test_schedule_matches_reference_counts() -> None:
     counts = [cosine_mask_len(s, 50, 4032) for s in range(49)]
     assert counts[:5] == [4030, 4024, 4014, 4000, 3982]
     assert counts[-3:] == [379, 253, 126]
-    assert all(a > b for a, b in zip(counts, counts[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(counts))
 
 
 def test_temperature_is_a_running_product() -> None:
