@@ -1,0 +1,186 @@
+"""Decoded frames to bytes: MP4 files written as frames arrive, and JPEG/PNG images.
+
+What it is: thin wrappers over PyAV (FFmpeg) and Pillow for uint8 (N, H, W, 3) RGB frames.
+What it is not: a muxer for audio, a reader, or a server endpoint.
+
+Codec: H.264 through `libx264`, crf 17, yuv420p, as the Lumos-1 reference's ffmpeg command.
+PyAV's wheels bundle FFmpeg with libx264 (checked on PyAV 18.1.0: `libx264` is in
+`av.codec.codecs_available` and opens as an encoder). Where a build lacks it, `pick_codec`
+falls back to FFmpeg's native `mpeg4` (MPEG-4 Part 2) with the quantiser pinned to 3 through
+qmin = qmax (its default rate control spent less than half the bits on a test clip): larger
+files, and most browsers will not play it, but every FFmpeg build has it. yuv420p stores chroma
+at half resolution, so width and height must be even; our tokenizers emit multiples of 8.
+
+Key invariant: an `Mp4Writer` holds at most one batch of frames; each `write` encodes and
+muxes its frames before returning, and `close` flushes the encoder and finalises the file.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+import av
+import numpy as np
+import torch
+from av.container import OutputContainer
+from PIL import Image
+
+Frames = torch.Tensor | np.ndarray
+CODEC_PREFERENCE = ("libx264", "mpeg4")
+H264_CRF = 17  # the reference's `-crf 17`
+MPEG4_QUANTISER = 3  # fallback: 2 (best) .. 31
+
+
+def pick_codec(preference: tuple[str, ...] = CODEC_PREFERENCE) -> str:
+    """The first codec in `preference` that this PyAV build can encode with."""
+    for name in preference:
+        if name not in av.codec.codecs_available:
+            continue
+        try:
+            av.codec.Codec(name, "w")
+        except av.codec.codec.UnknownCodecError:
+            continue
+        return name
+    raise RuntimeError(f"none of the video encoders {preference} is available in this PyAV build")
+
+
+def _as_frames(frames: Frames) -> np.ndarray:
+    """uint8 (N, H, W, 3) or (H, W, 3), tensor or array -> contiguous uint8 (N, H, W, 3)."""
+    x = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if x.ndim == 3:
+        x = x[None]
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected uint8 (N, H, W, 3) RGB frames, got {x.dtype} {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+class Mp4Writer:
+    """Writes an MP4 incrementally: `write` frame batches as they come, then `close`.
+
+    Args:
+        path: output file; created (or truncated) at construction.
+        fps: frame rate (int or Fraction).
+        codec: an encoder name; default `pick_codec()`.
+    """
+
+    def __init__(self, path: str | Path, fps: int | Fraction, codec: str | None = None) -> None:
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.path = Path(path)
+        self.fps = Fraction(fps)
+        self.codec = codec or pick_codec()
+        self.frames_written = 0
+        self._container: OutputContainer | None = av.open(str(self.path), mode="w")
+        self._stream: av.VideoStream | None = None  # added on the first write: needs H, W
+
+    def _open_stream(self, container: OutputContainer, height: int, width: int) -> av.VideoStream:
+        if height % 2 or width % 2:
+            raise ValueError(f"yuv420p needs even width and height, got {width}x{height}")
+        stream = container.add_stream(self.codec, rate=self.fps)
+        assert isinstance(stream, av.VideoStream), f"{self.codec} is not a video codec"
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if self.codec.startswith("libx264"):
+            stream.options = {"crf": str(H264_CRF)}
+        else:
+            stream.options = {"qmin": str(MPEG4_QUANTISER), "qmax": str(MPEG4_QUANTISER)}
+        return stream
+
+    def write(self, frames: Frames) -> None:
+        """Encodes uint8 (N, H, W, 3) or (H, W, 3) RGB frames; every call has the same H, W."""
+        batch = _as_frames(frames)  # (N, H, W, 3)
+        container = self._container
+        if container is None:
+            raise ValueError(f"{self.path}: writer is closed")
+        if self._stream is None:
+            self._stream = self._open_stream(container, batch.shape[1], batch.shape[2])
+        if batch.shape[1:3] != (self._stream.height, self._stream.width):
+            raise ValueError(
+                f"frame size changed to {batch.shape[2]}x{batch.shape[1]} from "
+                f"{self._stream.width}x{self._stream.height}"
+            )
+        for rgb in batch:
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = self.frames_written  # in 1/fps units, the stream's rate
+            container.mux(self._stream.encode(frame))
+            self.frames_written += 1
+
+    def close(self) -> None:
+        """Flushes and finalises the file. Idempotent; with no frames written, no file remains."""
+        if self._container is None:
+            return
+        try:
+            if self._stream is not None:
+                self._container.mux(self._stream.encode(None))
+        finally:
+            self._container.close()
+            self._container = None
+            if self._stream is None:
+                self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> Mp4Writer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def write_mp4(
+    frames: Frames | Iterable[Frames],
+    path: str | Path,
+    fps: int | Fraction,
+    codec: str | None = None,
+) -> int:
+    """Writes frames (one batch, or an iterable of batches as they are produced) to an MP4.
+
+    Returns the number of frames written; raises ValueError if there were none.
+    """
+    batches = [frames] if isinstance(frames, torch.Tensor | np.ndarray) else frames
+    with Mp4Writer(path, fps, codec) as writer:
+        for batch in batches:
+            writer.write(batch)
+    if writer.frames_written == 0:
+        raise ValueError(f"{path}: no frames to write")
+    return writer.frames_written
+
+
+def _as_image(frame: Frames) -> Image.Image:
+    x = _as_frames(frame)
+    if x.shape[0] != 1:
+        raise ValueError(f"expected one frame, got {x.shape[0]}")
+    return Image.fromarray(x[0])
+
+
+def encode_frame(
+    frame: Frames, format: Literal["jpeg", "png"] = "jpeg", quality: int = 90
+) -> bytes:
+    """One uint8 (H, W, 3) RGB frame -> JPEG (at `quality`, 1..95) or lossless PNG bytes."""
+    image = _as_image(frame)
+    buf = io.BytesIO()
+    if format == "jpeg":
+        if not 1 <= quality <= 95:
+            raise ValueError(f"JPEG quality must be in [1, 95], got {quality}")
+        image.save(buf, format="JPEG", quality=quality)
+    elif format == "png":
+        image.save(buf, format="PNG")
+    else:
+        raise ValueError(f"format must be 'jpeg' or 'png', got {format!r}")
+    return buf.getvalue()
+
+
+def thumbnail(frame: Frames, max_side: int = 256, quality: int = 85) -> bytes:
+    """A JPEG of `frame` shrunk (never enlarged) so its longer side is at most `max_side`."""
+    image = _as_image(frame)
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
