@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CosmosExport
 
 from packcache_core.video.base import to_uint8_frames
 from packcache_core.video.cosmos import CosmosTokenizer, load_cosmos
 from packcache_core.video.cosmos_net import DVConfig, export_jit
+
+from .conftest import CosmosExport
 
 Psnr = Callable[[torch.Tensor, torch.Tensor], float]
 # TorchScript is deprecated in torch 2.13; NVIDIA ships TorchScript, so the tests use it.

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CosmosExport
 
 from packcache_core.video import load_video_tokenizer
 from packcache_core.video.builtin import PatchTokenizer
 from packcache_core.video.cosmos import CosmosTokenizer
+
+from .conftest import CosmosExport
 
 
 def test_builtin_name() -> None:
