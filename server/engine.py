@@ -1,0 +1,371 @@
+"""The engine: one thread that owns the model and runs every request's device work.
+
+What it is: `Engine`, whose thread takes submissions from a bounded intake, prepares and plans
+them (image -> codes, prompt -> ids, cache size), lets the scheduler admit them by memory,
+and runs one `step()` per running request in turn, so all of them progress. Each event goes to
+the request's listeners at once (frames as soon as a latent frame decodes). What it is not: a
+web handler (nothing here awaits; routes await `submit`, which the engine answers through the
+caller's event loop) or a writer of files (the recorder listens).
+
+Invariants: device work happens only on the engine thread; a request's cancel flag and deadline
+are checked before every step; a request that fails is finished and its cache freed without
+touching any other request; every accepted request gets exactly one `Finished` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+
+from packcache_core.pipeline import Pipeline
+from server.errors import InvalidRequest, Overloaded, ServerError, Unavailable
+from server.events import (
+    EngineObserver,
+    Event,
+    FinalStatus,
+    Finished,
+    Frame,
+    FrameStats,
+    NullObserver,
+    Progress,
+    Queued,
+    Started,
+)
+from server.job import Admission, Job, Submission
+from server.memory import DeviceMemory
+from server.scheduler import FifoScheduler
+
+log = logging.getLogger(__name__)
+IDLE_WAIT_S = 0.25
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    budget_bytes: int
+    max_running: int
+    max_queued: int
+    request_timeout_s: float
+    stall_timeout_s: float
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A consistent snapshot for metrics and /ready, replaced whole by the engine thread."""
+
+    running: int = 0
+    waiting: int = 0  # in the queue or not yet planned
+    kv_bytes: int = 0
+    reserved_bytes: int = 0
+    budget_bytes: int = 0
+
+
+class Engine:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        config: EngineConfig,
+        memory: DeviceMemory,
+        observer: EngineObserver | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.config = config
+        self.memory = memory
+        self.observer: EngineObserver = observer or NullObserver()
+        self.scheduler: FifoScheduler[Job] = FifoScheduler(
+            config.budget_bytes, config.max_running, config.max_queued
+        )
+        self.stats = EngineStats(budget_bytes=config.budget_bytes)
+        self._lock = threading.Lock()  # guards _intake, _jobs and _accepting
+        self._intake: deque[Job] = deque()
+        self._jobs: dict[str, Job] = {}
+        self._accepting = True
+        self._stopping = False
+        self._wake = threading.Event()
+        self._heartbeat = time.monotonic()
+        self._mean_request_s = 10.0  # for Retry-After
+        self._thread = threading.Thread(target=self._run, name="packcache-engine", daemon=True)
+
+    # -- called from other threads ----------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    async def submit(self, sub: Submission) -> Admission:
+        """Queue a request; returns once the engine has planned and admitted it.
+
+        Raises:
+            Overloaded: the waiting queue is full (429, `retry_after` set).
+            InvalidRequest: the request cannot be prepared or can never fit the budget.
+            Unavailable: the engine is stopping.
+        """
+        reply: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
+        job = Job(sub, sub.arrived + self.config.request_timeout_s, reply)
+        with self._lock:
+            # The intake holds requests not yet planned; bounded like the queue plus the
+            # requests that could start at once.
+            full = len(self._intake) >= self.config.max_queued + self.config.max_running
+            error = self._refusal() if full or not self._accepting else None
+            if error is None:
+                self._intake.append(job)
+                self._jobs[sub.job_id] = job
+        if error is not None:
+            self.observer.on_reject(error.code)
+            raise error
+        self._wake.set()
+        return await reply
+
+    def cancel(self, job_id: str, status: FinalStatus = "cancelled") -> bool:
+        """Ask the engine to stop a request; it is finished before its next step."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            return False
+        job.cancel_requested = status
+        self._wake.set()
+        return True
+
+    def progress(self, job_id: str) -> tuple[bool, int, int] | None:
+        """(started, steps done, total steps) of a request the engine holds, else None."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return None
+        done, total = job.progress
+        return job.run is not None, done, total
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._stopping
+
+    @property
+    def stalled(self) -> bool:
+        """Busy, yet no loop iteration (one step) finished within the stall timeout."""
+        busy = self.stats.running > 0 or self.stats.waiting > 0
+        return busy and time.monotonic() - self._heartbeat > self.config.stall_timeout_s
+
+    def set_budget(self, budget_bytes: int) -> None:
+        self.scheduler.budget_bytes = budget_bytes  # read by the engine thread's next admit
+        self.stats = EngineStats(budget_bytes=budget_bytes)
+
+    def stop(self, grace_s: float = 0.0) -> None:
+        """Stop admitting, let running requests finish for `grace_s`, cancel the rest, join."""
+        with self._lock:
+            self._accepting = False
+        end = time.monotonic() + grace_s
+        while time.monotonic() < end and (self.stats.running or self.stats.waiting):
+            time.sleep(0.05)
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout=60)
+
+    # -- the engine thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while not self._stopping:
+                self._heartbeat = time.monotonic()
+                self._take_intake()
+                self._reap()
+                self._admit()
+                job = self.scheduler.next()
+                if job is None:
+                    self._wake.wait(IDLE_WAIT_S)
+                    self._wake.clear()
+                    continue
+                self._step(job)
+            self._shutdown()
+
+    def _take_intake(self) -> None:
+        while True:
+            with self._lock:
+                if not self._intake:
+                    return
+                job = self._intake.popleft()
+            self._accept(job)
+            self._publish()
+
+    def _accept(self, job: Job) -> None:
+        if job.cancel_requested is not None:
+            self._drop(job, InvalidRequest("cancelled before it started", code="cancelled"))
+            return
+        try:
+            prepared = self.pipeline.prepare(job.sub.image, job.sub.params)
+            spec = self.pipeline.plan(prepared)
+            job.prepared, job.cache_bytes = prepared, spec.bytes
+            job.activation_bytes = self.pipeline.activation_bytes(spec)
+            decision = self.scheduler.offer(job, self._mean_request_s)
+        except ServerError as e:  # can never fit, or the queue is full
+            self.observer.on_reject(e.code)
+            self._drop(job, e)
+            return
+        except ValueError as e:  # the core refuses the request (e.g. a caption with a marker)
+            self._drop(job, InvalidRequest(str(e)))
+            return
+        except Exception as e:
+            log.exception("preparing %s failed", job.id)
+            self._drop(job, ServerError(f"could not prepare the request: {e}"))
+            return
+        height, width = prepared.image.shape[:2]
+        admission = Admission(
+            self.scheduler.position(job), width, height, job.cache_bytes, job.activation_bytes
+        )
+        self._resolve(job, admission)
+        self._emit(job, Queued(admission.position))
+        if decision == "start":
+            self._start(job)
+
+    def _drop(self, job: Job, error: ServerError) -> None:
+        """Refuse a request that was never admitted (its caller gets `error`)."""
+        with self._lock:
+            self._jobs.pop(job.id, None)
+        if job.reply is not None:
+            job.reply.get_loop().call_soon_threadsafe(_set_exception, job.reply, error)
+
+    def _resolve(self, job: Job, admission: Admission) -> None:
+        if job.reply is not None:
+            job.reply.get_loop().call_soon_threadsafe(_set_result, job.reply, admission)
+
+    def _admit(self) -> None:
+        started = self.scheduler.admit()
+        for job in started:
+            self._start(job)
+        if started:
+            for pos, job in enumerate(self.scheduler.waiting, 1):
+                self._emit(job, Queued(pos))
+
+    def _start(self, job: Job) -> None:
+        assert job.prepared is not None
+        job.started_at = job.last_frame_at = time.monotonic()
+        self.observer.on_start(job.started_at - job.sub.arrived)
+        self._publish()
+        try:
+            job.run = self.pipeline.start(job.prepared)
+            first = job.run.first_rgb()  # (1, H, W, 3)
+        except Exception as e:
+            log.exception("starting %s failed", job.id)
+            self._finish(job, "failed", "generation_error", f"could not start: {e}")
+            return
+        p = job.sub.params
+        height, width = first.shape[1:3]
+        started = Started(
+            width, height, p.fps, p.latent_frames, p.num_frames, job.policy, job.cache_bytes
+        )
+        self._emit(job, started)
+        self._emit(job, Frame(0, 0, first))
+        job.rgb_frames = int(first.shape[0])
+
+    def _reap(self) -> None:
+        """Finish cancelled and timed-out requests (running or waiting) before the next step."""
+        now = time.monotonic()
+        for job in [*self.scheduler.running, *self.scheduler.waiting]:
+            if job.cancel_requested == "cancelled":
+                self._finish(job, "cancelled", "cancelled", "cancelled by the client")
+            elif job.cancel_requested == "timeout" or now > job.deadline:
+                limit = self.config.request_timeout_s
+                self._finish(job, "timeout", "timeout", f"did not finish within {limit:g} s")
+
+    def _step(self, job: Job) -> None:
+        assert job.run is not None
+        done_before = job.run.generation.steps_done
+        self.memory.begin_step()
+        t0 = time.perf_counter()
+        try:
+            out = job.run.step()
+        except Exception as e:
+            log.exception("step of %s failed", job.id)
+            self._finish(job, "failed", "generation_error", f"generation failed: {e}")
+            return
+        seconds = time.perf_counter() - t0
+        peak = self.memory.end_step(job.activation_bytes)
+        job.peak_bytes, job.frame_peak_bytes = (
+            max(job.peak_bytes, peak),
+            max(job.frame_peak_bytes, peak),
+        )
+        steps_done, total = job.progress
+        if steps_done > done_before:  # a denoising step (not the prefill)
+            job.steps += 1
+            job.step_seconds += seconds
+            self.observer.on_step(job.policy, seconds)
+        self._emit(job, Progress(steps_done, total))
+        if out is not None:
+            self._frame_done(job, out.result.index, out.rgb)
+        if job.run.done:
+            self._finish(job, "completed")
+
+    def _frame_done(self, job: Job, latent_index: int, rgb: torch.Tensor) -> None:
+        now = time.monotonic()
+        first = job.first_frame_at is None
+        if first:
+            job.first_frame_at = now
+        self._emit(job, Frame(job.rgb_frames, latent_index, rgb))
+        job.rgb_frames += int(rgb.shape[0])
+        ttff = now - job.sub.arrived if first else None
+        stats = FrameStats(
+            job.policy, now - job.last_frame_at, job.frame_peak_bytes, int(rgb.shape[0]), ttff
+        )
+        self.observer.on_frame(stats)
+        job.last_frame_at, job.frame_peak_bytes = now, 0
+
+    def _finish(
+        self, job: Job, status: FinalStatus, code: str | None = None, message: str | None = None
+    ) -> None:
+        if job.run is not None:
+            job.run.close()  # frees the cache now
+            job.run = None
+        self.scheduler.remove(job)
+        with self._lock:
+            self._jobs.pop(job.id, None)
+        now = time.monotonic()
+        stats = job.stats(now)
+        if status == "completed":
+            self._mean_request_s = 0.8 * self._mean_request_s + 0.2 * stats.duration_s
+        self._publish()
+        self._emit(job, Finished(status, code, message, stats))
+        self.observer.on_finish(status, stats)
+
+    def _emit(self, job: Job, event: Event) -> None:
+        for listener in job.sub.listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("listener of %s failed on %s", job.id, type(event).__name__)
+
+    def _publish(self) -> None:
+        s = self.scheduler
+        with self._lock:
+            intake = len(self._intake)
+        kv, reserved = s.kv_bytes, s.reserved_bytes
+        self.stats = EngineStats(
+            len(s.running), len(s.waiting) + intake, kv, reserved, s.budget_bytes
+        )
+        self.memory.track(kv, reserved)
+
+    def _refusal(self) -> ServerError:
+        if not self._accepting:
+            return Unavailable("the server is shutting down", retry_after=5)
+        return Overloaded(
+            "server busy: too many requests waiting; retry later", retry_after=self._mean_request_s
+        )
+
+    def _shutdown(self) -> None:
+        for job in [*self.scheduler.running, *self.scheduler.waiting]:
+            self._finish(job, "failed", "shutdown", "the server shut down before the job finished")
+        with self._lock:
+            pending, self._intake = list(self._intake), deque()
+        for job in pending:
+            self._drop(job, Unavailable("the server is shutting down", retry_after=5))
+
+
+def _set_result(fut: asyncio.Future[Admission], value: Admission) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: asyncio.Future[Admission], error: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(error)

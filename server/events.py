@@ -1,0 +1,132 @@
+"""What the engine tells the rest of the server: plain event and statistics dataclasses.
+
+What it is: the events one request goes through (`Queued`, `Started`, `Frame`, `Progress`,
+`Finished`), the per-request `RequestStats`, and the `JobListener` protocol that consumers (the
+recorder, a websocket) implement. What it is not: transport; listeners decide how an event
+leaves the engine thread (an executor, `call_soon_threadsafe`).
+
+Invariant: a listener sees `Queued` and/or `Started` first, frames in order, and exactly one
+`Finished` last, also when the request fails or is cancelled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+
+FinalStatus = Literal["completed", "failed", "cancelled", "timeout"]
+
+
+@dataclass(frozen=True)
+class RequestStats:
+    """Per-request statistics, sent with `completed` and stored with the job."""
+
+    queue_wait_s: float
+    time_to_first_frame_s: float | None  # arrival -> first generated latent frame decoded
+    duration_s: float  # arrival -> finish
+    generation_s: float  # start -> finish
+    frames: int  # RGB frames produced, the conditioning frame included
+    latent_frames: int
+    steps: int  # denoising steps run
+    mean_step_s: float
+    realtime_factor: float | None  # generation seconds per second of video
+    cache_policy: str
+    cache_bytes: int  # the request's fixed KV cache
+    activation_bytes: int  # estimate used for admission
+    peak_memory_bytes: int  # largest device memory seen during its steps
+
+
+@dataclass(frozen=True)
+class Queued:
+    position: int  # 1 = next to start
+
+
+@dataclass(frozen=True)
+class Started:
+    width: int
+    height: int
+    fps: int
+    latent_frames: int
+    frames: int
+    cache_policy: str
+    cache_bytes: int
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int  # first RGB frame index in `rgb`
+    latent_index: int  # 0 = the conditioning frame
+    rgb: torch.Tensor  # (n, H, W, 3) uint8 on the CPU
+
+
+@dataclass(frozen=True)
+class Progress:
+    steps_done: int
+    total_steps: int
+
+    @property
+    def percent(self) -> int:
+        return 100 * self.steps_done // max(1, self.total_steps)
+
+
+@dataclass(frozen=True)
+class Finished:
+    status: FinalStatus
+    code: str | None = None  # error code when not completed
+    message: str | None = None
+    stats: RequestStats | None = None
+
+
+Event = Queued | Started | Frame | Progress | Finished
+
+
+class JobListener(Protocol):
+    """Receives one request's events on the engine thread; must return quickly."""
+
+    def __call__(self, event: Event) -> None: ...
+
+
+@dataclass(frozen=True)
+class FrameStats:
+    """One generated latent frame, for metrics."""
+
+    policy: str
+    latency_s: float  # since the previous latent frame of the request (or its start)
+    peak_memory_bytes: int  # largest memory seen during the frame's steps
+    rgb_frames: int
+    time_to_first_frame_s: float | None  # set on the request's first generated frame
+
+
+class EngineObserver(Protocol):
+    """Consumes the engine's plain statistics (the Prometheus side implements it)."""
+
+    def on_reject(self, reason: str) -> None: ...
+
+    def on_start(self, queue_wait_s: float) -> None: ...
+
+    def on_step(self, policy: str, seconds: float) -> None: ...
+
+    def on_frame(self, frame: FrameStats) -> None: ...
+
+    def on_finish(self, status: FinalStatus, stats: RequestStats) -> None: ...
+
+
+class NullObserver:
+    """Observes nothing (warm-up, unit tests)."""
+
+    def on_reject(self, reason: str) -> None:
+        pass
+
+    def on_start(self, queue_wait_s: float) -> None:
+        pass
+
+    def on_step(self, policy: str, seconds: float) -> None:
+        pass
+
+    def on_frame(self, frame: FrameStats) -> None:
+        pass
+
+    def on_finish(self, status: FinalStatus, stats: RequestStats) -> None:
+        pass

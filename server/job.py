@@ -1,0 +1,99 @@
+"""One request inside the engine: what was asked, what it holds, and its timings.
+
+What it is: `Submission` (what a route hands the engine), `Admission` (the engine's answer) and
+`Job`, the engine thread's mutable record of a request from intake to finish, with the
+statistics it accumulates. What it is not: the scheduling decision (`scheduler.py`) or the
+generation itself (`packcache_core.pipeline.VideoRun`).
+
+Invariant: only the engine thread mutates a `Job`, except `cancel_requested`, which any thread
+may set (a single attribute write) and the engine reads before every step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from packcache_core.pipeline import Prepared, VideoParams, VideoRun
+from server.events import FinalStatus, JobListener, RequestStats
+
+
+@dataclass(frozen=True)
+class Submission:
+    job_id: str
+    image: Image.Image
+    params: VideoParams
+    listeners: tuple[JobListener, ...] = ()
+    arrived: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The request was accepted: it starts now (position 0) or waits at `position`."""
+
+    position: int
+    width: int
+    height: int
+    cache_bytes: int
+    activation_bytes: int
+
+
+@dataclass(eq=False)  # identity, not field equality: jobs sit in deques
+class Job:
+    sub: Submission
+    deadline: float
+    reply: asyncio.Future[Admission] | None = None
+    cancel_requested: FinalStatus | None = None  # "cancelled" or "timeout"
+    prepared: Prepared | None = None
+    cache_bytes: int = 0
+    activation_bytes: int = 0
+    run: VideoRun | None = None
+    started_at: float | None = None
+    first_frame_at: float | None = None
+    last_frame_at: float = 0.0
+    rgb_frames: int = 0
+    steps: int = 0
+    step_seconds: float = 0.0
+    peak_bytes: int = 0
+    frame_peak_bytes: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.sub.job_id
+
+    @property
+    def policy(self) -> str:
+        return self.sub.params.policy.name
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """(steps done, total steps) of the generation; (0, 0) before it starts."""
+        if self.run is None:
+            return 0, 0
+        gen = self.run.generation
+        return gen.steps_done, gen.total_steps
+
+    def stats(self, now: float) -> RequestStats:
+        start = self.started_at if self.started_at is not None else now
+        params = self.sub.params
+        generation_s = now - start
+        video_s = (params.num_frames - 1) / params.fps
+        first = self.first_frame_at
+        return RequestStats(
+            queue_wait_s=start - self.sub.arrived,
+            time_to_first_frame_s=None if first is None else first - self.sub.arrived,
+            duration_s=now - self.sub.arrived,
+            generation_s=generation_s,
+            frames=self.rgb_frames,
+            latent_frames=params.latent_frames,
+            steps=self.steps,
+            mean_step_s=self.step_seconds / self.steps if self.steps else 0.0,
+            realtime_factor=generation_s / video_s if self.started_at and video_s > 0 else None,
+            cache_policy=self.policy,
+            cache_bytes=self.cache_bytes,
+            activation_bytes=self.activation_bytes,
+            peak_memory_bytes=self.peak_bytes,
+        )

@@ -1,0 +1,210 @@
+"""Wire formats: the REST request/response models and the websocket messages, as pydantic models.
+
+What it is: `GenerationOptions` (the fields shared by `POST /v1/videos` and the websocket
+request, with static bounds), the OpenAI-shaped video objects, the error envelope, and every
+websocket message both ways. What it is not: the limits that depend on settings (prompt length,
+frames, steps, pixels): `params.py` checks those when it maps a request to `VideoParams`.
+
+Invariant: extra fields are refused, so a misspelt option is a 400, never silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import UploadFile
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.events import RequestStats
+
+PolicyName = Literal["full", "sliding", "packcache"]
+VideoStatus = Literal["queued", "in_progress", "completed", "failed"]
+VIDEO_ID_PATTERN = r"^video_[0-9a-f]{32}$"
+VideoId = Annotated[str, Field(pattern=VIDEO_ID_PATTERN, examples=["video_" + "0" * 32])]
+
+
+class GenerationOptions(BaseModel):
+    """What to generate. `seconds`, `latent_frames` and `frames` are alternatives (one at most)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=100_000, description="what should happen")
+    model: str | None = Field(None, max_length=256, description="the served model name")
+    seconds: str | None = Field(
+        None, pattern=r"^[0-9]{1,4}(\.[0-9]{1,3})?$", description='duration, e.g. "2"'
+    )
+    size: str | None = Field(
+        None,
+        pattern=r"^[0-9]{1,5}x[0-9]{1,5}$",
+        description='"WxH", multiples of 32; default: the Lumos-1 bucket of the image',
+    )
+    latent_frames: int | None = Field(None, ge=2, le=1000, description="conditioning included")
+    frames: int | None = Field(None, ge=2, le=4000, description="RGB frames (rounded up to 1+4k)")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="default: random")
+    steps: int | None = Field(None, ge=1, le=1000, description="denoising steps per frame")
+    guidance_scale: float | None = Field(None, ge=0, le=100)
+    cache_policy: PolicyName | None = Field(None, description="KV cache policy")
+    window: int | None = Field(None, ge=1, le=1000, description="sliding / packcache window")
+    rho: float | None = Field(None, gt=0, le=1, description="packcache decay")
+    budget: float | None = Field(None, gt=0, le=16, description="packcache budget")
+    b_min: float | None = Field(None, ge=0, le=1, description="packcache floor")
+    drop_masked: bool | None = Field(None, description="packcache: skip history-masked tokens")
+
+
+class CreateVideoForm(GenerationOptions):
+    """`POST /v1/videos` as multipart/form-data."""
+
+    input_reference: UploadFile = Field(description="the conditioning image (PNG, JPEG, WebP)")
+
+
+class VideoError(BaseModel):
+    code: str
+    message: str
+
+
+class VideoObject(BaseModel):
+    """OpenAI's video object, plus what Lumos-1 adds (frames, fps, seed, steps, policy)."""
+
+    id: str
+    object: Literal["video"] = "video"
+    model: str
+    status: VideoStatus
+    progress: int = Field(ge=0, le=100)
+    created_at: int
+    completed_at: int | None = None
+    expires_at: int | None = None
+    size: str
+    seconds: str
+    prompt: str
+    remixed_from_video_id: str | None = None
+    error: VideoError | None = None
+    frames: int
+    latent_frames: int
+    fps: int
+    seed: int
+    steps: int
+    cache_policy: str
+    stats: RequestStats | None = None
+
+
+class VideoList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[VideoObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class VideoDeleted(BaseModel):
+    id: str
+    object: Literal["video.deleted"] = "video.deleted"
+    deleted: bool = True
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
+class ErrorBody(BaseModel):
+    """OpenAI's error envelope; every 4xx and 5xx has this body."""
+
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    ready: bool
+    reason: str | None = None
+
+
+# -- websocket /v1/videos/stream ---------------------------------------------------------------
+
+
+class StreamRequest(GenerationOptions):
+    """First client message: what to generate, the image inline."""
+
+    type: Literal["generate"] = "generate"
+    image: str = Field(min_length=1, description="the conditioning image, base64")
+    frame_format: Literal["jpeg", "png"] = Field("jpeg", description="encoding of frame messages")
+    api_key: str | None = Field(None, description="instead of an Authorization header")
+
+
+class CancelMessage(BaseModel):
+    """Any later client message: stop the request and free its cache."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["cancel"]
+
+
+class QueuedMessage(BaseModel):
+    type: Literal["queued"] = "queued"
+    id: str
+    position: int = Field(description="requests ahead + 1; 0 = starting now")
+
+
+class StartedMessage(BaseModel):
+    type: Literal["started"] = "started"
+    id: str
+    width: int
+    height: int
+    fps: int
+    latent_frames: int
+    frames: int
+    cache_policy: str
+    cache_bytes: int
+
+
+class FrameMessage(BaseModel):
+    """Header of one RGB frame; the next message is binary: the encoded image, `bytes` long."""
+
+    type: Literal["frame"] = "frame"
+    id: str
+    index: int = Field(description="RGB frame index, 0 = the conditioning frame")
+    latent_index: int
+    format: Literal["jpeg", "png"]
+    bytes: int
+
+
+class ProgressMessage(BaseModel):
+    type: Literal["progress"] = "progress"
+    id: str
+    progress: int = Field(ge=0, le=100)
+    steps_done: int
+    total_steps: int
+    frames_sent: int
+    dropped: int = Field(description="frames dropped so far because the client read slowly")
+
+
+class CompletedMessage(BaseModel):
+    type: Literal["completed"] = "completed"
+    id: str
+    stats: RequestStats
+    frames_sent: int
+    dropped: int
+    url: str = Field(description="where the MP4 can be downloaded")
+
+
+class ErrorMessage(BaseModel):
+    """Sent once, before the server closes the socket with a code from `errors.py`."""
+
+    type: Literal["error"] = "error"
+    id: str | None = None
+    error: ErrorDetail
+
+
+ServerMessage = Annotated[
+    QueuedMessage
+    | StartedMessage
+    | FrameMessage
+    | ProgressMessage
+    | CompletedMessage
+    | ErrorMessage,
+    Field(discriminator="type"),
+]
+ClientMessage = Annotated[StreamRequest | CancelMessage, Field(discriminator="type")]
