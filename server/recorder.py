@@ -1,0 +1,138 @@
+"""Persisting jobs as they run: MP4 written frame by frame, thumbnail, status in the job store.
+
+What it is: `VideoFiles` (where a job's files live under the data directory) and
+`JobRecorder`, whose per-job listener hands every engine event to one I/O thread, in order, so
+the engine thread never waits on an encoder or a disk. What it is not: the engine (it only
+listens) or the HTTP layer.
+
+Invariants: `video.mp4` exists only for completed jobs (frames go to `video.part.mp4`, renamed
+when the writer is closed); a job's `Finished` reaches the downstream listener (a websocket)
+only after its files and record are final, so a client told "completed" can download at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from concurrent.futures import Executor
+from pathlib import Path
+
+from packcache_core.video.output import Mp4Writer, thumbnail
+from server.events import Event, Finished, Frame, JobListener, Started
+from server.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+class VideoFiles:
+    """`<root>/<job id>/{video.mp4, video.part.mp4, thumbnail.jpg}`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def folder(self, job_id: str) -> Path:
+        return self.root / job_id
+
+    def video(self, job_id: str) -> Path:
+        return self.folder(job_id) / "video.mp4"
+
+    def partial(self, job_id: str) -> Path:
+        return self.folder(job_id) / "video.part.mp4"
+
+    def thumbnail(self, job_id: str) -> Path:
+        return self.folder(job_id) / "thumbnail.jpg"
+
+    def remove(self, job_id: str) -> None:
+        shutil.rmtree(self.folder(job_id), ignore_errors=True)
+
+
+class _Recording:
+    """One job's listener: engine thread -> I/O thread."""
+
+    def __init__(
+        self,
+        recorder: JobRecorder,
+        job_id: str,
+        fps: int,
+        then: JobListener | None,
+    ) -> None:
+        self.r, self.job_id, self.fps, self.then = recorder, job_id, fps, then
+        self.writer: Mp4Writer | None = None
+        self.error: str | None = None
+
+    def __call__(self, event: Event) -> None:
+        if self.then is not None and not isinstance(event, Finished):
+            self.then(event)  # frames reach a stream without waiting for the encoder
+        if isinstance(event, Started | Frame | Finished):
+            self.r.executor.submit(self._handle, event)
+
+    def _handle(self, event: Event) -> None:
+        try:
+            if isinstance(event, Started):
+                self._start()
+            elif isinstance(event, Frame):
+                self._frame(event)
+            elif isinstance(event, Finished):
+                event = self._finish(event)
+        except Exception as e:  # storage trouble fails this job only, with the reason
+            log.exception("recording %s failed", self.job_id)
+            self.error = self.error or f"could not write the video: {e}"
+            if isinstance(event, Finished):
+                event = self._failed(event)
+                self.r.store.finish(self.job_id, "failed", (event.code or "", self.error))
+            else:
+                self.r.on_error(self.job_id)  # stop generating what cannot be saved
+        if isinstance(event, Finished) and self.then is not None:
+            self.then(event)
+
+    def _failed(self, event: Finished) -> Finished:
+        return Finished("failed", "storage_error", self.error, event.stats)
+
+    def _start(self) -> None:
+        files = self.r.files
+        files.folder(self.job_id).mkdir(parents=True, exist_ok=True)
+        self.r.store.mark_started(self.job_id)
+        self.writer = Mp4Writer(files.partial(self.job_id), self.fps)
+
+    def _frame(self, event: Frame) -> None:
+        if self.error is not None or self.writer is None:
+            return
+        if event.index == 0:
+            self.r.files.thumbnail(self.job_id).write_bytes(thumbnail(event.rgb[0]))
+        self.writer.write(event.rgb)
+
+    def _finish(self, event: Finished) -> Finished:
+        files, store = self.r.files, self.r.store
+        if self.writer is not None:
+            self.writer.close()
+        if self.error is not None:
+            event = self._failed(event)
+        if event.status == "completed":
+            files.partial(self.job_id).replace(files.video(self.job_id))
+            kept = store.finish(self.job_id, "completed", stats=event.stats)
+        else:
+            files.partial(self.job_id).unlink(missing_ok=True)
+            error = (event.code or event.status, event.message or event.status)
+            kept = store.finish(self.job_id, "failed", error, event.stats)
+        if not kept:  # deleted while it ran: leave nothing behind
+            files.remove(self.job_id)
+        return event
+
+
+class JobRecorder:
+    """Makes per-job listeners that record into `files` and `store` on `executor` (one thread)."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        files: VideoFiles,
+        executor: Executor,
+        on_error: Callable[[str], object],
+    ) -> None:
+        self.store, self.files, self.executor, self.on_error = store, files, executor, on_error
+
+    def listener(self, job_id: str, fps: int, then: JobListener | None = None) -> JobListener:
+        """Records the job; forwards every event to `then` (`Finished` once recorded)."""
+        return _Recording(self, job_id, fps, then)

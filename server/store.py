@@ -1,0 +1,203 @@
+"""Job metadata that survives restarts: the `JobStore` interface and its SQLite implementation.
+
+What it is: `JobRecord` (one video job as stored), the `JobStore` protocol every backend
+implements, `SqliteJobStore`, and `open_store(url)`, which picks the backend from a URL
+(`sqlite:///path`; issue 7 adds `postgresql://`). What it is not: the video files (the recorder
+writes those under the data directory) or live progress (the engine holds that).
+
+Invariants: a record's status only moves queued -> in_progress -> completed | failed;
+`fail_unfinished` runs at start-up, so no record claims to be running in a process that died.
+All methods are thread-safe and blocking (call them off the event loop).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal, Protocol
+
+from server.errors import InvalidRequest
+from server.events import RequestStats
+
+Status = Literal["queued", "in_progress", "completed", "failed"]
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    status: Status
+    created_at: float
+    model: str
+    prompt: str
+    size: str
+    seconds: str
+    frames: int
+    latent_frames: int
+    fps: int
+    seed: int
+    steps: int
+    cache_policy: str
+    completed_at: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    stats: RequestStats | None = None
+
+
+COLUMNS = [f.name for f in fields(JobRecord)]
+SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
+
+
+class JobStore(Protocol):
+    def create(self, record: JobRecord) -> None: ...
+
+    def get(self, job_id: str) -> JobRecord | None: ...
+
+    def page(
+        self, limit: int, after: str | None, order: Literal["asc", "desc"]
+    ) -> tuple[list[JobRecord], bool]:
+        """A page of records by creation order, and whether more follow."""
+        ...
+
+    def mark_started(self, job_id: str) -> None: ...
+
+    def finish(
+        self,
+        job_id: str,
+        status: Literal["completed", "failed"],
+        error: tuple[str, str] | None = None,
+        stats: RequestStats | None = None,
+    ) -> bool:
+        """Record the outcome; False if the record is gone (deleted meanwhile)."""
+        ...
+
+    def delete(self, job_id: str) -> bool: ...
+
+    def fail_unfinished(self, code: str, message: str) -> list[str]:
+        """Mark every queued or running record failed; returns their ids."""
+        ...
+
+    def close(self) -> None: ...
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    model TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    size TEXT NOT NULL,
+    seconds TEXT NOT NULL,
+    frames INTEGER NOT NULL,
+    latent_frames INTEGER NOT NULL,
+    fps INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    steps INTEGER NOT NULL,
+    cache_policy TEXT NOT NULL,
+    completed_at REAL,
+    error_code TEXT,
+    error_message TEXT,
+    stats TEXT
+)
+"""
+
+
+class SqliteJobStore:
+    """One SQLite file in WAL mode; one connection behind a lock."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(SCHEMA)
+        self._lock = threading.Lock()
+
+    def _exec(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, args)
+
+    def create(self, record: JobRecord) -> None:
+        values = asdict(record) | {"stats": _dump(record.stats)}
+        marks = ", ".join("?" * len(COLUMNS))
+        sql = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({marks})"
+        self._exec(sql, tuple(values[c] for c in COLUMNS))
+
+    def get(self, job_id: str) -> JobRecord | None:
+        row = self._exec(f"{SELECT} WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _record(row)
+
+    def page(
+        self, limit: int, after: str | None, order: Literal["asc", "desc"]
+    ) -> tuple[list[JobRecord], bool]:
+        op, direction = (">", "ASC") if order == "asc" else ("<", "DESC")
+        where: str = ""
+        args: tuple[int, ...] = ()
+        if after is not None:
+            row = self._exec("SELECT seq FROM jobs WHERE id = ?", (after,)).fetchone()
+            if row is None:
+                raise InvalidRequest(f"after: no video {after!r}", param="after")
+            where, args = f"WHERE seq {op} ?", (row[0],)
+        sql = f"{SELECT} {where} ORDER BY seq {direction} LIMIT ?"
+        rows = self._exec(sql, (*args, limit + 1)).fetchall()
+        return [_record(r) for r in rows[:limit]], len(rows) > limit
+
+    def mark_started(self, job_id: str) -> None:
+        sql = "UPDATE jobs SET status = 'in_progress' WHERE id = ? AND status = 'queued'"
+        self._exec(sql, (job_id,))
+
+    def finish(
+        self,
+        job_id: str,
+        status: Literal["completed", "failed"],
+        error: tuple[str, str] | None = None,
+        stats: RequestStats | None = None,
+    ) -> bool:
+        code, message = error or (None, None)
+        cur = self._exec(
+            "UPDATE jobs SET status = ?, completed_at = ?, error_code = ?, error_message = ?, "
+            "stats = ? WHERE id = ?",
+            (status, time.time(), code, message, _dump(stats), job_id),
+        )
+        return cur.rowcount > 0
+
+    def delete(self, job_id: str) -> bool:
+        return self._exec("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
+
+    def fail_unfinished(self, code: str, message: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM jobs WHERE status IN ('queued', 'in_progress')"
+            ).fetchall()
+            self._db.execute(
+                "UPDATE jobs SET status = 'failed', completed_at = ?, error_code = ?, "
+                "error_message = ? WHERE status IN ('queued', 'in_progress')",
+                (time.time(), code, message),
+            )
+        return [r[0] for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _dump(stats: RequestStats | None) -> str | None:
+    return None if stats is None else json.dumps(asdict(stats))
+
+
+def _record(row: tuple) -> JobRecord:
+    values = dict(zip(COLUMNS, row, strict=True))
+    stats = values.pop("stats")
+    return JobRecord(**values, stats=None if stats is None else RequestStats(**json.loads(stats)))
+
+
+def open_store(url: str) -> JobStore:
+    """`sqlite:///relative/or/absolute/path.sqlite3`; other schemes are refused."""
+    if url.startswith("sqlite:///"):
+        return SqliteJobStore(Path(url.removeprefix("sqlite:///")))
+    scheme = url.split(":", 1)[0]
+    raise ValueError(f"unsupported job store URL scheme {scheme!r} (supported: sqlite:///PATH)")
