@@ -1,0 +1,92 @@
+"""The `packcache` command: `packcache serve [--flag ...]`, one function per subcommand.
+
+What it is: an argparse parser whose `serve` flags are generated from `Settings` (name, type,
+default and help text), so every setting is a flag and `--help` documents all of them; flags
+given on the command line override `PACKCACHE_*` variables. A new subcommand is one function
+and one `COMMANDS` entry. What it is not: the server (see `main.py`).
+
+Invariant: only flags the user typed reach `Settings`, so unset flags never mask the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import PurePath
+from typing import Any, Literal, get_args, get_origin
+
+import uvicorn
+from pydantic.fields import FieldInfo
+
+from server.settings import Settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+
+
+def _flag_help(name: str, field: FieldInfo, choices: tuple[Any, ...] | None) -> str:
+    default = field.get_default(call_default_factory=True)
+    shown = str(default) if isinstance(default, PurePath) else repr(default)
+    among = f"; one of {', '.join(map(str, choices))}" if choices else ""
+    return f"{field.description or ''}{among} [env PACKCACHE_{name.upper()}; default {shown}]"
+
+
+def _add_setting(parser: argparse.ArgumentParser, name: str, field: FieldInfo) -> None:
+    flag = "--" + name.replace("_", "-")
+    kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS}
+    annotation = field.annotation
+    choices = get_args(annotation) if get_origin(annotation) is Literal else None
+    if annotation is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    else:
+        kwargs.update(metavar=name.upper(), choices=choices)
+    parser.add_argument(flag, help=_flag_help(name, field, choices), **kwargs)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    for name, field in Settings.model_fields.items():
+        _add_setting(parser, name, field)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the server until interrupted."""
+    from server.main import create_app  # imports torch and the app only for this command
+
+    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
+    settings = Settings(**overrides)
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ws_max_size=2 * settings.max_upload_bytes + (1 << 20),  # base64 image + JSON
+    )
+    return 0
+
+
+COMMANDS: list[Command] = [
+    ("serve", add_serve_arguments, serve),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="packcache", description="PackCache: Lumos-1 i2v")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, add_arguments, run in COMMANDS:
+        command = sub.add_parser(name, help=run.__doc__, description=run.__doc__)
+        add_arguments(command)
+        command.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The app factory: `create_app(settings, registry)` wires settings, runtime, routes and errors.
+
+What it is: the one place where the FastAPI app is assembled: lifespan (open the store, boot
+the model in the background so `/health` answers while it loads, shut down cleanly), middleware
+(body limit, optional CORS), error mapping, routers, and an OpenAPI document that also carries
+the websocket message models. What it is not: configuration parsing (`settings.py`, `cli.py`).
+
+Invariant: nothing happens at import; every app owns its runtime and its metrics registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from prometheus_client import CollectorRegistry
+from pydantic import TypeAdapter
+
+from server.errors import install_error_handlers
+from server.routes import health, stream, videos
+from server.runtime import Runtime
+from server.schemas import ClientMessage, ServerMessage
+from server.security import BodyLimitMiddleware
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+FORM_OVERHEAD = 64 << 10  # multipart boundaries and the text fields around the image
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> FastAPI:
+    """A ready-to-serve app; the model loads when the app starts (lifespan)."""
+    rt = Runtime(settings, registry if registry is not None else CollectorRegistry())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(rt.open)
+        booting = asyncio.create_task(rt.boot())
+        try:
+            yield
+        finally:
+            booting.cancel()
+            await asyncio.to_thread(rt.shutdown)
+
+    app = FastAPI(
+        title="PackCache Server",
+        version=VERSION,
+        description="Lumos-1 image-to-video with fixed-size per-request KV caches. The "
+        "websocket /v1/videos/stream is described in server/README.md; its messages are "
+        "under components.schemas (StreamRequest, CancelMessage, *Message).",
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(videos.router)
+    app.include_router(stream.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + FORM_OVERHEAD)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, plus the websocket messages (FastAPI leaves websockets out)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    doc = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    adapters: list[TypeAdapter[Any]] = [TypeAdapter(ClientMessage), TypeAdapter(ServerMessage)]
+    for adapter in adapters:
+        defs = adapter.json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(defs.get("$defs", {}))
+    # FastAPI advertises form models as urlencoded too; the upload needs multipart.
+    create = doc["paths"]["/v1/videos"]["post"]["requestBody"]["content"]
+    create.pop("application/x-www-form-urlencoded", None)
+    app.openapi_schema = doc
+    return doc

@@ -1,0 +1,1 @@
+"""HTTP and websocket routes: `videos` (REST), `stream` (websocket), `health` (probes, metrics)."""

@@ -1,0 +1,153 @@
+"""The websocket `/v1/videos/stream`: one request per connection, frames as they decode.
+
+Protocol (models in `schemas.py`, also under `components.schemas` of the OpenAPI document):
+the client sends one `StreamRequest` (JSON text, image inline as base64); the server answers
+`queued` (position), `started`, then per RGB frame a `frame` header (JSON) followed by one binary
+message with the encoded image, `progress` after every denoising step, and finally `completed`
+(with the request's statistics) or `error`, then closes (1000 after `completed` or a cancel,
+1011 after a failure or timeout, otherwise the code from `errors.py`: 1007 invalid request,
+1008 bad API key, 1009 too big, 1013 try again later). The client may send `{"type": "cancel"}`
+at any time; closing the socket cancels too. Either frees the request's cache before its next
+step. A slow client loses the oldest unsent frames (see `streaming.py`), never the final message.
+
+What it is not: the job logic (`service.py`) or the send queue (`streaming.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from typing import Literal
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from server import service
+from server.deps import RuntimeDep
+from server.errors import (
+    WS_INTERNAL,
+    WS_NORMAL,
+    InvalidRequest,
+    PayloadTooLarge,
+    ServerError,
+    validation_message,
+)
+from server.runtime import Runtime
+from server.schemas import CancelMessage, ErrorDetail, ErrorMessage, StreamRequest
+from server.streaming import StreamSender
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["stream"])
+
+
+async def _receive_text(ws: WebSocket, limit: int) -> str:
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    text = message.get("text")
+    if text is None:
+        raise InvalidRequest("expected a JSON text message, got a binary one")
+    if len(text) > limit:
+        raise PayloadTooLarge(f"message is larger than the limit of {limit} bytes")
+    return str(text)
+
+
+def _parse_request(text: str) -> StreamRequest:
+    try:
+        return StreamRequest.model_validate_json(text)
+    except ValidationError as e:
+        message, param = validation_message(e)
+        raise InvalidRequest(f"invalid stream request: {message}", param=param) from e
+
+
+def _decode_image(data: str, limit: int) -> bytes:
+    _, _, payload = data.rpartition("base64,")  # a data: URL or bare base64
+    if len(payload) > 4 * (limit // 3 + 1):
+        raise PayloadTooLarge(f"image is larger than the limit of {limit} bytes", param="image")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise InvalidRequest("image: not valid base64", param="image") from e
+
+
+async def _watch_client(ws: WebSocket) -> Literal["cancel", "disconnect"]:
+    """Waits for a cancel or a disconnect; raises `InvalidRequest` on anything else."""
+    while True:
+        try:
+            text = await _receive_text(ws, 4096)
+        except WebSocketDisconnect:
+            return "disconnect"
+        try:
+            CancelMessage.model_validate_json(text)
+        except ValidationError as e:
+            raise InvalidRequest('after the request, only {"type": "cancel"} is accepted') from e
+        return "cancel"
+
+
+async def _run(ws: WebSocket, rt: Runtime, request: StreamRequest, job_id: str) -> int:
+    """Generate and stream; returns the close code."""
+    sender = StreamSender(
+        ws.send_text, ws.send_bytes, job_id, rt.settings.ws_max_pending_frames, request.frame_format
+    )
+    image = _decode_image(request.image, rt.settings.max_upload_bytes)
+    sending = asyncio.create_task(sender.run())
+    watching: asyncio.Task[Literal["cancel", "disconnect"]] | None = None
+    try:
+        loop = asyncio.get_running_loop()
+        await service.create(rt, job_id, request, image, sender.listener(loop), "image")
+        watching = asyncio.create_task(_watch_client(ws))
+        await asyncio.wait({sending, watching}, return_when=asyncio.FIRST_COMPLETED)
+        if watching.done() and watching.result() == "disconnect":
+            raise WebSocketDisconnect(1001)
+        if watching.done():  # cancel: the final `error` (code "cancelled") still goes out
+            rt.require_engine().cancel(job_id)
+        try:
+            finished = await sending
+        except (RuntimeError, OSError) as e:  # sending to a socket the client closed
+            raise WebSocketDisconnect(1006) from e
+        return WS_NORMAL if finished.status in ("completed", "cancelled") else WS_INTERNAL
+    finally:
+        for task in (sending, watching):
+            if task is not None:
+                task.cancel()
+
+
+@router.websocket("/v1/videos/stream")
+async def stream(ws: WebSocket, rt: RuntimeDep) -> None:
+    await ws.accept()
+    rt.metrics.ws_open.inc()
+    job_id: str | None = None
+    try:
+        text = await _receive_text(ws, 2 * rt.settings.max_upload_bytes + 65536)
+        request = _parse_request(text)
+        rt.keys.check(ws, fallback=request.api_key)  # the header if present, else the field
+        job_id = service.new_video_id()
+        code = await _run(ws, rt, request, job_id)
+        await _close(ws, code)
+    except WebSocketDisconnect:
+        if job_id is not None and rt.engine is not None:
+            rt.engine.cancel(job_id)
+    except ServerError as e:
+        if job_id is not None and rt.engine is not None:
+            rt.engine.cancel(job_id)
+        await _refuse(ws, e, job_id)
+    finally:
+        rt.metrics.ws_open.dec()
+
+
+async def _refuse(ws: WebSocket, error: ServerError, job_id: str | None) -> None:
+    detail = ErrorDetail(message=error.message, type=error.type, param=error.param, code=error.code)
+    try:
+        await ws.send_text(ErrorMessage(id=job_id, error=detail).model_dump_json())
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        log.debug("client of %s left before its error was sent", job_id)
+    await _close(ws, error.ws_close, error.code)
+
+
+async def _close(ws: WebSocket, code: int, reason: str | None = None) -> None:
+    try:
+        await ws.close(code, reason)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        log.debug("websocket already closed")

@@ -1,0 +1,93 @@
+"""REST routes in the shape of OpenAI's Videos API: `/v1/videos`.
+
+What it is: create (multipart with an `input_reference` image), retrieve, list, content and
+delete, each declaring its error responses. What it is not: the job logic (`service.py`).
+
+Invariant: every route answers errors with the OpenAI envelope (mapped in `errors.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Form, Path, Query
+from fastapi.responses import FileResponse
+
+from server import service
+from server.deps import RuntimeDep, require_key
+from server.errors import PayloadTooLarge, errors
+from server.schemas import (
+    VIDEO_ID_PATTERN,
+    CreateVideoForm,
+    VideoDeleted,
+    VideoList,
+    VideoObject,
+)
+
+router = APIRouter(
+    prefix="/v1/videos",
+    tags=["videos"],
+    dependencies=[Depends(require_key)],
+    responses=errors(400, 401, 500),
+)
+VideoIdPath = Annotated[str, Path(pattern=VIDEO_ID_PATTERN, description="a video id")]
+MULTIPART = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": {"$ref": "#/components/schemas/CreateVideoForm"}}
+        },
+    }
+}
+
+
+@router.post("", responses=errors(413, 429, 503), openapi_extra=MULTIPART)
+async def create_video(form: Annotated[CreateVideoForm, Form()], rt: RuntimeDep) -> VideoObject:
+    """Start an image-to-video job; poll it with `GET /v1/videos/{id}`."""
+    limit = rt.settings.max_upload_bytes
+    data = await form.input_reference.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"input_reference is larger than {limit} bytes")
+    return await service.create(rt, service.new_video_id(), form, data)
+
+
+@router.get("", responses=errors(404))
+def list_videos(
+    rt: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Annotated[str | None, Query(pattern=VIDEO_ID_PATTERN)] = None,
+    order: Literal["asc", "desc"] = "desc",
+) -> VideoList:
+    """Videos by creation time, `limit` at a time; page with `after` = the last id seen."""
+    return service.page(rt, limit, after, order)
+
+
+@router.get("/{video_id}", responses=errors(404))
+def retrieve_video(video_id: VideoIdPath, rt: RuntimeDep) -> VideoObject:
+    """Status and real progress (denoising steps done / total) of a job."""
+    return service.video_object(rt, service.lookup(rt, video_id))
+
+
+@router.get(
+    "/{video_id}/content",
+    response_class=FileResponse,
+    responses={
+        **errors(404, 409),
+        200: {"content": {"video/mp4": {}, "image/jpeg": {}}, "description": "the file"},
+    },
+)
+def video_content(
+    video_id: VideoIdPath,
+    rt: RuntimeDep,
+    variant: Literal["video", "thumbnail"] = "video",
+) -> FileResponse:
+    """The MP4 (default) or a JPEG thumbnail of the first frame, once the job completed."""
+    path = service.content(rt, video_id, variant)
+    media = "video/mp4" if variant == "video" else "image/jpeg"
+    return FileResponse(path, media_type=media, filename=f"{video_id}{path.suffix}")
+
+
+@router.delete("/{video_id}", responses=errors(404))
+def delete_video(video_id: VideoIdPath, rt: RuntimeDep) -> VideoDeleted:
+    """Delete a video; a queued or running job is cancelled and its cache freed first."""
+    return service.delete(rt, video_id)

@@ -1,0 +1,143 @@
+"""The running server's parts and their life cycle: open, boot (load, warm up), shut down.
+
+What it is: `Runtime`, built by the app factory from `Settings` and a registry; `open()` opens
+the job store and data directory and marks jobs a dead process left unfinished as failed;
+`boot()` loads the model off the event loop, starts the engine, runs a tiny warm-up generation
+and fixes the memory budget; `shutdown()` stops the engine and flushes the recorder. What it is
+not: HTTP (routes reach it through `deps.py`).
+
+Invariants: `/ready` is true only after a successful warm-up and while the engine thread lives
+and is not stalled; without an engine, routes that need one answer 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+from PIL import Image
+from prometheus_client import CollectorRegistry
+
+from packcache_core.generate import SamplingConfig
+from packcache_core.pipeline import Pipeline, VideoParams
+from server.engine import Engine, EngineConfig
+from server.errors import Unavailable
+from server.events import Event, Finished
+from server.job import Submission
+from server.memory import memory_for, module_bytes, resolve_budget
+from server.metrics import Metrics
+from server.recorder import JobRecorder, VideoFiles
+from server.security import ApiKeys
+from server.settings import Settings
+from server.store import JobStore, open_store
+
+log = logging.getLogger(__name__)
+WARMUP_TIMEOUT_S = 600.0
+RESTART_ERROR = (
+    "server_restarted",
+    "the server stopped before this job finished; submit it again",
+)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.keys = ApiKeys(settings.api_keys)
+        self.phase: Literal["starting", "ready", "failed", "stopping"] = "starting"
+        self.failure: str | None = None
+        self.engine: Engine | None = None
+        self.target_size = 0
+        self.metrics = Metrics(registry, str(settings.torch_device()))
+
+    def open(self) -> None:
+        """Store, files and recorder: enough to serve stored videos while the model loads."""
+        s = self.settings
+        self.files = VideoFiles(s.data_dir / "videos")
+        self.store: JobStore = open_store(s.job_store_url())
+        for job_id in self.store.fail_unfinished(*RESTART_ERROR):
+            self.files.remove(job_id)
+        self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packcache-io")
+        self.recorder = JobRecorder(self.store, self.files, self.io, self._cancel)
+
+    def _cancel(self, job_id: str) -> None:
+        if self.engine is not None:
+            self.engine.cancel(job_id)
+
+    def require_engine(self) -> Engine:
+        if self.engine is None or self.phase != "ready":
+            raise Unavailable(f"the server is not ready ({self.phase})", retry_after=5)
+        return self.engine
+
+    def readiness(self) -> tuple[bool, str | None]:
+        if self.phase != "ready":
+            return False, self.failure or self.phase
+        assert self.engine is not None
+        if not self.engine.alive:
+            return False, "the engine thread has stopped"
+        if self.engine.stalled:
+            return False, "the engine made no step within the stall timeout"
+        return True, None
+
+    async def boot(self) -> None:
+        """Load, start the engine, warm up, then open for requests; records any failure."""
+        try:
+            await self._boot()
+        except Exception as e:
+            log.exception("start-up failed")
+            self.phase, self.failure = "failed", f"start-up failed: {e}"
+            return
+        self.phase = "ready"
+        log.info("ready: %s on %s", self.settings.model_name, self.settings.torch_device())
+
+    async def _boot(self) -> None:
+        s = self.settings
+        device, dtype = s.torch_device(), s.torch_dtype()
+        pipeline = await asyncio.to_thread(
+            Pipeline.load, s.model, s.tokenizer, s.text_tokenizer, str(device), dtype
+        )
+        self.target_size = pipeline.target_size
+        weights = module_bytes(pipeline.model)
+        memory = memory_for(device, weights)
+        provisional = s.memory_budget_bytes or memory.free_bytes() or 1 << 62
+        config = EngineConfig(
+            provisional, s.max_running, s.max_queued, s.request_timeout_s, s.stall_timeout_s
+        )
+        self.engine = Engine(pipeline, config, memory)
+        self.metrics.bind(self.engine, lambda: self.readiness()[0], weights)
+        self.metrics.info.info({"model": s.model_name, "device": str(device), "dtype": str(dtype)})
+        self.engine.start()
+        if s.warmup:
+            await warm_up(self.engine)
+        budget = await asyncio.to_thread(
+            resolve_budget, s.memory_budget_bytes, memory, s.memory_headroom_bytes
+        )
+        self.engine.set_budget(budget)
+        self.engine.observer = self.metrics  # warm-up stays out of the metrics
+
+    def shutdown(self) -> None:
+        self.phase = "stopping"
+        if self.engine is not None:
+            self.engine.stop()
+        if hasattr(self, "io"):
+            self.io.shutdown(wait=True)
+            self.store.close()
+
+
+async def warm_up(engine: Engine) -> None:
+    """A 2-latent-frame, 2-step generation at 64x64 through the whole path."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Finished] = loop.create_future()
+
+    def listener(event: Event) -> None:
+        if isinstance(event, Finished):
+            loop.call_soon_threadsafe(done.set_result, event)
+
+    image = Image.new("RGB", (64, 64), (120, 140, 160))
+    params = VideoParams("warm-up", latent_frames=2, size=(64, 64), sampling=SamplingConfig(2))
+    await engine.submit(Submission("warmup", image, params, (listener,)))
+    finished = await asyncio.wait_for(done, WARMUP_TIMEOUT_S)
+    if finished.status != "completed":
+        raise RuntimeError(f"warm-up generation {finished.status}: {finished.message}")

@@ -1,0 +1,149 @@
+"""Video jobs as the API sees them: create, look up, list, fetch content, delete.
+
+What it is: the operations behind `/v1/videos` and the websocket, shared by both: a request
+becomes checked `VideoParams`, a stored `JobRecord` and an engine submission; stored records
+plus the engine's live progress become OpenAI video objects. What it is not: HTTP parsing
+(routes) or generation (engine).
+
+Invariant: a record exists for every request the engine accepted, and for no request it
+refused; `progress` is 100 only for completed videos.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+from typing import Literal
+
+from fastapi.concurrency import run_in_threadpool
+
+from packcache_core.image import choose_bucket, crop_size_list
+from packcache_core.pipeline import VideoParams
+from server.errors import NotFound, NotReady
+from server.events import JobListener
+from server.job import Submission
+from server.params import decode_image, to_video_params
+from server.runtime import Runtime
+from server.schemas import GenerationOptions, VideoDeleted, VideoError, VideoList, VideoObject
+from server.store import JobRecord
+
+
+def new_video_id() -> str:
+    return "video_" + secrets.token_hex(16)
+
+
+def _record(
+    job_id: str, model: str, params: VideoParams, seconds: str | None, size: str
+) -> JobRecord:
+    return JobRecord(
+        id=job_id,
+        status="queued",
+        created_at=time.time(),
+        model=model,
+        prompt=params.prompt,
+        size=size,
+        seconds=seconds or f"{params.num_frames / params.fps:.3g}",
+        frames=params.num_frames,
+        latent_frames=params.latent_frames,
+        fps=params.fps,
+        seed=params.seed,
+        steps=params.sampling.steps,
+        cache_policy=params.policy.name,
+    )
+
+
+async def create(
+    rt: Runtime,
+    job_id: str,
+    opts: GenerationOptions,
+    image_bytes: bytes,
+    stream: JobListener | None = None,
+    image_param: str = "input_reference",
+) -> VideoObject:
+    """Check, store and submit a request; returns once the engine has admitted it."""
+    engine = rt.require_engine()
+    params = to_video_params(opts, rt.settings)
+    image = await run_in_threadpool(decode_image, image_bytes, rt.settings, image_param)
+    width, height = params.size or choose_bucket(
+        image.width, image.height, crop_size_list(rt.target_size)
+    )
+    size = f"{width}x{height}"
+    record = _record(job_id, rt.settings.model_name, params, opts.seconds, size)
+    await run_in_threadpool(rt.store.create, record)
+    listener = rt.recorder.listener(job_id, params.fps, then=stream)
+    try:
+        await engine.submit(Submission(job_id, image, params, (listener,)))
+    except BaseException:  # refused, or the caller went away: no record, no work
+        engine.cancel(job_id)
+        rt.store.delete(job_id)
+        raise
+    return video_object(rt, record)
+
+
+def video_object(rt: Runtime, record: JobRecord) -> VideoObject:
+    status, progress = record.status, 100 if record.status == "completed" else 0
+    live = rt.engine.progress(record.id) if rt.engine is not None else None
+    if live is not None and status in ("queued", "in_progress"):
+        started, done, total = live
+        status = "in_progress" if started else "queued"
+        progress = min(99, 100 * done // total) if total else 0
+    elif status == "failed" and record.stats is not None:
+        total = (record.latent_frames - 1) * record.steps
+        progress = min(99, 100 * record.stats.steps // max(1, total))
+    error = None
+    if record.status == "failed":
+        error = VideoError(code=record.error_code or "failed", message=record.error_message or "")
+    return VideoObject(
+        id=record.id,
+        model=record.model,
+        status=status,
+        progress=progress,
+        created_at=int(record.created_at),
+        completed_at=None if record.completed_at is None else int(record.completed_at),
+        size=record.size,
+        seconds=record.seconds,
+        prompt=record.prompt,
+        error=error,
+        frames=record.frames,
+        latent_frames=record.latent_frames,
+        fps=record.fps,
+        seed=record.seed,
+        steps=record.steps,
+        cache_policy=record.cache_policy,
+        stats=record.stats,
+    )
+
+
+def lookup(rt: Runtime, job_id: str) -> JobRecord:
+    record = rt.store.get(job_id)
+    if record is None:
+        raise NotFound(f"no video with id {job_id!r}", param="video_id", code="video_not_found")
+    return record
+
+
+def page(rt: Runtime, limit: int, after: str | None, order: Literal["asc", "desc"]) -> VideoList:
+    records, has_more = rt.store.page(limit, after, order)
+    data = [video_object(rt, r) for r in records]
+    first, last = (data[0].id, data[-1].id) if data else (None, None)
+    return VideoList(data=data, first_id=first, last_id=last, has_more=has_more)
+
+
+def content(rt: Runtime, job_id: str, variant: Literal["video", "thumbnail"]) -> Path:
+    record = lookup(rt, job_id)
+    if record.status != "completed":
+        raise NotReady(f"video {job_id} is {record.status}; content exists once it completed")
+    path = rt.files.video(job_id) if variant == "video" else rt.files.thumbnail(job_id)
+    if not path.is_file():
+        raise NotFound(f"the {variant} of {job_id} is missing from the data directory")
+    return path
+
+
+def delete(rt: Runtime, job_id: str) -> VideoDeleted:
+    """Cancel the job if it runs (its cache is freed before its next step), then forget it."""
+    lookup(rt, job_id)
+    if rt.engine is not None:
+        rt.engine.cancel(job_id)
+    rt.store.delete(job_id)
+    rt.files.remove(job_id)
+    return VideoDeleted(id=job_id)

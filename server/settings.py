@@ -1,0 +1,149 @@
+"""Server settings: one pydantic-settings model, read from `PACKCACHE_*` variables and CLI flags.
+
+What it is: every knob of `packcache serve` with its default, limits and help text (the CLI
+builds its flags from these fields, so `--help` and this file never disagree). What it is not:
+request validation (see `schemas.py`) or the engine's own config (`engine.EngineConfig`, derived
+here once the device is known).
+
+Invariant: settings are built in the app factory or the CLI, never at import time; defaults run
+the built-in model on a CPU with short clips that finish in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import torch
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from packcache_core.builtin import is_builtin
+
+GiB = 1 << 30
+PolicyName = Literal["full", "sliding", "packcache"]
+
+
+def _split_list(value: Any) -> Any:
+    """A JSON list or a comma-separated string (never silently truncated) -> list of strings."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        return json.loads(text)
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+class Settings(BaseSettings):
+    """Settings of `packcache serve`; environment `PACKCACHE_<NAME>` or flag `--<name>`."""
+
+    model_config = SettingsConfigDict(env_prefix="PACKCACHE_", extra="forbid")
+
+    model: str = Field("builtin:tiny-random", description="checkpoint folder or builtin:<name>")
+    tokenizer: str = Field("builtin:patch", description="video tokenizer folder or builtin:patch")
+    text_tokenizer: str | None = Field(
+        None, description="tokenizer.json (default: builtin:bytes for built-in models)"
+    )
+    served_model_name: str | None = Field(
+        None, description="model name in the API (default: model)"
+    )
+    device: str = Field("auto", description="auto (cuda if available), cpu, cuda, cuda:N")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights and activations (auto: bfloat16 on CUDA, float32 on CPU)"
+    )
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="port to listen on (0: any free port)")
+    data_dir: Path = Field(Path("packcache-data"), description="videos and the job database")
+    store_url: str | None = Field(
+        None, description="job store URL (default: sqlite:///<data_dir>/jobs.sqlite3)"
+    )
+    memory_budget_bytes: int | None = Field(
+        None,
+        gt=0,
+        description="memory for requests' KV caches and activations (default: on CUDA free "
+        "memory after warm-up minus the headroom; on CPU 4 GiB)",
+    )
+    memory_headroom_bytes: int = Field(
+        2 * GiB, ge=0, description="CUDA memory left free for the decoder and fragmentation"
+    )
+    max_running: int = Field(8, ge=1, le=1024, description="most requests generating at once")
+    max_queued: int = Field(16, ge=1, le=100_000, description="most requests waiting to start")
+    request_timeout_s: float = Field(
+        900.0, gt=0, description="a request that has not finished this long after arrival fails"
+    )
+    stall_timeout_s: float = Field(
+        120.0, gt=0, description="/ready turns false when a busy engine makes no step this long"
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="accepted Bearer keys, comma-separated (none: open)"
+    )
+    metrics_public: bool = Field(True, description="serve /metrics without an API key")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="origins allowed by CORS, comma-separated"
+    )
+    max_upload_bytes: int = Field(20 << 20, gt=0, description="largest request body or image")
+    max_image_pixels: int = Field(
+        40_000_000, gt=0, description="largest input image, width * height"
+    )
+    max_prompt_chars: int = Field(2000, ge=1, le=100_000, description="longest prompt")
+    max_latent_frames: int = Field(21, ge=2, le=1000, description="longest clip (latent frames)")
+    max_steps: int = Field(100, ge=1, le=1000, description="most denoising steps per frame")
+    max_video_pixels: int = Field(
+        1280 * 720, ge=32 * 32, description="largest output frame, width * height"
+    )
+    default_steps: int | None = Field(
+        None, ge=1, description="steps when a request names none (default: 8 built-in, 50 real)"
+    )
+    default_latent_frames: int = Field(
+        3, ge=2, description="clip length when a request names none (3 = 9 frames)"
+    )
+    fps: int = Field(12, ge=1, le=120, description="frame rate of every output video")
+    default_guidance_scale: float = Field(15.0, ge=0, description="classifier-free guidance")
+    default_policy: PolicyName = Field("packcache", description="cache policy by default")
+    default_policy_params: dict[str, float | int | bool] = Field(
+        default_factory=dict, description='its parameters as JSON, e.g. {"window": 4}'
+    )
+    ws_max_pending_frames: int = Field(
+        8, ge=1, le=1024, description="frames buffered per websocket before dropping the oldest"
+    )
+    warmup: bool = Field(True, description="run a tiny generation before /ready turns true")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="uvicorn and server log level"
+    )
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("default_policy_params", mode="before")
+    @classmethod
+    def _json_dict(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    @property
+    def model_name(self) -> str:
+        """The name clients send as `model` and see in video objects."""
+        return self.served_model_name or self.model
+
+    @property
+    def steps(self) -> int:
+        """Denoising steps for a request that names none."""
+        if self.default_steps is not None:
+            return self.default_steps
+        return 8 if is_builtin(self.model) else 50
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def torch_dtype(self) -> torch.dtype:
+        if self.dtype == "auto":
+            return torch.bfloat16 if self.torch_device().type == "cuda" else torch.float32
+        dtype: torch.dtype = getattr(torch, self.dtype)
+        return dtype
+
+    def job_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{self.data_dir / 'jobs.sqlite3'}"

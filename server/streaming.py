@@ -1,0 +1,153 @@
+"""Sending one request's events down a websocket without ever buffering without bound.
+
+What it is: `StreamSender`, a per-connection send queue fed on the event loop (the engine's
+events arrive through `call_soon_threadsafe`) and drained by one task that encodes frames
+(JPEG/PNG, in a worker thread) and sends them. What it is not: the route (it reads the client
+and decides close codes) or the engine.
+
+Backpressure: at most `max_frames` RGB frames wait; when another arrives, the OLDEST waiting
+frame is dropped and counted, so a slow client sees the newest frames with gaps in `index`,
+never a growing delay. `progress` messages coalesce (a newer one replaces an unsent one);
+`queued`, `started` and the final message are never dropped. So the queue holds at most
+`2 * max_frames + 4` items, however slow the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import BaseModel
+
+from packcache_core.video.output import encode_frame
+from server.events import Event, Finished, Frame, JobListener, Progress, Queued, Started
+from server.schemas import (
+    CompletedMessage,
+    ErrorDetail,
+    ErrorMessage,
+    FrameMessage,
+    ProgressMessage,
+    QueuedMessage,
+    StartedMessage,
+)
+
+
+@dataclass(frozen=True)
+class _RgbFrame:
+    index: int
+    latent_index: int
+    rgb: torch.Tensor  # (H, W, 3) uint8
+
+
+_Item = Queued | Started | Progress | Finished | _RgbFrame
+
+
+class StreamSender:
+    def __init__(
+        self,
+        send_text: Callable[[str], Awaitable[None]],
+        send_bytes: Callable[[bytes], Awaitable[None]],
+        job_id: str,
+        max_frames: int,
+        frame_format: Literal["jpeg", "png"] = "jpeg",
+    ) -> None:
+        self._send_text, self._send_bytes = send_text, send_bytes
+        self.job_id, self.max_frames, self.frame_format = job_id, max_frames, frame_format
+        self._items: deque[_Item] = deque()
+        self._pending_frames = 0
+        self._wake = asyncio.Event()
+        self.frames_sent = 0
+        self.dropped = 0
+
+    def listener(self, loop: asyncio.AbstractEventLoop) -> JobListener:
+        """A listener for the engine thread that hands each event to `push` on `loop`."""
+
+        def forward(event: Event) -> None:
+            loop.call_soon_threadsafe(self.push, event)
+
+        return forward
+
+    @property
+    def queued(self) -> int:
+        return len(self._items)
+
+    def push(self, event: Event) -> None:
+        """Queue an event (on the event loop); frames beyond the bound drop the oldest."""
+        if isinstance(event, Frame):
+            for i, rgb in enumerate(event.rgb):
+                self._push_frame(_RgbFrame(event.index + i, event.latent_index, rgb))
+        elif isinstance(event, Progress) and self._items and isinstance(self._items[-1], Progress):
+            self._items[-1] = event
+        else:
+            self._items.append(event)
+        self._wake.set()
+
+    def _push_frame(self, frame: _RgbFrame) -> None:
+        if self._pending_frames >= self.max_frames:
+            oldest = next(i for i in self._items if isinstance(i, _RgbFrame))
+            self._items.remove(oldest)
+            self._pending_frames -= 1
+            self.dropped += 1
+        self._items.append(frame)
+        self._pending_frames += 1
+
+    async def run(self) -> Finished:
+        """Send until the request's final event has been sent; returns that event."""
+        while True:
+            while not self._items:
+                self._wake.clear()
+                await self._wake.wait()
+            item = self._items.popleft()
+            if isinstance(item, _RgbFrame):
+                self._pending_frames -= 1
+                await self._send_frame(item)
+                continue
+            await self._send_text(self._message(item).model_dump_json())
+            if isinstance(item, Finished):
+                return item
+
+    async def _send_frame(self, frame: _RgbFrame) -> None:
+        data = await asyncio.to_thread(encode_frame, frame.rgb, self.frame_format)
+        header = FrameMessage(
+            id=self.job_id,
+            index=frame.index,
+            latent_index=frame.latent_index,
+            format=self.frame_format,
+            bytes=len(data),
+        )
+        await self._send_text(header.model_dump_json())
+        await self._send_bytes(data)
+        self.frames_sent += 1
+
+    def _message(self, item: Queued | Started | Progress | Finished) -> BaseModel:
+        job_id = self.job_id
+        if isinstance(item, Queued):
+            return QueuedMessage(id=job_id, position=item.position)
+        if isinstance(item, Started):
+            return StartedMessage(id=job_id, **item.__dict__)
+        if isinstance(item, Progress):
+            return ProgressMessage(
+                id=job_id,
+                progress=item.percent,
+                steps_done=item.steps_done,
+                total_steps=item.total_steps,
+                frames_sent=self.frames_sent,
+                dropped=self.dropped,
+            )
+        if item.status == "completed" and item.stats is not None:
+            return CompletedMessage(
+                id=job_id,
+                stats=item.stats,
+                frames_sent=self.frames_sent,
+                dropped=self.dropped,
+                url=f"/v1/videos/{job_id}/content",
+            )
+        kind = "invalid_request_error" if item.status == "cancelled" else "server_error"
+        detail = ErrorDetail(
+            message=item.message or item.status, type=kind, param=None, code=item.code or "failed"
+        )
+        return ErrorMessage(id=job_id, error=detail)

@@ -1,0 +1,79 @@
+"""What a slow websocket client gets: `StreamSender` drops the oldest frames, never the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import torch
+
+from server.events import Finished, Frame, Progress, Queued, RequestStats, Started
+from server.streaming import StreamSender
+
+STATS = RequestStats(0, 1, 2, 2, 9, 3, 4, 0.5, 1.0, "packcache", 10, 20, 30)
+
+
+def frames(index: int, n: int = 4) -> Frame:
+    return Frame(index, 1 + index // 4, torch.zeros(n, 16, 16, 3, dtype=torch.uint8))
+
+
+def test_slow_client_loses_oldest_frames_only() -> None:
+    sent: list[str | bytes] = []
+
+    async def slow_text(text: str) -> None:
+        await asyncio.sleep(0.01)
+        sent.append(text)
+
+    async def slow_bytes(data: bytes) -> None:
+        await asyncio.sleep(0.01)
+        sent.append(data)
+
+    async def scenario() -> StreamSender:
+        sender = StreamSender(slow_text, slow_bytes, "video_x", max_frames=3)
+        task = asyncio.create_task(sender.run())
+        sender.push(Queued(0))
+        sender.push(Started(16, 16, 12, 6, 21, "packcache", 10))
+        for i in range(5):  # 20 frames at once, far faster than the client reads
+            sender.push(Progress(i, 5))
+            sender.push(frames(1 + 4 * i))
+            assert sender.queued <= 2 * 3 + 4  # bounded, however slow the client
+        sender.push(Finished("completed", stats=STATS))
+        assert await asyncio.wait_for(task, 10) == Finished("completed", stats=STATS)
+        return sender
+
+    sender = asyncio.run(scenario())
+    messages = [json.loads(m) for m in sent if isinstance(m, str)]
+    kinds = [m["type"] for m in messages]
+    assert kinds[:2] == ["queued", "started"] and kinds[-1] == "completed"
+    indices = [m["index"] for m in messages if m["type"] == "frame"]
+    assert indices == sorted(indices) and indices[-1] == 20  # newest kept, in order
+    assert sender.dropped == 20 - len(indices) > 0
+    done = messages[-1]
+    assert done["dropped"] == sender.dropped and done["frames_sent"] == len(indices)
+    assert sum(isinstance(m, bytes) for m in sent) == len(indices)  # one image per header
+
+
+def test_fast_client_gets_everything_and_progress_coalesces() -> None:
+    sent: list[str] = []
+
+    async def text(t: str) -> None:
+        sent.append(t)
+
+    async def data(b: bytes) -> None:
+        pass
+
+    async def scenario() -> StreamSender:
+        sender = StreamSender(text, data, "video_y", max_frames=8, frame_format="png")
+        for i in range(3):
+            sender.push(Progress(i, 3))  # consecutive, unsent: only the newest stays
+        sender.push(frames(1))
+        sender.push(Finished("cancelled", "cancelled", "cancelled by the client", STATS))
+        await sender.run()
+        return sender
+
+    sender = asyncio.run(scenario())
+    messages = [json.loads(m) for m in sent]
+    assert [m["type"] for m in messages] == ["progress"] + ["frame"] * 4 + ["error"]
+    assert messages[0]["steps_done"] == 2 and sender.dropped == 0
+    assert messages[1]["format"] == "png"
+    assert messages[-1]["error"]["code"] == "cancelled"
