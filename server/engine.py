@@ -31,7 +31,6 @@ from server.events import (
     FinalStatus,
     Finished,
     Frame,
-    FrameStats,
     NullObserver,
     Progress,
     Queued,
@@ -166,19 +165,24 @@ class Engine:
     # -- the engine thread ------------------------------------------------------------------
 
     def _run(self) -> None:
-        with torch.inference_mode():
-            while not self._stopping:
-                self._heartbeat = time.monotonic()
-                self._take_intake()
-                self._reap()
-                self._admit()
-                job = self.scheduler.next()
-                if job is None:
-                    self._wake.wait(IDLE_WAIT_S)
-                    self._wake.clear()
-                    continue
-                self._step(job)
-            self._shutdown()
+        try:
+            with torch.inference_mode():
+                while not self._stopping:
+                    self._heartbeat = time.monotonic()
+                    self._take_intake()
+                    self._reap()
+                    self._admit()
+                    job = self.scheduler.next()
+                    if job is None:
+                        self._wake.wait(IDLE_WAIT_S)
+                        self._wake.clear()
+                        continue
+                    self._step(job)
+        except BaseException:
+            log.exception("the engine loop died")  # /ready turns false: the thread is gone
+            raise
+        finally:
+            self._shutdown()  # nobody waits forever
 
     def _take_intake(self) -> None:
         while True:
@@ -193,6 +197,7 @@ class Engine:
         if job.cancel_requested is not None:
             self._drop(job, InvalidRequest("cancelled before it started", code="cancelled"))
             return
+        error: ServerError
         try:
             prepared = self.pipeline.prepare(job.sub.image, job.sub.params)
             spec = self.pipeline.plan(prepared)
@@ -201,34 +206,27 @@ class Engine:
             decision = self.scheduler.offer(job, self._mean_request_s)
         except ServerError as e:  # can never fit, or the queue is full
             self.observer.on_reject(e.code)
-            self._drop(job, e)
-            return
+            error = e
         except ValueError as e:  # the core refuses the request (e.g. a caption with a marker)
-            self._drop(job, InvalidRequest(str(e)))
-            return
+            error = InvalidRequest(str(e))
         except Exception as e:
             log.exception("preparing %s failed", job.id)
-            self._drop(job, ServerError(f"could not prepare the request: {e}"))
+            error = ServerError(f"could not prepare the request: {e}")
+        else:
+            height, width = prepared.image.shape[:2]
+            position = self.scheduler.position(job)
+            job.resolve(Admission(position, width, height, job.cache_bytes, job.activation_bytes))
+            self._emit(job, Queued(position))
+            if decision == "start":
+                self._start(job)
             return
-        height, width = prepared.image.shape[:2]
-        admission = Admission(
-            self.scheduler.position(job), width, height, job.cache_bytes, job.activation_bytes
-        )
-        self._resolve(job, admission)
-        self._emit(job, Queued(admission.position))
-        if decision == "start":
-            self._start(job)
+        self._drop(job, error)
 
     def _drop(self, job: Job, error: ServerError) -> None:
         """Refuse a request that was never admitted (its caller gets `error`)."""
         with self._lock:
             self._jobs.pop(job.id, None)
-        if job.reply is not None:
-            job.reply.get_loop().call_soon_threadsafe(_set_exception, job.reply, error)
-
-    def _resolve(self, job: Job, admission: Admission) -> None:
-        if job.reply is not None:
-            job.reply.get_loop().call_soon_threadsafe(_set_result, job.reply, admission)
+        job.resolve(error)
 
     def _admit(self) -> None:
         started = self.scheduler.admit()
@@ -246,6 +244,7 @@ class Engine:
         try:
             job.run = self.pipeline.start(job.prepared)
             first = job.run.first_rgb()  # (1, H, W, 3)
+            job.prepared = None  # the run holds what it needs
         except Exception as e:
             log.exception("starting %s failed", job.id)
             self._finish(job, "failed", "generation_error", f"could not start: {e}")
@@ -281,35 +280,17 @@ class Engine:
             self._finish(job, "failed", "generation_error", f"generation failed: {e}")
             return
         seconds = time.perf_counter() - t0
-        peak = self.memory.end_step(job.activation_bytes)
-        job.peak_bytes, job.frame_peak_bytes = (
-            max(job.peak_bytes, peak),
-            max(job.frame_peak_bytes, peak),
-        )
         steps_done, total = job.progress
-        if steps_done > done_before:  # a denoising step (not the prefill)
-            job.steps += 1
-            job.step_seconds += seconds
+        denoised = steps_done > done_before  # False for the prefill
+        job.record_step(seconds, self.memory.end_step(job.activation_bytes), denoised)
+        if denoised:
             self.observer.on_step(job.policy, seconds)
         self._emit(job, Progress(steps_done, total))
         if out is not None:
-            self._frame_done(job, out.result.index, out.rgb)
+            self._emit(job, Frame(job.rgb_frames, out.result.index, out.rgb))
+            self.observer.on_frame(job.frame_done(time.monotonic(), int(out.rgb.shape[0])))
         if job.run.done:
             self._finish(job, "completed")
-
-    def _frame_done(self, job: Job, latent_index: int, rgb: torch.Tensor) -> None:
-        now = time.monotonic()
-        first = job.first_frame_at is None
-        if first:
-            job.first_frame_at = now
-        self._emit(job, Frame(job.rgb_frames, latent_index, rgb))
-        job.rgb_frames += int(rgb.shape[0])
-        ttff = now - job.sub.arrived if first else None
-        stats = FrameStats(
-            job.policy, now - job.last_frame_at, job.frame_peak_bytes, int(rgb.shape[0]), ttff
-        )
-        self.observer.on_frame(stats)
-        job.last_frame_at, job.frame_peak_bytes = now, 0
 
     def _finish(
         self, job: Job, status: FinalStatus, code: str | None = None, message: str | None = None
@@ -359,13 +340,3 @@ class Engine:
             pending, self._intake = list(self._intake), deque()
         for job in pending:
             self._drop(job, Unavailable("the server is shutting down", retry_after=5))
-
-
-def _set_result(fut: asyncio.Future[Admission], value: Admission) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
-def _set_exception(fut: asyncio.Future[Admission], error: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(error)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from packcache_core.pipeline import Prepared, VideoParams, VideoRun
-from server.events import FinalStatus, JobListener, RequestStats
+from server.events import FinalStatus, FrameStats, JobListener, RequestStats
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,35 @@ class Job:
     def policy(self) -> str:
         return self.sub.params.policy.name
 
+    def resolve(self, outcome: Admission | BaseException) -> None:
+        """Answer the submitter, on its own event loop: admitted, or refused with an error."""
+        if self.reply is not None:
+            self.reply.get_loop().call_soon_threadsafe(_settle, self.reply, outcome)
+
+    def record_step(self, seconds: float, peak_bytes: int, denoised: bool) -> None:
+        """Account one step; `denoised` is False for the prefill."""
+        self.peak_bytes = max(self.peak_bytes, peak_bytes)
+        self.frame_peak_bytes = max(self.frame_peak_bytes, peak_bytes)
+        if denoised:
+            self.steps += 1
+            self.step_seconds += seconds
+
+    def frame_done(self, now: float, rgb_frames: int) -> FrameStats:
+        """Account a finished latent frame of `rgb_frames` frames; returns its statistics."""
+        first = self.first_frame_at is None
+        if first:
+            self.first_frame_at = now
+        stats = FrameStats(
+            policy=self.policy,
+            latency_s=now - self.last_frame_at,
+            peak_memory_bytes=self.frame_peak_bytes,
+            rgb_frames=rgb_frames,
+            time_to_first_frame_s=now - self.sub.arrived if first else None,
+        )
+        self.rgb_frames += rgb_frames
+        self.last_frame_at, self.frame_peak_bytes = now, 0
+        return stats
+
     @property
     def progress(self) -> tuple[int, int]:
         """(steps done, total steps) of the generation; (0, 0) before it starts."""
@@ -97,3 +126,12 @@ class Job:
             activation_bytes=self.activation_bytes,
             peak_memory_bytes=self.peak_bytes,
         )
+
+
+def _settle(fut: asyncio.Future[Admission], outcome: Admission | BaseException) -> None:
+    if fut.done():  # the submitter went away
+        return
+    if isinstance(outcome, BaseException):
+        fut.set_exception(outcome)
+    else:
+        fut.set_result(outcome)
