@@ -40,7 +40,7 @@ def latent_frames_of(opts: GenerationOptions, settings: Settings) -> int:
     elif opts.frames is not None:
         latent = math.ceil((opts.frames - 1) / 4) + 1
     else:
-        latent = opts.latent_frames or settings.default_latent_frames
+        latent = opts.latent_frames or settings.latent_frames
     if not 2 <= latent <= settings.max_latent_frames:
         most = settings.max_latent_frames
         raise InvalidRequest(

@@ -82,7 +82,10 @@ class BodyLimitMiddleware:
         await self.app(scope, limited, send)
 
     def _message(self) -> str:
-        return f"request body is larger than the limit of {self.max_bytes} bytes"
+        return (
+            f"request body is larger than the limit of {self.max_bytes} bytes "
+            "(the upload limit plus room for the form fields)"
+        )
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps(

@@ -20,7 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from packcache_core.image import choose_bucket, crop_size_list
 from packcache_core.pipeline import VideoParams
-from server.errors import NotFound, NotReady
+from server.errors import NotFound, NotReady, Unavailable
 from server.events import JobListener
 from server.job import Submission
 from server.params import decode_image, to_video_params
@@ -62,7 +62,11 @@ async def create(
     image_param: str = "input_reference",
 ) -> VideoObject:
     """Check, store and submit a request; returns once the engine has admitted it."""
-    engine = rt.require_engine()
+    try:
+        engine = rt.require_engine()
+    except Unavailable:
+        rt.metrics.on_reject("unavailable")
+        raise
     params = to_video_params(opts, rt.settings)
     image = await run_in_threadpool(decode_image, image_bytes, rt.settings, image_param)
     width, height = params.size or choose_bucket(

@@ -95,8 +95,11 @@ class Settings(BaseSettings):
     default_steps: int | None = Field(
         None, ge=1, description="steps when a request names none (default: 8 built-in, 50 real)"
     )
-    default_latent_frames: int = Field(
-        3, ge=2, description="clip length when a request names none (3 = 9 frames)"
+    default_latent_frames: int | None = Field(
+        None,
+        ge=2,
+        description="clip length when a request names none (default: 3 = 9 frames built-in, "
+        "7 = 25 frames for real checkpoints)",
     )
     fps: int = Field(12, ge=1, le=120, description="frame rate of every output video")
     default_guidance_scale: float = Field(15.0, ge=0, description="classifier-free guidance")
@@ -133,6 +136,13 @@ class Settings(BaseSettings):
         if self.default_steps is not None:
             return self.default_steps
         return 8 if is_builtin(self.model) else 50
+
+    @property
+    def latent_frames(self) -> int:
+        """Clip length for a request that names none."""
+        if self.default_latent_frames is not None:
+            return self.default_latent_frames
+        return 3 if is_builtin(self.model) else 7
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":

@@ -178,3 +178,24 @@ def test_api_keys(locked: LiveServer) -> None:
     with connect(locked.ws_url, additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
         ws.send(request(latent_frames=2, steps=1))
         assert json.loads(ws.recv(timeout=30))["type"] == "queued"
+
+
+def test_chunked_upload_over_the_limit(server: LiveServer) -> None:
+    """Without a Content-Length the body is counted as it streams in and cut at the limit."""
+    boundary = "b0undary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\na cat\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="input_reference"; '
+        'filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+    ).encode()
+    chunks = (server.settings.max_upload_bytes >> 20) + 2
+
+    def body() -> Iterator[bytes]:
+        yield head
+        for _ in range(chunks):
+            yield b"\0" * (1 << 20)
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    response = server.client.post("/v1/videos", content=body(), headers=headers)
+    assert_error(response, 413, "larger than the limit")

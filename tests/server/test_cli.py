@@ -56,5 +56,7 @@ def test_bad_values_are_refused() -> None:
 def test_defaults_run_the_builtin_model_on_cpu() -> None:
     s = Settings()
     assert (s.model, s.tokenizer, s.steps) == ("builtin:tiny-random", "builtin:patch", 8)
-    assert Settings(model="/ckpt/Lumos-1").steps == 50
+    assert s.latent_frames == 3
+    real = Settings(model="/ckpt/Lumos-1")
+    assert (real.steps, real.latent_frames) == (50, 7)
     assert str(s.torch_dtype()) in ("torch.float32", "torch.bfloat16")
