@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -173,27 +174,37 @@ def test_request_timeout(pipeline: Pipeline, log: Log, stop: list) -> None:
     assert engine.stats.kv_bytes == 0
 
 
-class BoomPipeline(Pipeline):
-    """The real pipeline, except that a request with prompt "boom" fails in its third step."""
+@dataclass
+class HookedPipeline(Pipeline):
+    """The real pipeline with `hook(prompt, n)` called before the n-th step of every run."""
+
+    hook: Callable[[str, int], None] = lambda prompt, n: None
 
     def start(self, prepared: Prepared) -> VideoRun:
         run = super().start(prepared)
-        if prepared.params.prompt == "boom":
-            real, calls = run.step, [0]
+        real, calls, prompt = run.step, [0], prepared.params.prompt
 
-            def step() -> Any:
-                calls[0] += 1
-                if calls[0] == 3:
-                    raise RuntimeError("device on fire")
-                return real()
+        def step() -> Any:
+            calls[0] += 1
+            self.hook(prompt, calls[0])
+            return real()
 
-            run.step = step  # type: ignore[method-assign]
+        run.step = step  # type: ignore[method-assign]
         return run
 
 
+def hooked(pipeline: Pipeline, hook: Callable[[str, int], None]) -> Pipeline:
+    p = pipeline
+    return HookedPipeline(p.model, p.video_tokenizer, p.text_tokenizer, p.target_size, hook)
+
+
+def boom(prompt: str, n: int) -> None:
+    if prompt == "boom" and n == 3:
+        raise RuntimeError("device on fire")
+
+
 def test_a_failing_request_fails_alone(pipeline: Pipeline, log: Log, stop: list) -> None:
-    boom = BoomPipeline(pipeline.model, pipeline.video_tokenizer, pipeline.text_tokenizer, 128)
-    engine = make_engine(boom, budget=1 << 32)
+    engine = make_engine(hooked(pipeline, boom), budget=1 << 32)
     stop.append(engine)
     submit(engine, log, "ok", params(latent=4))
     submit(engine, log, "bad", VideoParams("boom", 4, size=(64, 64), sampling=SamplingConfig(2)))
@@ -205,3 +216,23 @@ def test_a_failing_request_fails_alone(pipeline: Pipeline, log: Log, stop: list)
         submit(engine, log, "odd", VideoParams("x", 2, size=(60, 60)))
     assert submit(engine, log, "after", params()).position == 0
     assert log.final("after").status == "completed"
+
+
+def test_a_stuck_step_reads_as_stalled(pipeline: Pipeline, log: Log, stop: list) -> None:
+    gate = threading.Event()
+
+    def stuck(prompt: str, n: int) -> None:
+        if n == 2:
+            gate.wait(10)
+
+    engine = make_engine(hooked(pipeline, stuck), budget=1 << 32, stall_timeout_s=0.3)
+    stop.append(engine)
+    assert not engine.stalled
+    submit(engine, log, "a", params())
+    deadline = time.monotonic() + 5
+    while not engine.stalled and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert engine.stalled and engine.alive
+    gate.set()
+    assert log.final("a").status == "completed"
+    assert not engine.stalled
