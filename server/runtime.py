@@ -51,12 +51,17 @@ class Runtime:
         self.engine: Engine | None = None
         self.target_size = 0
         self.metrics = Metrics(registry, str(settings.torch_device()))
+        # Set by open(), in the lifespan (they touch the disk):
+        self.files: VideoFiles
+        self.store: JobStore
+        self.recorder: JobRecorder
+        self.io: ThreadPoolExecutor | None = None
 
     def open(self) -> None:
         """Store, files and recorder: enough to serve stored videos while the model loads."""
         s = self.settings
         self.files = VideoFiles(s.data_dir / "videos")
-        self.store: JobStore = open_store(s.job_store_url())
+        self.store = open_store(s.job_store_url())
         for job_id in self.store.fail_unfinished(*RESTART_ERROR):
             self.files.remove(job_id)
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packcache-io")
@@ -121,8 +126,8 @@ class Runtime:
         self.phase = "stopping"
         if self.engine is not None:
             self.engine.stop()
-        if hasattr(self, "io"):
-            self.io.shutdown(wait=True)
+        if self.io is not None:  # opened
+            self.io.shutdown(wait=True)  # every finished job recorded
             self.store.close()
 
 

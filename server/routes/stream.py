@@ -74,16 +74,15 @@ def _decode_image(data: str, limit: int) -> bytes:
 
 async def _watch_client(ws: WebSocket) -> Literal["cancel", "disconnect"]:
     """Waits for a cancel or a disconnect; raises `InvalidRequest` on anything else."""
-    while True:
-        try:
-            text = await _receive_text(ws, 4096)
-        except WebSocketDisconnect:
-            return "disconnect"
-        try:
-            CancelMessage.model_validate_json(text)
-        except ValidationError as e:
-            raise InvalidRequest('after the request, only {"type": "cancel"} is accepted') from e
-        return "cancel"
+    try:
+        text = await _receive_text(ws, 4096)
+    except WebSocketDisconnect:
+        return "disconnect"
+    try:
+        CancelMessage.model_validate_json(text)
+    except ValidationError as e:
+        raise InvalidRequest('after the request, only {"type": "cancel"} is accepted') from e
+    return "cancel"
 
 
 async def _run(ws: WebSocket, rt: Runtime, request: StreamRequest, job_id: str) -> int:
