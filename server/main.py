@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import TypeAdapter
 
 from server.errors import install_error_handlers
-from server.routes import health, stream, videos
+from server.routes import health, stream, ui, videos
 from server.runtime import Runtime
 from server.schemas import ClientMessage, ServerMessage
 from server.security import BodyLimitMiddleware
@@ -61,6 +61,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     app.include_router(health.router)
     app.include_router(videos.router)
     app.include_router(stream.router)
+    app.include_router(ui.router)  # the demo page at /
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + FORM_OVERHEAD)
     if settings.cors_origins:
         app.add_middleware(

@@ -1,0 +1,83 @@
+"""The demo page: `GET /` and its static files, plus the few settings the page needs.
+
+What it is: `GET /` (the page), `GET /static/<name>` (its scripts, stylesheet and the sample
+image, straight from `server/static/`, no build step, nothing fetched from elsewhere, so the
+page works offline) and `GET /ui/config` (whether an API key is needed, the upload limit and
+the generation defaults). The page itself talks to the public API only: the websocket
+`/v1/videos/stream` and `GET /v1/videos/{id}/content`. What it is not: an API; none of these
+routes is in the OpenAPI document.
+
+Invariant: all three are public and reveal no secret: `/ui/config` says whether keys are
+configured, never a key. Only plain files directly inside `server/static/` are served.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse
+from pydantic import BaseModel
+
+from server.deps import RuntimeDep
+from server.errors import NotFound
+
+router = APIRouter(include_in_schema=False)
+STATIC = Path(__file__).resolve().parent.parent / "static"
+MEDIA_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+}
+# A bare file name with a known suffix: no folders, so no way out of STATIC.
+STATIC_NAME = r"^[a-z0-9][a-z0-9_-]*\.(html|js|css|png)$"
+NO_CACHE = {"Cache-Control": "no-cache"}  # revalidate: a new release shows at once
+
+
+class UiConfig(BaseModel):
+    """What the page needs to build its form and to know whether to ask for a key."""
+
+    api_key_required: bool
+    max_upload_bytes: int
+    fps: int
+    default_latent_frames: int
+    max_latent_frames: int
+    default_steps: int
+    max_steps: int
+    default_policy: str
+
+
+def _static(name: str) -> FileResponse:
+    path = STATIC / name
+    if not re.fullmatch(STATIC_NAME, name) or not path.is_file():
+        raise NotFound(f"no static file {name!r}")
+    return FileResponse(path, media_type=MEDIA_TYPES[path.suffix], headers=NO_CACHE)
+
+
+@router.get("/")
+def page() -> FileResponse:
+    return _static("index.html")
+
+
+@router.get("/static/{name}")
+def static_file(name: Annotated[str, PathParam(max_length=64)]) -> FileResponse:
+    return _static(name)
+
+
+@router.get("/ui/config")
+def config(rt: RuntimeDep) -> UiConfig:
+    s = rt.settings
+    return UiConfig(
+        api_key_required=rt.keys.enabled,
+        max_upload_bytes=s.max_upload_bytes,
+        fps=s.fps,
+        default_latent_frames=min(s.latent_frames, s.max_latent_frames),
+        max_latent_frames=s.max_latent_frames,
+        default_steps=min(s.steps, s.max_steps),
+        max_steps=s.max_steps,
+        default_policy=s.default_policy,
+    )

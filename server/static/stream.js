@@ -1,0 +1,100 @@
+// Client of the websocket /v1/videos/stream (protocol: server/README.md).
+//
+// What it is: `startStream(request, handlers)`, which opens one connection, sends the request,
+// pairs each `frame` header with the binary message after it, and calls one handler per
+// message. It reports exactly one outcome: `onCompleted(message)`, or `onFailed(failure)` with
+// a message a person can read (from the server's `error` message, or from the close code when
+// the socket closed without one). What it is not: the page (app.js) or the chart (chart.js).
+
+// Close codes of the server (server/errors.py), for a socket that closed without an `error`.
+const CLOSE_REASONS = {
+  1006: ["Connection lost", "The connection to the server dropped."],
+  1007: ["Request rejected", "The server did not accept the request."],
+  1008: ["API key rejected", "This server needs a valid API key."],
+  1009: ["Too large", "The image is larger than the server accepts."],
+  1011: ["Generation failed", "The server failed while generating."],
+  1013: ["Server busy", "The server cannot take the request now; try again later."],
+};
+
+// Titles for the server's `error` messages, by close code (the message text comes from it).
+const ERROR_TITLES = {
+  1007: "Request rejected",
+  1008: "API key rejected",
+  1009: "Too large",
+  1011: "Generation failed",
+  1013: "Server busy",
+};
+
+export function streamUrl() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  return `${scheme}://${location.host}/v1/videos/stream`;
+}
+
+/**
+ * Opens the socket and sends `request` (a StreamRequest object). Handlers (all optional):
+ * onQueued(msg), onStarted(msg), onFrame(header, blob), onProgress(msg), onLatentFrame(msg),
+ * onCompleted(msg), onFailed({title, message, code, closeCode, cancelled}).
+ * Returns {cancel()}: asks the server to stop; the outcome still arrives through onFailed.
+ */
+export function startStream(request, handlers) {
+  const on = (name, ...args) => handlers[name] && handlers[name](...args);
+  const ws = new WebSocket(streamUrl());
+  ws.binaryType = "blob";
+  let header = null; // the `frame` message whose image is the next binary message
+  let completed = null;
+  let error = null;
+  let cancelRequested = false;
+
+  ws.onopen = () => ws.send(JSON.stringify(request));
+  ws.onmessage = (event) => {
+    if (typeof event.data !== "string") {
+      if (header !== null) on("onFrame", header, event.data);
+      header = null;
+      return;
+    }
+    const msg = JSON.parse(event.data);
+    switch (msg.type) {
+      case "queued": return on("onQueued", msg);
+      case "started": return on("onStarted", msg);
+      case "frame": header = msg; return undefined;
+      case "progress": return on("onProgress", msg);
+      case "latent_frame": return on("onLatentFrame", msg);
+      case "completed": completed = msg; return undefined;
+      case "error": error = msg.error; return undefined;
+      default: return undefined; // newer servers may add messages: ignore what we don't know
+    }
+  };
+  ws.onclose = (event) => {
+    if (completed !== null) {
+      on("onCompleted", completed);
+      return;
+    }
+    on("onFailed", describeFailure(error, event.code, cancelRequested));
+  };
+
+  return {
+    cancel() {
+      cancelRequested = true;
+      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "cancel" }));
+      else ws.close(); // not open yet: nothing reached the server
+    },
+  };
+}
+
+function describeFailure(error, closeCode, cancelRequested) {
+  if (error !== null && error.code === "cancelled") {
+    return { title: "Cancelled", message: "The job was cancelled.", code: error.code, closeCode,
+             cancelled: true };
+  }
+  if (error !== null) {
+    const title = ERROR_TITLES[closeCode] || "Error";
+    return { title, message: error.message, code: error.code, closeCode, cancelled: false };
+  }
+  if (cancelRequested) {
+    return { title: "Cancelled", message: "The job was cancelled.", code: "cancelled", closeCode,
+             cancelled: true };
+  }
+  const [title, message] = CLOSE_REASONS[closeCode] ||
+    ["Connection closed", `The server closed the connection (code ${closeCode}).`];
+  return { title, message, code: null, closeCode, cancelled: false };
+}
