@@ -1,12 +1,15 @@
 """Job metadata that survives restarts: the `JobStore` interface and its SQLite implementation.
 
 What it is: `JobRecord` (one video job as stored), the `JobStore` protocol every backend
-implements, `SqliteJobStore`, and `open_store(url)`, which picks the backend from a URL
-(`sqlite:///path`; issue 7 adds `postgresql://`). What it is not: the video files (the recorder
-writes those under the data directory) or live progress (the engine holds that).
+implements, `SqlJobStore` (the queries both SQL backends share), `SqliteJobStore` (the
+single-machine default), and `open_store(url)`, which picks the backend from a URL
+(`sqlite:///path`, or `postgresql://...` for several replicas: `store_postgres.py`). What it is
+not: the video files (the recorder writes those under the data directory) or live progress
+(the engine holds that).
 
 Invariants: a record's status only moves queued -> in_progress -> completed | failed;
-`fail_unfinished` runs at start-up, so no record claims to be running in a process that died.
+`fail_unfinished` runs at start-up, so no record claims to be running in a process that died
+(and, with a shared database, never touches a record a live replica runs).
 All methods are thread-safe and blocking (call them off the event loop).
 """
 
@@ -16,9 +19,10 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from server.errors import InvalidRequest
 from server.events import RequestStats
@@ -107,25 +111,32 @@ CREATE TABLE IF NOT EXISTS jobs (
 """
 
 
-class SqliteJobStore:
-    """One SQLite file in WAL mode; one connection behind a lock."""
+class Cursor(Protocol):
+    """What both drivers' cursors offer (sqlite3 and psycopg)."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(SCHEMA)
-        self._lock = threading.Lock()
+    @property
+    def rowcount(self) -> int: ...
 
-    def _exec(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
-        with self._lock:
-            return self._db.execute(sql, args)
+    def fetchone(self) -> Any: ...
 
-    def create(self, record: JobRecord) -> None:
-        values = asdict(record) | {"stats": _dump(record.stats)}
-        marks = ", ".join("?" * len(COLUMNS))
-        sql = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({marks})"
-        self._exec(sql, tuple(values[c] for c in COLUMNS))
+    def fetchall(self) -> list[Any]: ...
+
+
+class SqlJobStore:
+    """The queries every SQL backend shares, written with `?` marks; `_exec` runs one.
+
+    A backend supplies the connection (`_exec`), the insert (it may add private columns),
+    `fail_unfinished` (which records count as its own) and `close`.
+    """
+
+    def _exec(self, sql: str, args: tuple = ()) -> Cursor:
+        raise NotImplementedError
+
+    def _insert(self, record: JobRecord, extra: dict[str, object] | None = None) -> None:
+        values: dict[str, object] = asdict(record) | {"stats": _dump(record.stats)}
+        values |= extra or {}
+        marks = ", ".join("?" * len(values))
+        self._exec(f"INSERT INTO jobs ({', '.join(values)}) VALUES ({marks})", (*values.values(),))
 
     def get(self, job_id: str) -> JobRecord | None:
         row = self._exec(f"{SELECT} WHERE id = ?", (job_id,)).fetchone()
@@ -168,6 +179,24 @@ class SqliteJobStore:
     def delete(self, job_id: str) -> bool:
         return self._exec("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
 
+
+class SqliteJobStore(SqlJobStore):
+    """One SQLite file in WAL mode; one connection behind a lock. One process at a time."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(SCHEMA)
+        self._lock = threading.Lock()
+
+    def _exec(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, args)
+
+    def create(self, record: JobRecord) -> None:
+        self._insert(record)
+
     def fail_unfinished(self, code: str, message: str) -> list[str]:
         with self._lock:
             rows = self._db.execute(
@@ -189,15 +218,23 @@ def _dump(stats: RequestStats | None) -> str | None:
     return None if stats is None else json.dumps(asdict(stats))
 
 
-def _record(row: tuple) -> JobRecord:
+def _record(row: Sequence[Any]) -> JobRecord:
     values = dict(zip(COLUMNS, row, strict=True))
     stats = values.pop("stats")
     return JobRecord(**values, stats=None if stats is None else RequestStats(**json.loads(stats)))
 
 
 def open_store(url: str) -> JobStore:
-    """`sqlite:///relative/or/absolute/path.sqlite3`; other schemes are refused."""
+    """`sqlite:///relative/or/absolute/path.sqlite3`, or `postgresql://user@host/db` (libpq
+    URL; needs the `postgres` extra). Other schemes are refused."""
     if url.startswith("sqlite:///"):
         return SqliteJobStore(Path(url.removeprefix("sqlite:///")))
+    if url.startswith(("postgresql://", "postgres://")):
+        from server.store_postgres import PostgresJobStore  # psycopg is an optional extra
+
+        return PostgresJobStore(url)
     scheme = url.split(":", 1)[0]
-    raise ValueError(f"unsupported job store URL scheme {scheme!r} (supported: sqlite:///PATH)")
+    raise ValueError(
+        f"unsupported job store URL scheme {scheme!r} "
+        "(supported: sqlite:///PATH, postgresql://USER@HOST/DB)"
+    )

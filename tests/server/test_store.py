@@ -1,15 +1,23 @@
-"""`SqliteJobStore` behind the `JobStore` interface, and `open_store` URLs."""
+"""The `JobStore` contract, run against every backend (SQLite, PostgreSQL), and `open_store` URLs.
+
+PostgreSQL: `PACKCACHE_TEST_POSTGRES_URL` names a database the tests may create schemas in
+(`.ci/run` starts one); each test gets a fresh schema. Without it the PostgreSQL cases skip,
+except under `PACKCACHE_CI=1`, where they fail.
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from server.errors import InvalidRequest
 from server.events import RequestStats
-from server.store import JobRecord, JobStore, SqliteJobStore, open_store
+from server.store import JobRecord, JobStore, open_store
 
 STATS = RequestStats(0.1, 0.5, 2.0, 1.9, 9, 3, 4, 0.4, 2.5, "full", 1000, 2000, 3000)
 
@@ -32,9 +40,46 @@ def record(i: int) -> JobRecord:
     )
 
 
+def postgres_url() -> str:
+    """The test database's URL, or a skip (a failure under `PACKCACHE_CI=1`)."""
+    url = os.environ.get("PACKCACHE_TEST_POSTGRES_URL")
+    if url:
+        return url
+    reason = "PACKCACHE_TEST_POSTGRES_URL is not set (bash .ci/run starts a PostgreSQL)"
+    if os.environ.get("PACKCACHE_CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def postgres_schema(base: str) -> Iterator[str]:
+    """A URL whose connections see only a fresh schema, dropped afterwards."""
+    import psycopg
+
+    schema = f"test_{secrets.token_hex(6)}"
+    with psycopg.connect(base, autocommit=True) as db:
+        db.execute(f"CREATE SCHEMA {schema}")
+    try:
+        joiner = "&" if "?" in base else "?"
+        yield f"{base}{joiner}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as db:
+            db.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty store of each backend, as the URL `store_url` settings would carry."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'sub' / 'jobs.sqlite3'}"
+    else:
+        yield from postgres_schema(postgres_url())
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return open_store(f"sqlite:///{tmp_path / 'sub' / 'jobs.sqlite3'}")
+def store(store_url: str) -> Iterator[JobStore]:
+    opened = open_store(store_url)
+    yield opened
+    opened.close()
 
 
 def test_life_cycle(store: JobStore) -> None:
@@ -66,20 +111,40 @@ def test_pages(store: JobStore) -> None:
         store.page(2, "video_" + "f" * 32, "asc")
 
 
-def test_fail_unfinished(tmp_path: Path) -> None:
-    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+def test_fail_unfinished(store_url: str) -> None:
+    store = open_store(store_url)
     a, b, c = record(1), record(2), record(3)
     for r in (a, b, c):
         store.create(r)
     store.mark_started(b.id)
     store.finish(c.id, "completed")
     store.close()
-    again = SqliteJobStore(tmp_path / "jobs.sqlite3")  # as after a restart
+    again = open_store(store_url)  # as after a restart
     assert sorted(again.fail_unfinished("server_restarted", "gone")) == [a.id, b.id]
     assert again.get(a.id).error_code == "server_restarted"  # type: ignore[union-attr]
     assert again.get(c.id).status == "completed"  # type: ignore[union-attr]
+    assert again.fail_unfinished("server_restarted", "gone") == []
+    again.close()
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_replicas_share_records_and_keep_each_others_jobs(store_url: str) -> None:
+    """A replica starting up fails the jobs of a dead one, never those of a live one."""
+    live, dead = open_store(store_url), open_store(store_url)
+    mine, orphan = record(1), record(2)
+    live.create(mine)
+    dead.create(orphan)
+    dead.close()  # its session ends, as when its process dies
+    starting = open_store(store_url)
+    assert starting.get(mine.id) == mine  # any replica reads any record
+    assert starting.fail_unfinished("server_restarted", "gone") == [orphan.id]
+    assert starting.get(mine.id).status == "queued"  # type: ignore[union-attr]
+    assert live.finish(mine.id, "completed", stats=STATS)
+    assert starting.get(mine.id).stats == STATS  # type: ignore[union-attr]
+    starting.close()
+    live.close()
 
 
 def test_unknown_scheme() -> None:
-    with pytest.raises(ValueError, match="unsupported job store URL scheme 'postgresql'"):
-        open_store("postgresql://db/jobs")
+    with pytest.raises(ValueError, match="unsupported job store URL scheme 'mysql'"):
+        open_store("mysql://db/jobs")

@@ -1,0 +1,122 @@
+"""Job metadata in PostgreSQL, shared by every replica of a scaled-out server.
+
+What it is: `PostgresJobStore`, the `JobStore` for several replicas behind one load balancer,
+so any replica answers `GET /v1/videos/{id}` for a job that another one runs. It shares its
+queries with SQLite (`store.SqlJobStore`); what differs is the schema, the connection (opened
+again once if it breaks) and which unfinished records a start-up may fail. What it is not: the
+video files (replicas share a volume for those, see deploy/README.md) or live progress (only
+the replica running a job knows its steps; the others report its stored status).
+
+Invariant: a store holds a session-level advisory lock on a random 63-bit *lease* for as long
+as its connection lives, and stamps every record it creates with that lease.
+`fail_unfinished` fails only unfinished records whose lease no live session holds: a replica
+that starts never fails the jobs of one that runs, and the jobs of a replica that died (its
+connection gone) are failed by the next replica to start. Session locks need a direct
+connection or session pooling (not PgBouncer's transaction pooling).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+
+import psycopg
+
+from server.store import JobRecord, SqlJobStore
+
+log = logging.getLogger(__name__)
+SCHEMA_LOCK = 0x7061636B63616368  # "packcach": serializes CREATE TABLE across replicas
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    model TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    size TEXT NOT NULL,
+    seconds TEXT NOT NULL,
+    frames INTEGER NOT NULL,
+    latent_frames INTEGER NOT NULL,
+    fps INTEGER NOT NULL,
+    seed BIGINT NOT NULL,
+    steps INTEGER NOT NULL,
+    cache_policy TEXT NOT NULL,
+    completed_at DOUBLE PRECISION,
+    error_code TEXT,
+    error_message TEXT,
+    stats TEXT,
+    lease BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (lease)
+    WHERE status IN ('queued', 'in_progress');
+"""
+# Leases held by live sessions of this database: a bigint advisory key is (classid, objid).
+LIVE_LEASES = """
+SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks
+WHERE locktype = 'advisory' AND objsubid = 1 AND granted
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+
+class PostgresJobStore(SqlJobStore):
+    """One connection (autocommit) behind a lock; `url` is a libpq URL or key=value string."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._lock = threading.Lock()
+        self._lease = 0  # taken by _connect
+        self._db = self._connect()
+
+    def _connect(self) -> psycopg.Connection:
+        defaults = {"connect_timeout": 10, "application_name": "packcache"}
+        options = {k: v for k, v in defaults.items() if k not in self._url}
+        db = psycopg.connect(self._url, autocommit=True, **options)  # type: ignore[arg-type]
+        with db.transaction():
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            db.execute(SCHEMA)
+        if self._lease:  # reconnecting: the same lease, so our records stay ours
+            if not _try_lock(db, self._lease):
+                db.close()
+                raise RuntimeError(f"job store lease {self._lease} was taken by another session")
+            return db
+        while not self._lease:
+            lease = secrets.randbits(63)
+            if lease and _try_lock(db, lease):
+                self._lease = lease
+        return db
+
+    def _exec(self, sql: str, args: tuple = ()) -> psycopg.Cursor:
+        query = sql.replace("?", "%s")  # the shared queries use sqlite's marks
+        with self._lock:
+            try:
+                return self._db.execute(query, args or None)
+            except psycopg.OperationalError:
+                if not self._db.broken:
+                    raise
+            log.warning("the job store connection broke; connecting again")
+            self._db = self._connect()
+            return self._db.execute(query, args or None)
+
+    def create(self, record: JobRecord) -> None:
+        self._insert(record, {"lease": self._lease})
+
+    def fail_unfinished(self, code: str, message: str) -> list[str]:
+        rows = self._exec(
+            "UPDATE jobs SET status = 'failed', completed_at = ?, error_code = ?, "
+            "error_message = ? WHERE status IN ('queued', 'in_progress') "
+            f"AND lease NOT IN ({LIVE_LEASES}) RETURNING id",
+            (time.time(), code, message),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()  # ends the session, so its lease is released
+
+
+def _try_lock(db: psycopg.Connection, key: int) -> bool:
+    row = db.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+    return bool(row and row[0])
