@@ -129,14 +129,6 @@ class Engine:
         self._wake.set()
         return True
 
-    def progress(self, job_id: str) -> tuple[bool, int, int] | None:
-        """(started, steps done, total steps) of a request the engine holds, else None."""
-        job = self._jobs.get(job_id)
-        if job is None:
-            return None
-        done, total = job.progress
-        return job.run is not None, done, total
-
     @property
     def alive(self) -> bool:
         return self._thread.is_alive() and not self._stopping
@@ -280,7 +272,7 @@ class Engine:
             self._finish(job, "failed", "generation_error", f"generation failed: {e}")
             return
         seconds = time.perf_counter() - t0
-        steps_done, total = job.progress
+        steps_done, total = job.run.generation.steps_done, job.run.generation.total_steps
         denoised = steps_done > done_before  # False for the prefill
         job.record_step(seconds, self.memory.end_step(job.activation_bytes), denoised)
         if denoised:

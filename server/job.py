@@ -6,7 +6,8 @@ statistics it accumulates. What it is not: the scheduling decision (`scheduler.p
 generation itself (`packcache_core.pipeline.VideoRun`).
 
 Invariant: only the engine thread mutates a `Job`, except `cancel_requested`, which any thread
-may set (a single attribute write) and the engine reads before every step.
+may set (a single attribute write) and the engine reads before every step. Other threads learn
+about a job from its events, never by reading its generation while a step mutates it.
 """
 
 from __future__ import annotations
@@ -96,14 +97,6 @@ class Job:
         self.rgb_frames += rgb_frames
         self.last_frame_at, self.frame_peak_bytes = now, 0
         return stats
-
-    @property
-    def progress(self) -> tuple[int, int]:
-        """(steps done, total steps) of the generation; (0, 0) before it starts."""
-        if self.run is None:
-            return 0, 0
-        gen = self.run.generation
-        return gen.steps_done, gen.total_steps
 
     def stats(self, now: float) -> RequestStats:
         start = self.started_at if self.started_at is not None else now

@@ -102,13 +102,18 @@ class Metrics:
         )
         self.info = Info(f"{PREFIX}_model", "Served model", registry=r)
         self._registry = r
-        for p in POLICIES:
-            self.frame_latency.labels(p), self.step.labels(p), self.frames.labels(p)
-        for s in STATUSES:
-            self.duration.labels(s), self.requests.labels(s)
-        for reason in REJECT_REASONS:
-            self.rejected.labels(reason)
-        self.frame_peak.labels(device)
+        # Create every known label set now, so series exist (at 0) before the first event.
+        for family, values in [
+            (self.frame_latency, POLICIES),
+            (self.step, POLICIES),
+            (self.frames, POLICIES),
+            (self.duration, STATUSES),
+            (self.requests, STATUSES),
+            (self.rejected, REJECT_REASONS),
+            (self.frame_peak, (device,)),
+        ]:
+            for value in values:
+                family.labels(value)
 
     def bind(self, engine: Engine, ready: Callable[[], bool], weight_bytes: int) -> None:
         """Gauges read at scrape time from the engine and its device memory."""

@@ -5,6 +5,10 @@ What it is: `VideoFiles` (where a job's files live under the data directory) and
 the engine thread never waits on an encoder or a disk. What it is not: the engine (it only
 listens) or the HTTP layer.
 
+It also keeps each job's live progress (`JobRecorder.live`) from its first event until its
+record is final, so a reader never sees a gap between "the engine is done" and "the store says
+so", and progress never goes backwards.
+
 Invariants: `video.mp4` exists only for completed jobs (frames go to `video.part.mp4`, renamed
 when the writer is closed); a job's `Finished` reaches the downstream listener (a websocket)
 only after its files and record are final, so a client told "completed" can download at once.
@@ -16,13 +20,21 @@ import logging
 import shutil
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 
 from packcache_core.video.output import Mp4Writer, thumbnail
-from server.events import Event, Finished, Frame, JobListener, Started
+from server.events import Event, Finished, Frame, JobListener, Progress, Queued, Started
 from server.store import JobStore
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LiveProgress:
+    started: bool
+    steps_done: int = 0
+    total_steps: int = 0
 
 
 class VideoFiles:
@@ -63,6 +75,12 @@ class _Recording:
         self.error: str | None = None
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, Queued):
+            self.r.live[self.job_id] = LiveProgress(started=False)
+        elif isinstance(event, Started):
+            self.r.live[self.job_id] = LiveProgress(started=True)
+        elif isinstance(event, Progress):
+            self.r.live[self.job_id] = LiveProgress(True, event.steps_done, event.total_steps)
         if self.then is not None and not isinstance(event, Finished):
             self.then(event)  # frames reach a stream without waiting for the encoder
         if isinstance(event, Started | Frame | Finished):
@@ -84,8 +102,10 @@ class _Recording:
                 self.r.store.finish(self.job_id, "failed", (event.code or "", self.error))
             else:
                 self.r.on_error(self.job_id)  # stop generating what cannot be saved
-        if isinstance(event, Finished) and self.then is not None:
-            self.then(event)
+        if isinstance(event, Finished):
+            self.r.live.pop(self.job_id, None)  # the record is final now
+            if self.then is not None:
+                self.then(event)
 
     def _failed(self, event: Finished) -> Finished:
         return Finished("failed", "storage_error", self.error, event.stats)
@@ -132,6 +152,7 @@ class JobRecorder:
         on_error: Callable[[str], object],
     ) -> None:
         self.store, self.files, self.executor, self.on_error = store, files, executor, on_error
+        self.live: dict[str, LiveProgress] = {}  # written by the engine thread, read anywhere
 
     def listener(self, job_id: str, fps: int, then: JobListener | None = None) -> JobListener:
         """Records the job; forwards every event to `then` (`Finished` once recorded)."""

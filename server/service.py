@@ -87,11 +87,10 @@ async def create(
 
 def video_object(rt: Runtime, record: JobRecord) -> VideoObject:
     status, progress = record.status, 100 if record.status == "completed" else 0
-    live = rt.engine.progress(record.id) if rt.engine is not None else None
+    live = rt.recorder.live.get(record.id)
     if live is not None and status in ("queued", "in_progress"):
-        started, done, total = live
-        status = "in_progress" if started else "queued"
-        progress = min(99, 100 * done // total) if total else 0
+        status = "in_progress" if live.started else "queued"
+        progress = min(99, 100 * live.steps_done // max(1, live.total_steps))
     elif status == "failed" and record.stats is not None:
         total = (record.latent_frames - 1) * record.steps
         progress = min(99, 100 * record.stats.steps // max(1, total))

@@ -36,7 +36,7 @@ from server.schemas import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: the queue removes a frame by identity
 class _RgbFrame:
     index: int
     latent_index: int
