@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from server.cli import build_parser
 from server.settings import Settings
+from tests.server.conftest import free_port
 
 
 def settings_from(argv: list[str]) -> Settings:
@@ -60,3 +66,26 @@ def test_defaults_run_the_builtin_model_on_cpu() -> None:
     real = Settings(model="/ckpt/Lumos-1")
     assert (real.steps, real.latent_frames) == (50, 7)
     assert str(s.torch_dtype()) in ("torch.float32", "torch.bfloat16")
+
+
+def test_serve_runs_until_interrupted(tmp_path: Path) -> None:
+    """`packcache serve` as users run it: a process that gets ready, then stops on Ctrl-C."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "server.cli", "serve", "--port", str(port)]
+    cmd += ["--data-dir", str(tmp_path / "data"), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/ready"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert httpx.get(url).json() == {"ready": True, "reason": None}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 0, output
+    assert (tmp_path / "data" / "jobs.sqlite3").is_file()
