@@ -5,7 +5,7 @@ implements, `SqlJobStore` (the queries both SQL backends share), `SqliteJobStore
 single-machine default), and `open_store(url)`, which picks the backend from a URL
 (`sqlite:///path`, or `postgresql://...` for several replicas: `store_postgres.py`). What it is
 not: the video files (the recorder writes those under the data directory) or live progress
-(the engine holds that).
+(the recorder keeps that until a record is final).
 
 Invariants: a record's status only moves queued -> in_progress -> completed | failed;
 `fail_unfinished` runs at start-up, so no record claims to be running in a process that died
