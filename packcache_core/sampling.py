@@ -54,7 +54,9 @@ def inverse_cdf_draw(logits: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tenso
     N, V = logits.shape
     block = min(SAMPLE_BLOCK, V)
     m = logits.max(dim=-1, keepdim=True).values  # (N, 1)
-    p = torch.nn.functional.pad((logits - m).exp(), (0, -V % block))  # (N, V+pad) unnormalised
+    p = torch.sub(logits, m).exp_()  # (N, V) unnormalised; one temporary, exp in place
+    if V % block:
+        p = torch.nn.functional.pad(p, (0, -V % block))  # (N, V+pad)
     p = p.view(N, -1, block)  # (N, nb, block)
     cdf = p.sum(-1).double().cumsum(-1)  # (N, nb)
     total = cdf[:, -1:]  # (N, 1)
@@ -101,7 +103,9 @@ def guided_draw(
     codes, probs = [], []
     for i in range(0, cond.shape[0], SAMPLE_CHUNK):
         c, u = cond[i : i + SAMPLE_CHUNK], uncond[i : i + SAMPLE_CHUNK]
-        logits = scale * (c - u) + u  # (n, V) float32, as the reference combines them
+        # (n, V) float32: scale * (c - u) + u as the reference combines them, op for op, in
+        # one temporary (the same roundings, so the same bits)
+        logits = torch.sub(c, u).mul_(scale).add_(u)
         drawn, lse = noise.draw(logits)
         codes.append(drawn)
         probs.append((logits.gather(-1, drawn[:, None]).squeeze(-1) - lse).exp())
