@@ -279,8 +279,11 @@ class Engine:
             self.observer.on_step(job.policy, seconds)
         self._emit(job, Progress(steps_done, total))
         if out is not None:
-            self._emit(job, Frame(job.rgb_frames, out.result.index, out.rgb))
-            self.observer.on_frame(job.frame_done(time.monotonic(), int(out.rgb.shape[0])))
+            index = job.rgb_frames  # frame_done counts this frame's RGB frames
+            stats = job.frame_done(time.monotonic(), int(out.rgb.shape[0]))
+            used = out.result.cache.bytes_used
+            self._emit(job, Frame(index, out.result.index, out.rgb, stats.latency_s, used))
+            self.observer.on_frame(stats)
         if job.run.done:
             self._finish(job, "completed")
 

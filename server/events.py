@@ -59,6 +59,9 @@ class Frame:
     index: int  # first RGB frame index in `rgb`
     latent_index: int  # 0 = the conditioning frame
     rgb: torch.Tensor  # (n, H, W, 3) uint8 on the CPU
+    # Generated latent frames only (None for the conditioning frame):
+    latency_s: float | None = None  # since the previous latent frame of the request (or start)
+    cache_bytes_used: int | None = None  # KV bytes holding tokens after its write-back
 
 
 @dataclass(frozen=True)

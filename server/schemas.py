@@ -171,6 +171,23 @@ class FrameMessage(BaseModel):
     bytes: int
 
 
+class LatentFrameMessage(BaseModel):
+    """After the RGB frames of each generated latent frame: its latency and the cache in use.
+
+    Never dropped (one per latent frame), so a live chart gets every point even when a slow
+    client loses frames.
+    """
+
+    type: Literal["latent_frame"] = "latent_frame"
+    id: str
+    latent_index: int = Field(description="1 = the first generated latent frame")
+    latency_s: float = Field(description="seconds since the previous latent frame (or the start)")
+    cache_bytes_used: int = Field(
+        description="KV cache bytes holding tokens after the frame's write-back; the fixed "
+        "size is `cache_bytes` in `started`"
+    )
+
+
 class ProgressMessage(BaseModel):
     type: Literal["progress"] = "progress"
     id: str
@@ -202,6 +219,7 @@ ServerMessage = Annotated[
     QueuedMessage
     | StartedMessage
     | FrameMessage
+    | LatentFrameMessage
     | ProgressMessage
     | CompletedMessage
     | ErrorMessage,

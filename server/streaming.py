@@ -8,8 +8,9 @@ and decides close codes) or the engine.
 Backpressure: at most `max_frames` RGB frames wait; when another arrives, the OLDEST waiting
 frame is dropped and counted, so a slow client sees the newest frames with gaps in `index`,
 never a growing delay. `progress` messages coalesce (a newer one replaces an unsent one);
-`queued`, `started` and the final message are never dropped. So the queue holds at most
-`2 * max_frames + 4` items, however slow the client.
+`queued`, `started`, `latent_frame` (a few numbers per generated latent frame) and the final
+message are never dropped. So the queue holds at most `2 * max_frames + 4` items plus one small
+`latent_frame` record per latent frame of the request, however slow the client.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from server.schemas import (
     ErrorDetail,
     ErrorMessage,
     FrameMessage,
+    LatentFrameMessage,
     ProgressMessage,
     QueuedMessage,
     StartedMessage,
@@ -43,7 +45,16 @@ class _RgbFrame:
     rgb: torch.Tensor  # (H, W, 3) uint8
 
 
-_Item = Queued | Started | Progress | Finished | _RgbFrame
+@dataclass(frozen=True)
+class _LatentStats:
+    """What a `latent_frame` message says: a few numbers, never pixels, so it is never dropped."""
+
+    latent_index: int
+    latency_s: float
+    cache_bytes_used: int
+
+
+_Item = Queued | Started | Progress | Finished | _RgbFrame | _LatentStats
 
 
 class StreamSender:
@@ -80,6 +91,9 @@ class StreamSender:
         if isinstance(event, Frame):
             for i, rgb in enumerate(event.rgb):
                 self._push_frame(_RgbFrame(event.index + i, event.latent_index, rgb))
+            if event.latency_s is not None and event.cache_bytes_used is not None:
+                stats = _LatentStats(event.latent_index, event.latency_s, event.cache_bytes_used)
+                self._items.append(stats)
         elif isinstance(event, Progress) and self._items and isinstance(self._items[-1], Progress):
             self._items[-1] = event
         else:
@@ -123,8 +137,10 @@ class StreamSender:
         await self._send_bytes(data)
         self.frames_sent += 1
 
-    def _message(self, item: Queued | Started | Progress | Finished) -> BaseModel:
+    def _message(self, item: Queued | Started | Progress | Finished | _LatentStats) -> BaseModel:
         job_id = self.job_id
+        if isinstance(item, _LatentStats):
+            return LatentFrameMessage(id=job_id, **item.__dict__)
         if isinstance(item, Queued):
             return QueuedMessage(id=job_id, position=item.position)
         if isinstance(item, Started):

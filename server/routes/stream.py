@@ -3,7 +3,8 @@
 Protocol (models in `schemas.py`, also under `components.schemas` of the OpenAPI document):
 the client sends one `StreamRequest` (JSON text, image inline as base64); the server answers
 `queued` (position), `started`, then per RGB frame a `frame` header (JSON) followed by one binary
-message with the encoded image, `progress` after every denoising step, and finally `completed`
+message with the encoded image, a `latent_frame` (latency, cache bytes in use) after each
+generated latent frame's images, `progress` after every denoising step, and finally `completed`
 (with the request's statistics) or `error`, then closes (1000 after `completed` or a cancel,
 1011 after a failure or timeout, otherwise the code from `errors.py`: 1007 invalid request,
 1008 bad API key, 1009 too big, 1013 try again later). The client may send `{"type": "cancel"}`

@@ -15,6 +15,7 @@ def test_schema_declares_errors_and_stream_messages() -> None:
         "QueuedMessage",
         "StartedMessage",
         "FrameMessage",
+        "LatentFrameMessage",
         "ProgressMessage",
         "CompletedMessage",
         "ErrorMessage",

@@ -54,6 +54,19 @@ def test_frames_in_order_first_frame_early(server: LiveServer) -> None:
             assert isinstance(image, bytes) and len(image) == body["bytes"]
             assert Image.open(io.BytesIO(image)).size == (64, 64)
 
+    # One latent_frame per generated latent frame, right after its last RGB frame.
+    latents = [(i, b) for i, (_, b) in enumerate(log) if isinstance(b, dict)]
+    latents = [(i, b) for i, b in latents if b["type"] == "latent_frame"]
+    assert [b["latent_index"] for _, b in latents] == [1, 2, 3]
+    for i, b in latents:
+        assert b["id"] == video_id and b["latency_s"] > 0
+        assert 0 < b["cache_bytes_used"] <= started["cache_bytes"]
+        last_header = max(
+            j for j, (_, h) in enumerate(log[:i]) if isinstance(h, dict) and h["type"] == "frame"
+        )
+        header = log[last_header][1]
+        assert isinstance(header, dict) and header["latent_index"] == b["latent_index"]
+
     t_start, t_end = log[1][0], log[-1][0]
     t_first_generated = headers[1][0]
     assert t_first_generated - t_start < 0.6 * (t_end - t_start)  # about 1/3 in, not at the end

@@ -14,7 +14,10 @@ STATS = RequestStats(0, 1, 2, 2, 9, 3, 4, 0.5, 1.0, "packcache", 10, 20, 30)
 
 
 def frames(index: int, n: int = 4) -> Frame:
-    return Frame(index, 1 + index // 4, torch.zeros(n, 16, 16, 3, dtype=torch.uint8))
+    """The RGB frames of generated latent frame `1 + index // 4`, with its statistics."""
+    latent = 1 + index // 4
+    rgb = torch.zeros(n, 16, 16, 3, dtype=torch.uint8)
+    return Frame(index, latent, rgb, latency_s=0.5 * latent, cache_bytes_used=100 * latent)
 
 
 def test_slow_client_loses_oldest_frames_only() -> None:
@@ -36,7 +39,7 @@ def test_slow_client_loses_oldest_frames_only() -> None:
         for i in range(5):  # 20 frames at once, far faster than the client reads
             sender.push(Progress(i, 5))
             sender.push(frames(1 + 4 * i))
-            assert sender.queued <= 2 * 3 + 4  # bounded, however slow the client
+            assert sender.queued <= 2 * 3 + 4 + (i + 1)  # bounded (+1 latent_frame per latent)
         sender.push(Finished("completed", stats=STATS))
         assert await asyncio.wait_for(task, 10) == Finished("completed", stats=STATS)
         return sender
@@ -51,6 +54,10 @@ def test_slow_client_loses_oldest_frames_only() -> None:
     done = messages[-1]
     assert done["dropped"] == sender.dropped and done["frames_sent"] == len(indices)
     assert sum(isinstance(m, bytes) for m in sent) == len(indices)  # one image per header
+    latents = [m for m in messages if m["type"] == "latent_frame"]  # never dropped
+    assert [(m["latent_index"], m["cache_bytes_used"]) for m in latents] == [
+        (k, 100 * k) for k in range(1, 6)
+    ]
 
 
 def test_fast_client_gets_everything_and_progress_coalesces() -> None:
@@ -73,7 +80,8 @@ def test_fast_client_gets_everything_and_progress_coalesces() -> None:
 
     sender = asyncio.run(scenario())
     messages = [json.loads(m) for m in sent]
-    assert [m["type"] for m in messages] == ["progress"] + ["frame"] * 4 + ["error"]
+    kinds = [m["type"] for m in messages]
+    assert kinds == ["progress"] + ["frame"] * 4 + ["latent_frame", "error"]
     assert messages[0]["steps_done"] == 2 and sender.dropped == 0
     assert messages[1]["format"] == "png"
     assert messages[-1]["error"]["code"] == "cancelled"
