@@ -52,19 +52,21 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     """Run the server until interrupted."""
-    from server.main import create_app  # imports torch and the app only for this command
+    from server import drain  # imports torch and the app only for this command
+    from server.main import create_app
 
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
     settings = Settings(**overrides)
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         ws_max_size=2 * settings.max_upload_bytes + (1 << 20),  # base64 image + JSON
     )
-    return 0
+    return drain.serve(config, app.state.runtime, settings.drain_timeout_s)  # SIGTERM drains
 
 
 COMMANDS: list[Command] = [

@@ -3,11 +3,13 @@
 What it is: `Runtime`, built by the app factory from `Settings` and a registry; `open()` opens
 the job store and data directory and marks jobs a dead process left unfinished as failed;
 `boot()` loads the model off the event loop, starts the engine, runs a tiny warm-up generation
-and fixes the memory budget; `shutdown()` stops the engine and flushes the recorder. What it is
-not: HTTP (routes reach it through `deps.py`).
+and fixes the memory budget; `drain()` (on SIGTERM, see `drain.py`) stops admitting and lets
+accepted requests finish for a while; `shutdown()` stops the engine and flushes the recorder.
+What it is not: HTTP (routes reach it through `deps.py`).
 
 Invariants: `/ready` is true only after a successful warm-up and while the engine thread lives
-and is not stalled; without an engine, routes that need one answer 503.
+and is not stalled, and false from the first moment of a drain; without an engine, or while
+draining, routes that need one answer 503.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from server.errors import Unavailable
 from server.events import Event, Finished
 from server.job import Submission
 from server.memory import memory_for, module_bytes, resolve_budget
-from server.metrics import Metrics
+from server.metrics import PREFIX, Metrics
 from server.recorder import JobRecorder, VideoFiles
 from server.security import ApiKeys
 from server.settings import Settings
@@ -35,6 +37,8 @@ from server.store import JobStore, open_store
 
 log = logging.getLogger(__name__)
 WARMUP_TIMEOUT_S = 600.0
+DRAIN_POLL_S = 0.05
+STREAM_CLOSE_S = 5.0  # after a drain, for websockets to send their final message and close
 RESTART_ERROR = (
     "server_restarted",
     "the server stopped before this job finished; submit it again",
@@ -46,7 +50,7 @@ class Runtime:
         self.settings = settings
         self.registry = registry
         self.keys = ApiKeys(settings.api_keys)
-        self.phase: Literal["starting", "ready", "failed", "stopping"] = "starting"
+        self.phase: Literal["starting", "ready", "failed", "draining", "stopping"] = "starting"
         self.failure: str | None = None
         self.engine: Engine | None = None
         self.target_size = 0
@@ -121,6 +125,32 @@ class Runtime:
         )
         self.engine.set_budget(budget)
         self.engine.observer = self.metrics  # warm-up stays out of the metrics
+
+    async def drain(self, grace_s: float, hurry: asyncio.Event) -> None:
+        """Stop admitting, let accepted requests finish for up to `grace_s` (until `hurry` is
+        set), then stop the engine, which fails the rest with code `shutdown`; returns once
+        every outcome is recorded and the streams have had a moment to send theirs."""
+        if self.phase == "ready":
+            self.phase = "draining"  # /ready and new requests answer 503 from now on
+        engine = self.engine
+        if engine is None:
+            return
+        busy = lambda: engine.stats.running > 0 or engine.stats.waiting > 0
+        log.info("draining: up to %g s for the requests accepted so far", grace_s)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace_s
+        while busy() and loop.time() < end and not hurry.is_set():
+            await asyncio.sleep(DRAIN_POLL_S)
+        if busy():
+            log.warning("drain: grace period over; cancelling what still runs")
+        self.phase = "stopping"
+        await asyncio.to_thread(engine.stop)
+        if self.io is not None:  # the recorder's one thread runs in order: this waits for all
+            await asyncio.to_thread(self.io.submit(lambda: None).result)
+        end = loop.time() + STREAM_CLOSE_S
+        streams = lambda: self.registry.get_sample_value(f"{PREFIX}_websocket_streams_open")
+        while (streams() or 0) > 0 and loop.time() < end:
+            await asyncio.sleep(DRAIN_POLL_S)
 
     def shutdown(self) -> None:
         self.phase = "stopping"

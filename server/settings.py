@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     stall_timeout_s: float = Field(
         120.0, gt=0, description="/ready turns false when a busy engine makes no step this long"
     )
+    drain_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="on SIGTERM, how long accepted requests may still finish (new ones get 503 "
+        "and /ready turns false at once); the rest then fail with code 'shutdown'",
+    )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="accepted Bearer keys, comma-separated (none: open)"
     )
