@@ -30,8 +30,13 @@ def boundary_mask(local: torch.Tensor, layout: FrameLayout) -> torch.Tensor:
 class CachePolicy(Protocol):
     """Decides, after each write-back, what each history frame keeps."""
 
-    name: str
-    rebase: bool  # renumber retained frames so history stays contiguous in time
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def rebase(self) -> bool:
+        """Renumber retained frames so history stays contiguous in time."""
+        ...
 
     def select(
         self, frames: Sequence[torch.Tensor], layout: FrameLayout, visible: torch.Tensor
@@ -163,6 +168,7 @@ def make_policy(name: str, **params: object) -> CachePolicy:
     if name not in POLICIES:
         raise ValueError(f"unknown cache policy {name!r}; available: {', '.join(POLICIES)}")
     try:
-        return POLICIES[name](**params)  # type: ignore[no-any-return]
+        policy: CachePolicy = POLICIES[name](**params)
+        return policy
     except TypeError as e:
         raise ValueError(f"bad parameters for cache policy {name!r}: {e}") from e

@@ -49,7 +49,9 @@ class RotaryTables:
         pos = torch.where(flag.bool()[..., None], pos_3d, pos_1d[..., None])
         return pos.float() * self.inv_freq
 
-    def cos_sin(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    def cos_sin(
+        self, position_ids: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin), each (..., D), rounded to `dtype` like the reference (then kept as is)."""
         ang = self.angles(position_ids)
         emb = torch.cat((ang, ang), dim=-1)  # rotate-half pairs channel j with j + D/2
