@@ -1,0 +1,98 @@
+"""Smoke tests of the benchmark scripts: they run from a clean checkout and write their outputs.
+
+What it is: each script's `--quick` mode as a subprocess (as a user runs it), then a check that
+the JSON has the documented keys and the PNG exists. What it is not: a performance test;
+numbers are printed by the scripts and never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICIES = ("full", "sliding", "packcache")
+FRAME_KEYS = {
+    "index",
+    "seconds",
+    "attention_share",
+    "attention_seconds",
+    "pack_seconds",
+    "cache_tokens",
+    "cache_bytes",
+}
+POLICY_SUMMARY_KEYS = {
+    "total_seconds",
+    "last_seconds",
+    "speedup_total",
+    "speedup_last",
+    "attention_share_last",
+    "peak_cache_bytes",
+    "packing_overhead",
+    "profile",
+    "flat_after_fill",
+}
+
+
+def run_script(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), "--quick", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def test_cache_policies_quick(tmp_path: Path) -> None:
+    out = tmp_path / "quick.json"
+    proc = run_script("cache_policies.py", "--json", str(out))
+    print(proc.stdout)  # the numbers, for the CI log (-s or on failure)
+    assert "torch" in proc.stdout and "| frame |" in proc.stdout
+    res = json.loads(out.read_text())
+    assert set(res) >= {"config", "machine", "policies", "summary"}
+    assert set(res["machine"]) >= {"device", "dtype", "torch"}
+    assert set(res["policies"]) == set(POLICIES)
+    frames = res["config"]["latent_frames"] - 1
+    for name in POLICIES:
+        pol = res["policies"][name]
+        assert len(pol["frames"]) == frames
+        assert all(set(f) >= FRAME_KEYS for f in pol["frames"])
+        assert set(pol["summary"]) >= POLICY_SUMMARY_KEYS
+    for name in POLICIES[1:]:
+        s = res["policies"][name]["summary"]
+        assert {"mean_kl", "mean_draw_agreement", "mean_token_agreement", "forced_exact"} <= set(s)
+    assert set(res["summary"]) >= {
+        "attention_share_full_last",
+        "speedup_total",
+        "speedup_last",
+        "peak_cache_bytes",
+        "packing_overhead",
+    }
+    assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_serve_load_quick(tmp_path: Path) -> None:
+    out = tmp_path / "load.json"
+    proc = run_script("serve_load.py", "--json", str(out))
+    print(proc.stdout)
+    res = json.loads(out.read_text())
+    assert set(res) >= {"config", "machine", "policies", "summary"}
+    for name in POLICIES:
+        s = res["policies"][name]
+        assert set(s) >= {
+            "completed",
+            "rejections",
+            "throughput_fps",
+            "ttff_p50",
+            "frame_latency_p50",
+            "frame_latency_p95",
+            "frame_latency_max",
+            "peak_memory_allocated_bytes",
+        }
+    assert set(res["summary"]) >= {"throughput_fps", "frame_latency_p95", "rejections"}
+    assert out.with_suffix(".png").stat().st_size > 0
