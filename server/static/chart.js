@@ -84,6 +84,7 @@ export class FrameChart {
     });
     ctx.lineWidth = 1;
     this._legend(ctx, plot);
+    this.canvas.dataset.points = String(this.points.length);
   }
 
   // Size the backing store to the element's CSS size times the pixel ratio: crisp lines.
@@ -109,6 +110,7 @@ export class FrameChart {
       this._line(ctx, plot.x, y, plot.x + plot.w, y);
       ctx.textAlign = "right";
       ctx.fillText(formatSeconds((maxLatency * t) / ticks), plot.x - 6, y + 4);
+      if (this.capacity === 0 && this.points.length === 0) continue; // no request yet
       ctx.textAlign = "left";
       ctx.fillText(formatBytes((maxBytes * t) / ticks), plot.x + plot.w + 6, y + 4);
     }
