@@ -15,11 +15,12 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import PurePath
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, NoReturn, get_args, get_origin
 
 import uvicorn
 from pydantic.fields import FieldInfo
 
+from server.generate_command import add_generate_arguments, run_generate
 from server.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -71,12 +72,22 @@ def serve(args: argparse.Namespace) -> int:
 
 COMMANDS: list[Command] = [
     ("serve", add_serve_arguments, serve),
+    ("generate", add_generate_arguments, run_generate),
 ]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (exit 2), without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="packcache", description="PackCache: Lumos-1 i2v")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = OneLineParser(prog="packcache", description="PackCache: Lumos-1 i2v")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser
+    )
     for name, add_arguments, run in COMMANDS:
         command = sub.add_parser(name, help=run.__doc__, description=run.__doc__)
         add_arguments(command)

@@ -1,0 +1,223 @@
+"""`packcache generate`: one image-to-video clip from the command line, written to an MP4.
+
+What it is: argument parsing and checking, a progress bar per latent frame, the MP4 written
+frame by frame as latent frames finish, and a closing summary (per-frame latency, cache bytes,
+total time). What it is not: the server; it loads the model itself and runs one request.
+
+Invariant: a bad argument or unreadable input ends in one line on stderr and a non-zero exit,
+never a traceback; a failed run leaves no partial output file behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+MAX_FRAMES = 4001  # 1001 latent frames; PackCache keeps memory flat, time grows linearly
+POLICIES = ("full", "sliding", "packcache")
+
+
+class UsageError(Exception):
+    """A problem with the arguments or inputs, reported as one line."""
+
+
+def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    a = parser.add_argument
+    a("--image", required=True, type=Path, help="conditioning image (JPEG, PNG, WebP, ...)")
+    a("--prompt", required=True, help="what should happen in the video")
+    a(
+        "--frames",
+        type=int,
+        default=9,
+        help="RGB frames to generate (rounded up to 1 + 4k: 4 frames per latent frame) [9]",
+    )
+    a(
+        "--cache-policy",
+        default="packcache",
+        metavar="P",
+        help=f"KV cache policy, one of {', '.join(POLICIES)} [packcache]",
+    )
+    a(
+        "--policy-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="cache policy parameter, repeatable, e.g. window=4, rho=0.5, b_min=0.125, "
+        "drop_masked=false (sliding: window)",
+    )
+    a("--seed", type=int, default=0, help="sampling seed; same seed, same video [0]")
+    a("--model", default="builtin:tiny-random", help="checkpoint folder or builtin:<name>")
+    a("--tokenizer", default="builtin:patch", help="Cosmos DV4x8x8 folder or builtin:patch")
+    a("--text-tokenizer", default=None, help="Chameleon tokenizer.json (real checkpoints)")
+    a("--steps", type=int, default=None, help="denoising steps per frame [8 built-in, 50 real]")
+    a("--guidance-scale", type=float, default=15.0, help="classifier-free guidance scale [15]")
+    a(
+        "--size",
+        default=None,
+        metavar="WxH",
+        help="output size, multiples of 32 (default: Lumos-1's bucket for the image)",
+    )
+    a("--fps", type=int, default=12, help="frames per second [12]")
+    a("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
+    a(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="auto: bfloat16 on CUDA, float32 on CPU",
+    )
+    a("-o", "--output", required=True, type=Path, help="MP4 file to write")
+
+
+def _policy_params(pairs: list[str]) -> dict[str, object]:
+    params: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--policy-param {pair!r}: expected KEY=VALUE")
+        low = raw.strip().lower()
+        value: object
+        if low in ("true", "false"):
+            value = low == "true"
+        else:
+            try:
+                value = int(raw) if raw.strip().lstrip("-").isdigit() else float(raw)
+            except ValueError as e:
+                raise UsageError(f"--policy-param {pair!r}: value is not a number") from e
+        params[key.strip()] = value
+    return params
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    w, sep, h = text.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit() or int(w) % 32 or int(h) % 32:
+        raise UsageError(f"--size {text!r}: expected WxH with multiples of 32, e.g. 128x64")
+    return int(w), int(h)
+
+
+def _check(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Validate everything cheap before loading a model; returns (VideoParams, image)."""
+    from packcache_core.generate import SamplingConfig
+    from packcache_core.image import ImageError, load_image
+    from packcache_core.pipeline import VideoParams
+    from packcache_core.policy import make_policy
+
+    if not 2 <= args.frames <= MAX_FRAMES:
+        raise UsageError(f"--frames {args.frames}: must be between 2 and {MAX_FRAMES}")
+    if args.steps is not None and not 1 <= args.steps <= 1000:
+        raise UsageError(f"--steps {args.steps}: must be between 1 and 1000")
+    if not 1 <= args.fps <= 120:
+        raise UsageError(f"--fps {args.fps}: must be between 1 and 120")
+    if args.output.suffix.lower() != ".mp4":
+        raise UsageError(f"-o {args.output}: the output must be an .mp4 file")
+    if not args.output.parent.is_dir():
+        raise UsageError(f"-o {args.output}: folder {args.output.parent} does not exist")
+    if not args.image.is_file():
+        raise UsageError(f"--image {args.image}: no such file")
+    try:
+        image = load_image(args.image, max_pixels=100_000_000, max_bytes=200 << 20)
+    except ImageError as e:
+        raise UsageError(f"--image {args.image}: {e}") from e
+    try:
+        policy = make_policy(args.cache_policy, **_policy_params(args.policy_param))
+    except ValueError as e:
+        raise UsageError(f"--cache-policy {args.cache_policy}: {e}") from e
+    steps = args.steps or (8 if args.model.startswith("builtin:") else 50)
+    params = VideoParams(
+        prompt=args.prompt,
+        latent_frames=math.ceil((args.frames - 1) / 4) + 1,
+        fps=args.fps,
+        size=_size(args.size),
+        seed=args.seed,
+        policy=policy,
+        sampling=SamplingConfig(steps=steps, cfg_scale=args.guidance_scale),
+    )
+    return params, image
+
+
+def _device_dtype(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    import torch
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: CUDA is not available on this machine")
+    dtype = args.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    return device, getattr(torch, dtype)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """Generate one video from an image and a prompt, and write it as MP4."""
+    try:
+        return _generate(args)
+    except UsageError as e:
+        print(f"packcache generate: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, OSError) as e:  # model / tokenizer loading, writing
+        print(f"packcache generate: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from packcache_core.pipeline import Pipeline
+    from packcache_core.video.output import Mp4Writer
+
+    params, image = _check(args)
+    device, dtype = _device_dtype(args)
+    t0 = time.perf_counter()
+    pipe = Pipeline.load(args.model, args.tokenizer, args.text_tokenizer, device, dtype)
+    load_s = time.perf_counter() - t0
+    prepared = pipe.prepare(image, params)
+    spec = pipe.plan(prepared)
+    h, w = prepared.image.shape[:2]
+    print(
+        f"{args.model}: {w}x{h}, {params.num_frames} frames ({params.latent_frames} latent), "
+        f"{params.sampling.steps} steps, policy {params.policy.name}, cache "
+        f"{spec.capacity_tokens} tokens/branch = {spec.bytes / 2**20:.1f} MiB "
+        f"(loaded in {load_s:.1f} s)",
+        file=sys.stderr,
+    )
+    run = pipe.start(prepared)
+    latencies: list[float] = []
+    start = time.perf_counter()
+    try:
+        with (
+            Mp4Writer(args.output, params.fps) as writer,
+            tqdm(total=params.latent_frames - 1, unit="frame", file=sys.stderr) as bar,
+        ):
+            writer.write(run.first_rgb())
+            while not run.done:
+                out = run.step()
+                if out is None:
+                    continue
+                writer.write(out.rgb)
+                latencies.append(out.result.seconds)
+                bar.set_postfix(
+                    s=f"{out.result.seconds:.2f}",
+                    cache=f"{out.result.cache.bytes_used / 2**20:.1f}MiB",
+                )
+                bar.update()
+    except BaseException:
+        args.output.unlink(missing_ok=True)  # no partial file
+        raise
+    finally:
+        run.close()
+    total = time.perf_counter() - start
+    print(
+        f"wrote {args.output}: {writer.frames_written} frames at {params.fps} fps, "
+        f"{total:.1f} s ({total / len(latencies):.2f} s per latent frame: median "
+        f"{statistics.median(latencies):.2f}, max {max(latencies):.2f}); KV cache "
+        f"{spec.bytes / 2**20:.1f} MiB for both branches, fixed",
+        file=sys.stderr,
+    )
+    return 0
