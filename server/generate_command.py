@@ -16,6 +16,13 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # heavy imports happen inside the command, after argument checks
+    import torch
+    from PIL import Image
+
+    from packcache_core.pipeline import VideoParams
 
 MAX_FRAMES = 4001  # 1001 latent frames; PackCache keeps memory flat, time grows linearly
 POLICIES = ("full", "sliding", "packcache")
@@ -100,7 +107,7 @@ def _size(text: str | None) -> tuple[int, int] | None:
     return int(w), int(h)
 
 
-def _check(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _check(args: argparse.Namespace) -> tuple[VideoParams, Image.Image]:
     """Validate everything cheap before loading a model; returns (VideoParams, image)."""
     from packcache_core.generate import SamplingConfig
     from packcache_core.image import ImageError, load_image
@@ -140,7 +147,7 @@ def _check(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return params, image
 
 
-def _device_dtype(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _device_dtype(args: argparse.Namespace) -> tuple[str, torch.dtype]:
     import torch
 
     device = args.device
