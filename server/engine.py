@@ -290,9 +290,14 @@ class Engine:
     def _finish(
         self, job: Job, status: FinalStatus, code: str | None = None, message: str | None = None
     ) -> None:
-        if job.run is not None:
-            job.run.close()  # frees the cache now
-            job.run = None
+        run, job.run = job.run, None
+        try:
+            if run is not None:
+                run.close()  # frees the cache now
+        finally:  # a close that raises (a broken device) still finishes the request
+            self._forget(job, status, code, message)
+
+    def _forget(self, job: Job, status: FinalStatus, code: str | None, message: str | None) -> None:
         self.scheduler.remove(job)
         with self._lock:
             self._jobs.pop(job.id, None)
@@ -329,8 +334,14 @@ class Engine:
         )
 
     def _shutdown(self) -> None:
+        with self._lock:  # from now on `submit` refuses at once instead of waiting forever
+            self._accepting = False
+        message = "the server shut down before the job finished"
         for job in [*self.scheduler.running, *self.scheduler.waiting]:
-            self._finish(job, "failed", "shutdown", "the server shut down before the job finished")
+            try:
+                self._finish(job, "failed", "shutdown", message)
+            except Exception:  # finished all the same; the next job must be too
+                log.exception("freeing %s at shutdown failed", job.id)
         with self._lock:
             pending, self._intake = list(self._intake), deque()
         for job in pending:

@@ -1,0 +1,159 @@
+"""Shared by the reliability tests: a real `packcache serve` process and the figures they check.
+
+What it is: `Served`, `packcache serve` (optionally with faults injected, see `inject.py`) as a
+child process on a free loopback port, its output kept in a log file, with `psutil` readings of
+its memory and open files; `Tally`, the client's count of what it submitted and how each
+request ended; and `tmpfs`, a small filesystem mounted for a test (a full or read-only data
+directory). What it is not: the in-process server most server tests use
+(`tests/server/conftest.py`'s `LiveServer`, reused here where a process is not needed).
+
+Invariant: every process, socket and mount a test makes is gone when the test ends, and every
+request loop is bounded in count and time and talks only to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.server.conftest import TINY, free_port, png_bytes, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+# The smallest useful request: 64x64, 2 latent frames (5 RGB frames), 1 step per frame.
+SMALL: dict[str, Any] = TINY | {"latent_frames": 2, "steps": 1}
+
+
+def in_ci() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+class Served:
+    """`packcache serve ARGS` as a child process; `url`, `ws_url`, `client`, `ps`, `output()`."""
+
+    def __init__(self, data_dir: Path, *args: str, inject: bool = False, **env: str) -> None:
+        self.data_dir, self.port = data_dir, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/v1/videos/stream"
+        self.log_path = data_dir.parent / f"{data_dir.name}-serve-{self.port}.log"
+        module = "tests.reliability.inject" if inject else "server.cli"
+        argv = [sys.executable, "-m", module, "serve", "--port", str(self.port)]
+        argv += ["--data-dir", str(data_dir), "--log-level", "info", *args]
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("PACKCACHE_")}
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                argv, cwd=ROOT, env=clean | env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.ps = psutil.Process(self.proc.pid)
+        self.client = httpx.Client(base_url=self.url, timeout=60)
+
+    def wait_ready(self, timeout: float = 120) -> Served:
+        wait_until(self._ready, timeout=timeout, interval=0.1)
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc.poll() is None, f"exited {self.proc.returncode}:\n{self.output()}"
+        try:
+            return self.client.get("/ready").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def wait_exit(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def create(self, image: bytes | None = None, **fields: Any) -> httpx.Response:
+        form = {k: str(v) for k, v in ({"prompt": "a red square"} | SMALL | fields).items()}
+        files = {"input_reference": ("in.png", png_bytes() if image is None else image)}
+        return self.client.post("/v1/videos", data=form, files=files)
+
+    def wait_done(self, video_id: str, timeout: float = 60) -> dict[str, Any]:
+        video: dict[str, Any] = {}
+
+        def done() -> bool:
+            video.update(self.client.get(f"/v1/videos/{video_id}").json())
+            return video["status"] in ("completed", "failed")
+
+        wait_until(done, timeout=timeout, interval=0.05)
+        return video
+
+    def rss(self) -> int:
+        return int(self.ps.memory_info().rss)
+
+    def fds(self) -> int:
+        return int(self.ps.num_fds())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.client.close()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Any]:
+    """`serve(*args, inject=False, data_dir=None, **env)` starts a `Served`; all stop at the end."""
+    started: list[Served] = []
+
+    def start(*args: str, data_dir: Path | None = None, **kw: Any) -> Served:
+        served = Served(data_dir or tmp_path / f"data{len(started)}", *args, **kw)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        served.stop()
+
+
+class Tally:
+    """What a load generator submitted and how each request ended, by outcome."""
+
+    def __init__(self) -> None:
+        self.submitted = 0
+        self.outcomes: Counter[str] = Counter()
+
+    def add(self, outcome: str) -> None:
+        self.submitted += 1
+        self.outcomes[outcome] += 1
+
+    def accounted(self) -> int:
+        return sum(self.outcomes.values())
+
+
+@contextmanager
+def tmpfs(path: Path, size: str, read_only: bool = False) -> Iterator[Path]:
+    """A fresh tmpfs of `size` at `path` (root only); unmounted however the test ends."""
+    if os.geteuid() != 0:
+        reason = "mounting a tmpfs needs root (CI runs as root)"
+        pytest.fail(reason) if in_ci() else pytest.skip(reason)
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        reason = f"cannot mount a tmpfs here: {mounted.stderr.strip()}"
+        pytest.fail(reason) if in_ci() else pytest.skip(reason)
+    try:
+        yield path
+    finally:
+        for _ in range(50):  # a child that still holds a file keeps it busy for a moment
+            if subprocess.run(["umount", str(path)], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
