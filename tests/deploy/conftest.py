@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,9 @@ DEPLOY = ROOT / "deploy"
 
 
 def need(tool: str, package: str) -> str:
-    """The path of `tool`; skips (fails in CI) when it is missing."""
-    path = shutil.which(tool)
+    """The path of `tool` (on PATH, or beside this Python: wheels' binaries); skips (fails in
+    CI) when it is missing."""
+    path = shutil.which(tool) or shutil.which(tool, path=str(Path(sys.executable).parent))
     if path is not None:
         return path
     reason = f"{tool} not found (install the Debian package or wheel {package}; .ci/run does)"
