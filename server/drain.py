@@ -6,11 +6,13 @@ false and new requests get 503 at once, while the listener stays open, so runnin
 streams keep sending and clients polling `GET /v1/videos/{id}` see their job finish. Accepted
 requests may finish for `drain_timeout_s`; then the rest fail with code `shutdown`, every
 outcome is recorded, and uvicorn shuts down as usual. A second SIGTERM ends the grace period
-at once; SIGINT (Ctrl-C) keeps uvicorn's own quick shutdown. What it is not: the drain itself
-(`runtime.py`) or the engine's stop (`engine.py`).
+at once; SIGINT (Ctrl-C) keeps uvicorn's own quick shutdown. When the runtime asks for a
+restart (its engine thread died), the server shuts down the same way and exits with the
+runtime's `exit_code` (1), so an orchestrator starts a fresh process. What it is not: the drain
+itself (`runtime.py`) or the engine's stop (`engine.py`).
 
 Invariant: a drained server exits with status 0 (uvicorn would re-raise the SIGTERM it caught,
-and the process would end by the signal instead).
+and the process would end by the signal instead); one whose engine died, never with 0.
 """
 
 from __future__ import annotations
@@ -41,6 +43,13 @@ class DrainingServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().main_loop()
 
+    async def on_tick(self, counter: int) -> bool:
+        """Every 0.1 s: also stop when the runtime asks for a restart (its engine died)."""
+        if self.runtime.exit_code is not None and not self.should_exit:
+            log.critical("exiting with status %d: %s", self.runtime.exit_code, self.runtime.failure)
+            self.should_exit = True
+        return await super().on_tick(counter)
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """Signal handler (main thread, between bytecodes): hands SIGTERM to the loop."""
         if sig != signal.SIGTERM or self._loop is None or self.should_exit:
@@ -68,4 +77,6 @@ def serve(config: uvicorn.Config, runtime: Runtime, grace_s: float) -> int:
     server = DrainingServer(config, runtime, grace_s)
     with contextlib.suppress(KeyboardInterrupt):  # SIGINT, re-raised by uvicorn once stopped
         server.run()
+    if runtime.exit_code is not None:
+        return runtime.exit_code
     return 0 if server.started else STARTUP_FAILURE

@@ -85,6 +85,7 @@ class Engine:
         self._jobs: dict[str, Job] = {}
         self._accepting = True
         self._stopping = False
+        self.failure: str | None = None  # why the loop died, if it did (never set by `stop`)
         self._wake = threading.Event()
         self._heartbeat = time.monotonic()
         self._mean_request_s = 10.0  # for Retry-After
@@ -170,8 +171,9 @@ class Engine:
                         self._wake.clear()
                         continue
                     self._step(job)
-        except BaseException:
+        except BaseException as e:
             log.exception("the engine loop died")  # /ready turns false: the thread is gone
+            self.failure = f"{type(e).__name__}: {e}"
             raise
         finally:
             self._shutdown()  # nobody waits forever

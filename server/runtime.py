@@ -9,7 +9,8 @@ What it is not: HTTP (routes reach it through `deps.py`).
 
 Invariants: `/ready` is true only after a successful warm-up and while the engine thread lives
 and is not stalled, and false from the first moment of a drain; without an engine, or while
-draining, routes that need one answer 503.
+draining, routes that need one answer 503. Once the engine thread has died the runtime stays
+failed (`/health` 503 too) and `exit_code` is set: only a new process can serve again.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from server.store import JobStore, open_store
 
 log = logging.getLogger(__name__)
 WARMUP_TIMEOUT_S = 600.0
+WATCH_S = 0.2  # how often the supervisor looks at the engine thread
+ENGINE_DIED_EXIT = 1  # the process's exit status after the engine thread died
 DRAIN_POLL_S = 0.05
 STREAM_CLOSE_S = 5.0  # after a drain, for websockets to send their final message and close
 RESTART_ERROR = (
@@ -52,6 +55,7 @@ class Runtime:
         self.keys = ApiKeys(settings.api_keys)
         self.phase: Literal["starting", "ready", "failed", "draining", "stopping"] = "starting"
         self.failure: str | None = None
+        self.exit_code: int | None = None  # set when only a restart helps; the runner exits
         self.engine: Engine | None = None
         self.target_size = 0
         self.metrics = Metrics(registry, str(settings.torch_device()))
@@ -91,7 +95,8 @@ class Runtime:
         return True, None
 
     async def boot(self) -> None:
-        """Load, start the engine, warm up, then open for requests; records any failure."""
+        """Load, start the engine, warm up, then open for requests and supervise the engine;
+        records any failure."""
         try:
             await self._boot()
         except Exception as e:
@@ -100,6 +105,18 @@ class Runtime:
             return
         self.phase = "ready"
         log.info("ready: %s on %s", self.settings.model_name, self.settings.torch_device())
+        await self._supervise()
+
+    async def _supervise(self) -> None:
+        """If the engine thread dies, fail: /health and /ready answer 503 and `exit_code` is set,
+        so the runner (`drain.py`) exits and an orchestrator starts a fresh process."""
+        engine = self.engine
+        assert engine is not None
+        while engine.failure is None:
+            await asyncio.sleep(WATCH_S)
+        self.failure = f"the engine thread died ({engine.failure}); the process must restart"
+        self.phase, self.exit_code = "failed", ENGINE_DIED_EXIT
+        log.critical(self.failure)
 
     async def _boot(self) -> None:
         s = self.settings

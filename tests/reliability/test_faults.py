@@ -1,23 +1,26 @@
 """Faults inside the server: a request whose generation raises, an engine thread that dies.
 
-A failing request fails alone, with `generation_error`, while the others finish; an engine loop
-that dies still gives every request a final outcome, refuses new ones at once (503), and turns
-`/ready` false.
+A failing request fails alone, with `generation_error`, while the others finish. An engine loop
+that dies still gives every request a final outcome, refuses new ones at once (503), turns
+`/ready` and `/health` false, and `packcache serve` exits with status 1 so an orchestrator
+restarts it; the restarted process serves the videos completed before.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from packcache_core.pipeline import Pipeline
-from tests.reliability.conftest import SMALL
+from tests.reliability.conftest import SMALL, Served
 from tests.reliability.inject import ENGINE_DEATH, STEP_ERROR, faulty
 from tests.server.conftest import LiveServer, png_bytes, wait_until
 from tests.server.test_stream import request
@@ -37,6 +40,8 @@ def stream(server: LiveServer, prompt: str) -> tuple[list[dict[str, Any]], int |
             message = ws.recv(timeout=60)
             if isinstance(message, str):
                 messages.append(json.loads(message))
+        with pytest.raises(ConnectionClosed):  # the server closes first, with its own code
+            ws.recv(timeout=30)
     return messages, ws.close_code
 
 
@@ -74,8 +79,10 @@ def test_a_dead_engine_finishes_every_request_and_refuses_new_ones(
         dying = server.create(prompt=ENGINE_DEATH, latent_frames=3).json()
         waiting = server.create(prompt="waits behind it", latent_frames=3).json()
         assert waiting["status"] == "queued"
-        wait_until(lambda: server.client.get("/ready").status_code == 503, timeout=30)
-        assert "engine" in server.client.get("/ready").json()["reason"]
+        wait_until(lambda: server.client.get("/health").status_code == 503, timeout=30)
+        reason = server.client.get("/ready").json()["reason"]
+        assert "engine thread died" in reason and "InjectedFault" in reason, reason
+        assert server.runtime.exit_code == 1  # `packcache serve` exits with it (next test)
         assert server.wait_done(first["id"])["status"] == "completed"
         dead = server.wait_done(dying["id"])
         assert dead["status"] == "failed" and dead["error"]["code"] == "generation_error"
@@ -90,3 +97,19 @@ def test_a_dead_engine_finishes_every_request_and_refuses_new_ones(
         assert server.client.get(f"/v1/videos/{first['id']}/content").status_code == 200
     finally:
         server.stop()
+
+
+def test_packcache_serve_exits_when_its_engine_dies(serve: Callable[..., Served]) -> None:
+    served = serve("--max-running", "1", inject=True).wait_ready()
+    done = served.create(prompt="completed before", latent_frames=3).json()
+    assert served.wait_done(done["id"])["status"] == "completed"
+    video = served.client.get(f"/v1/videos/{done['id']}/content").content
+    dying = served.create(prompt=ENGINE_DEATH, latent_frames=3).json()
+    status = served.wait_exit(timeout=60)
+    assert status == 1, served.output()
+    assert "engine thread died" in served.output()
+
+    again = serve("--max-running", "1", data_dir=served.data_dir).wait_ready()
+    assert again.client.get(f"/v1/videos/{done['id']}/content").content == video
+    dead = again.client.get(f"/v1/videos/{dying['id']}").json()
+    assert dead["status"] == "failed" and dead["error"]["code"] == "generation_error"
