@@ -28,6 +28,7 @@ from server.events import Event, Finished, Frame, JobListener, Progress, Queued,
 from server.store import JobStore
 
 log = logging.getLogger(__name__)
+PROBE_BYTES = 1 << 20  # written and removed at start-up: the data directory takes a write
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,17 @@ class VideoFiles:
     """`<root>/<job id>/{video.mp4, video.part.mp4, thumbnail.jpg}`."""
 
     def __init__(self, root: Path) -> None:
+        """Makes `root` and writes a probe there, so an unwritable or full data directory
+        stops the server at start-up with one clear error (`OSError`) naming it."""
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-probe"
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(bytes(PROBE_BYTES))
+            probe.unlink()
+        except OSError as e:
+            reason = f"cannot write to the data directory {root}: {e.strerror}"
+            raise OSError(e.errno, reason) from e
 
     def folder(self, job_id: str) -> Path:
         return self.root / job_id

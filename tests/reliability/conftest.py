@@ -41,11 +41,13 @@ def in_ci() -> bool:
 class Served:
     """`packcache serve ARGS` as a child process; `url`, `ws_url`, `client`, `ps`, `output()`."""
 
-    def __init__(self, data_dir: Path, *args: str, inject: bool = False, **env: str) -> None:
+    def __init__(
+        self, data_dir: Path, log_dir: Path, *args: str, inject: bool = False, **env: str
+    ) -> None:
         self.data_dir, self.port = data_dir, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/v1/videos/stream"
-        self.log_path = data_dir.parent / f"{data_dir.name}-serve-{self.port}.log"
+        self.log_path = log_dir / f"serve-{self.port}.log"  # never on a filesystem under test
         module = "tests.reliability.inject" if inject else "server.cli"
         argv = [sys.executable, "-m", module, "serve", "--port", str(self.port)]
         argv += ["--data-dir", str(data_dir), "--log-level", "info", *args]
@@ -112,7 +114,7 @@ def serve(tmp_path: Path) -> Iterator[Any]:
     started: list[Served] = []
 
     def start(*args: str, data_dir: Path | None = None, **kw: Any) -> Served:
-        served = Served(data_dir or tmp_path / f"data{len(started)}", *args, **kw)
+        served = Served(data_dir or tmp_path / f"data{len(started)}", tmp_path, *args, **kw)
         started.append(served)
         return served
 
