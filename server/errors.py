@@ -90,6 +90,12 @@ class Unavailable(ServerError):
     status, type, code, ws_close = 503, "server_error", "unavailable", WS_TRY_AGAIN
 
 
+class StorageError(ServerError):
+    """The job store or data directory cannot be written (full, read-only, failing disk)."""
+
+    status, type, code, ws_close = 503, "server_error", "storage_error", WS_TRY_AGAIN
+
+
 def error_body(message: str, type: str, code: str, param: str | None = None) -> dict:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 

@@ -16,6 +16,7 @@ All methods are thread-safe and blocking (call them off the event loop).
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -24,10 +25,13 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from server.errors import InvalidRequest
+from server.errors import InvalidRequest, StorageError
 from server.events import RequestStats
 
 Status = Literal["queued", "in_progress", "completed", "failed"]
+log = logging.getLogger(__name__)
+# SQLite's result codes for a disk that is full, read-only or failing (extended codes too).
+DISK_ERRORS = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN")
 
 
 @dataclass(frozen=True)
@@ -192,7 +196,13 @@ class SqliteJobStore(SqlJobStore):
 
     def _exec(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         with self._lock:
-            return self._db.execute(sql, args)
+            try:
+                return self._db.execute(sql, args)
+            except sqlite3.OperationalError as e:  # a full or read-only disk is no server bug
+                if not (getattr(e, "sqlite_errorname", None) or "").startswith(DISK_ERRORS):
+                    raise
+                log.error("job store: %s", e)
+                raise StorageError(f"the server cannot store jobs now: {e}") from e
 
     def create(self, record: JobRecord) -> None:
         self._insert(record)

@@ -1,20 +1,29 @@
 """A data directory that cannot be written: read-only or full, at start-up or while serving.
 
 At start-up `packcache serve` stops with one clear error naming the directory (exit status 3,
-uvicorn's start-up failure). The filesystems are small tmpfs mounts made for each test (root
-only, as CI runs): `ro` for a read-only directory (root ignores file modes, not a read-only
-mount), a filler file for a full one.
+uvicorn's start-up failure). While serving, a request that cannot be stored gets 503 with code
+`storage_error` (websocket: the same error, then close 1013); videos completed before stay
+listed and served byte for byte, and once there is room again the server goes on.
+
+The filesystems are small tmpfs mounts made for each test (root only, as CI runs): `ro` for a
+read-only directory (root ignores file modes, not a read-only mount), a filler file for a full
+one.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
-from tests.reliability.conftest import Served, tmpfs
+from tests.reliability.conftest import SMALL, Served, tmpfs
+from tests.server.test_stream import request
 
 STARTUP_FAILURE = 3  # uvicorn's exit status when the app's start-up fails
 
@@ -36,3 +45,43 @@ def test_an_unusable_data_dir_stops_startup_clearly(
         output = served.output()
     reason = "Read-only file system" if state == "read-only" else "No space left on device"
     assert f"cannot write to the data directory {mnt / 'videos'}: {reason}" in output, output
+
+
+def stream_refusal(served: Served) -> tuple[dict[str, Any], int | None]:
+    """One websocket request refused before it starts: its error message and close code."""
+    with connect(served.ws_url) as ws:
+        ws.send(request(**SMALL))
+        reply = json.loads(ws.recv(timeout=60))
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=30)
+    return reply, ws.close_code
+
+
+def test_a_full_disk_fails_requests_clearly_and_keeps_earlier_videos(
+    serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    with tmpfs(tmp_path / "mnt", "4m") as mnt:
+        served = serve(data_dir=mnt).wait_ready()
+        done = [served.create(seed=i).json()["id"] for i in range(2)]
+        assert {served.wait_done(v)["status"] for v in done} == {"completed"}
+        videos = {v: served.client.get(f"/v1/videos/{v}/content").content for v in done}
+
+        fill(mnt)
+        refused = served.create()
+        assert refused.status_code == 503, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "storage_error" and "disk is full" in error["message"]
+        reply, code = stream_refusal(served)
+        assert reply["type"] == "error" and reply["error"]["code"] == "storage_error"
+        assert code == 1013
+        for video_id, content in videos.items():  # still listed, still served, byte for byte
+            assert served.client.get(f"/v1/videos/{video_id}/content").content == content
+        listed = served.client.get("/v1/videos").json()["data"]
+        assert [v["id"] for v in listed] == done[::-1]
+        assert served.client.get("/ready").status_code == 200
+
+        (mnt / "filler").unlink()  # room again: the server goes on without a restart
+        again = served.create().json()
+        assert served.wait_done(again["id"])["status"] == "completed"
+        served.stop()
+    assert "unhandled error" not in served.output()
