@@ -23,10 +23,13 @@ import threading
 import time
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from server.store import JobRecord, SqlJobStore
 
 log = logging.getLogger(__name__)
+# Connection options the URL may override:
+DEFAULT_OPTIONS = {"connect_timeout": 10, "application_name": "packcache"}
 SCHEMA_LOCK = 0x7061636B63616368  # "packcach": serializes CREATE TABLE across replicas
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -71,8 +74,8 @@ class PostgresJobStore(SqlJobStore):
         self._db = self._connect()
 
     def _connect(self) -> psycopg.Connection:
-        defaults = {"connect_timeout": 10, "application_name": "packcache"}
-        options = {k: v for k, v in defaults.items() if k not in self._url}
+        given = conninfo_to_dict(self._url)
+        options = {k: v for k, v in DEFAULT_OPTIONS.items() if k not in given}
         db = psycopg.connect(self._url, autocommit=True, **options)  # type: ignore[arg-type]
         with db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))

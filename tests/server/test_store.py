@@ -145,6 +145,23 @@ def test_replicas_share_records_and_keep_each_others_jobs(store_url: str) -> Non
     live.close()
 
 
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_broken_connection_is_opened_again_with_the_same_lease(store_url: str) -> None:
+    import psycopg
+
+    store = open_store(store_url)
+    mine = record(1)
+    store.create(mine)
+    pid = store._db.info.backend_pid  # type: ignore[attr-defined]
+    with psycopg.connect(store_url, autocommit=True) as admin:  # as a database restart would
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    assert store.get(mine.id) == mine  # connected again
+    other = open_store(store_url)
+    assert other.fail_unfinished("server_restarted", "gone") == []  # still ours: lease retaken
+    other.close()
+    store.close()
+
+
 def test_unknown_scheme() -> None:
     with pytest.raises(ValueError, match="unsupported job store URL scheme 'mysql'"):
         open_store("mysql://db/jobs")
