@@ -25,6 +25,7 @@ import time
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from server.errors import StorageError
 from server.store import JobRecord, SqlJobStore
 
 log = logging.getLogger(__name__)
@@ -95,13 +96,21 @@ class PostgresJobStore(SqlJobStore):
         query = sql.replace("?", "%s")  # the shared queries use sqlite's marks
         with self._lock:
             try:
-                return self._db.execute(query, args or None)
-            except psycopg.OperationalError:
-                if not self._db.broken:
-                    raise
-            log.warning("the job store connection broke; connecting again")
-            self._db = self._connect()
+                return self._run(query, args)
+            except psycopg.OperationalError as e:  # down, unreachable or full: no server bug
+                log.error("job store: %s", e)
+                raise StorageError(f"the server cannot store jobs now: {e}") from e
+
+    def _run(self, query: str, args: tuple) -> psycopg.Cursor:
+        """One statement; once more on a new connection if this one broke (under the lock)."""
+        try:
             return self._db.execute(query, args or None)
+        except psycopg.OperationalError:
+            if not self._db.broken:
+                raise
+        log.warning("the job store connection broke; connecting again")
+        self._db = self._connect()
+        return self._db.execute(query, args or None)
 
     def create(self, record: JobRecord) -> None:
         self._insert(record, {"lease": self._lease})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import InvalidRequest
+from server.errors import InvalidRequest, StorageError
 from server.events import RequestStats
 from server.store import JobRecord, JobStore, open_store
 
@@ -159,6 +159,20 @@ def test_a_broken_connection_is_opened_again_with_the_same_lease(store_url: str)
     other = open_store(store_url)
     assert other.fail_unfinished("server_restarted", "gone") == []  # still ours: lease retaken
     other.close()
+    store.close()
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_an_unreachable_database_is_a_storage_error(store_url: str) -> None:
+    """A 503 the client may retry, not a 500, while the database cannot be reached."""
+    import psycopg
+
+    store = open_store(store_url)
+    store._url = "postgresql://nobody@127.0.0.1:1/none"  # type: ignore[attr-defined]
+    with psycopg.connect(store_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (store._db.info.backend_pid,))  # type: ignore[attr-defined]
+    with pytest.raises(StorageError, match="cannot store jobs"):
+        store.get(record(1).id)
     store.close()
 
 
