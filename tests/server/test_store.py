@@ -168,9 +168,10 @@ def test_an_unreachable_database_is_a_storage_error(store_url: str) -> None:
     import psycopg
 
     store = open_store(store_url)
+    pid = store._db.info.backend_pid  # type: ignore[attr-defined]
     store._url = "postgresql://nobody@127.0.0.1:1/none"  # type: ignore[attr-defined]
-    with psycopg.connect(store_url, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", (store._db.info.backend_pid,))  # type: ignore[attr-defined]
+    with psycopg.connect(store_url, autocommit=True) as admin:  # the database goes away
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
     with pytest.raises(StorageError, match="cannot store jobs"):
         store.get(record(1).id)
     store.close()
