@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -34,10 +35,11 @@ from packcache_core.layout import (
     history_mask_positions,
     text_positions,
 )
-from packcache_core.model import LumosTransformer
+from packcache_core.model import LumosTransformer, Segment
 from packcache_core.policy import CachePolicy, FullPolicy
 from packcache_core.rope import RotaryTables
 from packcache_core.sampling import (
+    SAMPLE_CHUNK,
     GeneratorNoise,
     SamplerNoise,
     cosine_mask_len,
@@ -110,6 +112,15 @@ class FrameResult:
     frame_position: int  # temporal frame index the frame was generated at (after rebase)
 
 
+class StepInputs(NamedTuple):
+    """One request's share of a denoising forward: 2 rows (cond, uncond)."""
+
+    tokens: torch.Tensor  # (2, F)
+    cos: torch.Tensor  # (2, F, D)
+    sin: torch.Tensor
+    segment: Segment
+
+
 @dataclass
 class _FrameState:
     ids: torch.Tensor  # (N,) code-slot ids, MASK = unknown
@@ -178,6 +189,10 @@ class VideoGeneration:
         current = self._frame.step if self._frame is not None else 0
         return self.frames_done * self.sampling.steps + current
 
+    @property
+    def needs_prefill(self) -> bool:
+        return not self._prefilled
+
     @torch.no_grad()
     def step(self) -> FrameResult | None:
         """Run the next unit of work; returns the frame it finished, if any."""
@@ -185,9 +200,24 @@ class VideoGeneration:
         if not self._prefilled:
             self._prefill()
             return None
+        inp = self.prepare_step()
+        hidden = self.model.forward_segments(inp.tokens, inp.cos, inp.sin, [inp.segment])
+        return self.finish_step(hidden)
+
+    def prepare_step(self) -> StepInputs:
+        """Inputs of the next denoising step (after the prefill), for one forward or a batch."""
+        assert self._prefilled and not self.done
         if self._frame is None:
             self._frame = self._start_frame()
-        return self._denoise_step(self._frame)
+        fs = self._frame
+        segment = Segment(slice(None), fs.mask, self.cache.layers, self.cache.current_start)
+        return StepInputs(self._frame_tokens(fs.ids).expand(2, -1), fs.cos, fs.sin, segment)
+
+    @torch.no_grad()
+    def finish_step(self, hidden: torch.Tensor) -> FrameResult | None:
+        """Sample from the step's final hidden states (2, F, hidden); finish the frame if last."""
+        assert self._frame is not None, "prepare_step() first"
+        return self._denoise_step(self._frame, hidden)
 
     # -- phases ---------------------------------------------------------------------------
 
@@ -245,17 +275,22 @@ class VideoGeneration:
         tokens[self.code_slots] = ids
         return tokens
 
-    def _denoise_step(self, fs: _FrameState) -> FrameResult | None:
+    def _denoise_step(self, fs: _FrameState, hidden: torch.Tensor) -> FrameResult | None:
         T = self.sampling.steps
-        hidden = self._forward(fs, self._frame_tokens(fs.ids))  # (2, F, hidden)
-        logits = self.model.code_logits(hidden[:, self.code_slots])  # (2, N, V) float32
         assert self.noise is not None
-        drawn, probs = guided_draw(logits[0], logits[1], self.sampling.cfg_scale, self.noise)
+        drawn, probs = [], []
+        for i in range(0, self.code_slots.numel(), SAMPLE_CHUNK):  # bounds the logits' memory
+            logits = self.model.code_logits(hidden[:, self.code_slots[i : i + SAMPLE_CHUNK]])
+            d, p = guided_draw(logits[0], logits[1], self.sampling.cfg_scale, self.noise)
+            drawn.append(d)
+            probs.append(p)
         uniform = self.noise.uniform(fs.ids.numel(), self.device)
         self.temperature = next_temperature(self.temperature, fs.step, T)
         last = fs.step == T - 1
         mask_len = cosine_mask_len(fs.step, T, fs.ids.numel())
-        fs.ids = remask(fs.ids, drawn, probs, uniform, self.temperature, mask_len, last)
+        fs.ids = remask(
+            fs.ids, torch.cat(drawn), torch.cat(probs), uniform, self.temperature, mask_len, last
+        )
         fs.step += 1
         if not last:
             return None

@@ -16,6 +16,7 @@ tokens at slots [start, start + S) and attends over slots [0, start + S) under `
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,17 @@ from packcache_core.rope import apply_rotary
 
 # (k_buffer, v_buffer), each (B, n_kv, C, D), owned by a KV cache.
 LayerKV = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Rows of a batch that share one cache (one request's guidance branches)."""
+
+    rows: slice
+    mask: torch.Tensor  # bool (b, 1, S or 1, K), True = may attend
+    kv: list[LayerKV] | None  # per-layer buffers, written at [start, start + S)
+    start: int = 0
+
 
 QK_NORM_EPS = 1e-5  # hard-coded in Chameleon's qk LayerNorm, independent of rms_norm_eps
 
@@ -80,9 +92,8 @@ class Attention(nn.Module):
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        mask: torch.Tensor,
-        kv: LayerKV | None,
-        start: int,
+        segments: list[Segment],
+        layer: int,
     ) -> torch.Tensor:
         B, S, _ = x.shape
         dt = x.dtype
@@ -92,20 +103,29 @@ class Attention(nn.Module):
         # RoPE in float32 with cos/sin already rounded to the activation dtype.
         q = apply_rotary(q.transpose(1, 2), cos, sin).to(dt)  # (B, H, S, D)
         k = apply_rotary(k.transpose(1, 2), cos, sin).to(dt)  # (B, Hkv, S, D)
-        if kv is not None:
-            k_buf, v_buf = kv
+        # Each segment (one request's rows) attends over its own cache: the only per-request
+        # work in a batched forward.
+        ys = [self._attend(q[g.rows], k[g.rows], v[g.rows], g, layer) for g in segments]
+        y = ys[0] if len(ys) == 1 else torch.cat(ys)  # (B, H, S, D)
+        return self.o_proj(y.transpose(1, 2).reshape(B, S, -1))
+
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: Segment, layer: int
+    ) -> torch.Tensor:
+        if seg.kv is not None:
+            S, start = k.shape[2], seg.start
+            k_buf, v_buf = seg.kv[layer]
             k_buf[:, :, start : start + S] = k
             v_buf[:, :, start : start + S] = v
-            k, v = k_buf[:, :, : start + S], v_buf[:, :, : start + S]  # (B, Hkv, start+S, D)
-        y = F.scaled_dot_product_attention(
+            k, v = k_buf[:, :, : start + S], v_buf[:, :, : start + S]  # (b, Hkv, start+S, D)
+        return F.scaled_dot_product_attention(
             q,
             k,
             v,
-            attn_mask=mask,
+            attn_mask=seg.mask,
             scale=1.0 / math.sqrt(self.head_dim),
             enable_gqa=self.n_heads != self.n_kv,
         )
-        return self.o_proj(y.transpose(1, 2).reshape(B, S, -1))
 
 
 class MLP(nn.Module):
@@ -133,14 +153,13 @@ class DecoderLayer(nn.Module):
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        mask: torch.Tensor,
-        kv: LayerKV | None,
-        start: int,
+        segments: list[Segment],
+        layer: int,
     ) -> torch.Tensor:
         if self.swin_norm:  # norms after the sublayers
-            h = x + self.input_layernorm(self.self_attn(x, cos, sin, mask, kv, start))
+            h = x + self.input_layernorm(self.self_attn(x, cos, sin, segments, layer))
             return h + self.post_attention_layernorm(self.mlp(h))
-        h = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, kv, start)
+        h = x + self.self_attn(self.input_layernorm(x), cos, sin, segments, layer)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -190,9 +209,19 @@ class LumosTransformer(nn.Module):
             kv: per-layer (k, v) buffers to write the fed tokens into at [start, start + S).
             start: first cache slot of the fed tokens.
         """
+        return self.forward_segments(tokens, cos, sin, [Segment(slice(None), mask, kv, start)])
+
+    def forward_segments(
+        self, tokens: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, segments: list[Segment]
+    ) -> torch.Tensor:
+        """Like `forward`, for a batch whose rows belong to several requests.
+
+        Every projection, MLP and norm runs once over all rows; attention runs per segment
+        over that segment's own cache and mask. Segments cover the rows in order.
+        """
         x = F.embedding(tokens, self.model.embed_tokens.weight)
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, cos, sin, mask, None if kv is None else kv[i], start)
+            x = layer(x, cos, sin, segments, i)
         return self.model.norm(x)
 
     def code_logits(self, hidden: torch.Tensor) -> torch.Tensor:
