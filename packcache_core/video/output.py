@@ -77,6 +77,7 @@ class Mp4Writer:
         self.frames_written = 0
         self._container: OutputContainer | None = av.open(str(self.path), mode="w")
         self._stream: av.VideoStream | None = None  # added on the first write: needs H, W
+        self._failed = False  # a write raised: the encoder must not be flushed
 
     def _open_stream(self, container: OutputContainer, height: int, width: int) -> av.VideoStream:
         if height % 2 or width % 2:
@@ -103,18 +104,25 @@ class Mp4Writer:
                 f"frame size changed to {batch.shape[2]}x{batch.shape[1]} from "
                 f"{self._stream.width}x{self._stream.height}"
             )
-        for rgb in batch:
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = self.frames_written  # in 1/fps units, the stream's rate
-            container.mux(self._stream.encode(frame))
-            self.frames_written += 1
+        try:
+            for rgb in batch:
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame.pts = self.frames_written  # in 1/fps units, the stream's rate
+                container.mux(self._stream.encode(frame))
+                self.frames_written += 1
+        except BaseException:
+            # After a failed mux (e.g. a full disk while writing the header) libav crashes the
+            # process on a flush, so `close` must only close.
+            self._failed = True
+            raise
 
     def close(self) -> None:
-        """Flushes and finalises the file. Idempotent; with no frames written, no file remains."""
+        """Flushes and finalises the file. Idempotent; with no frames written, no file remains.
+        After a failed `write` it only closes (the file is then incomplete)."""
         if self._container is None:
             return
         try:
-            if self._stream is not None:
+            if self._stream is not None and not self._failed:
                 self._container.mux(self._stream.encode(None))
         finally:
             self._container.close()

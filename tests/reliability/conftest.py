@@ -155,7 +155,12 @@ def tmpfs(path: Path, size: str, read_only: bool = False) -> Iterator[Path]:
     try:
         yield path
     finally:
-        for _ in range(50):  # a child that still holds a file keeps it busy for a moment
-            if subprocess.run(["umount", str(path)], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.1)
+        _unmount(path)
+
+
+def _unmount(path: Path) -> None:
+    for _ in range(50):  # a child that still holds a file keeps it busy for a moment
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.1)
+    subprocess.run(["umount", "--lazy", str(path)], check=True)  # gone once released

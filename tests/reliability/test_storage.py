@@ -3,7 +3,8 @@
 At start-up `packcache serve` stops with one clear error naming the directory (exit status 3,
 uvicorn's start-up failure). While serving, a request that cannot be stored gets 503 with code
 `storage_error` (websocket: the same error, then close 1013); videos completed before stay
-listed and served byte for byte, and once there is room again the server goes on.
+listed and served byte for byte, and once there is room again the server goes on. An MP4
+writer whose write failed on a full disk closes without crashing the process.
 
 The filesystems are small tmpfs mounts made for each test (root only, as CI runs): `ro` for a
 read-only directory (root ignores file modes, not a read-only mount), a filler file for a full
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.reliability.conftest import SMALL, Served, tmpfs
+from tests.reliability.conftest import ROOT, SMALL, Served, tmpfs
 from tests.server.test_stream import request
 
 STARTUP_FAILURE = 3  # uvicorn's exit status when the app's start-up fails
@@ -85,3 +87,33 @@ def test_a_full_disk_fails_requests_clearly_and_keeps_earlier_videos(
         assert served.wait_done(again["id"])["status"] == "completed"
         served.stop()
     assert "unhandled error" not in served.output()
+
+
+WRITE_ON_A_FULL_DISK = """
+import sys
+import numpy as np
+from packcache_core.video.output import Mp4Writer
+
+writer = Mp4Writer(sys.argv[1], 12)
+noise = np.random.default_rng(0).integers(0, 255, (4, 64, 128, 3), np.uint8)  # (N, H, W, 3)
+try:
+    for _ in range(100):
+        writer.write(noise)
+except OSError as e:
+    print("write failed:", e.strerror)
+try:
+    writer.close()
+except OSError as e:
+    print("close failed:", e.strerror)
+"""
+
+
+def test_an_mp4_writer_that_failed_closes_without_crashing(tmp_path: Path) -> None:
+    """A failed write (the disk filled up) then `close`: libav used to crash the process on the
+    flush (SIGSEGV, status -11), taking every other request with it. Run apart for that."""
+    with tmpfs(tmp_path / "mnt", "512k") as mnt:
+        fill(mnt)
+        script = [sys.executable, "-c", WRITE_ON_A_FULL_DISK, str(mnt / "video.part.mp4")]
+        done = subprocess.run(script, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "write failed: No space left on device" in done.stdout
