@@ -109,13 +109,20 @@ class _Recording:
             self.error = self.error or f"could not write the video: {e}"
             if isinstance(event, Finished):
                 event = self._failed(event)
-                self.r.store.finish(self.job_id, "failed", (event.code or "", self.error))
+                self._store_failure(event)
             else:
                 self.r.on_error(self.job_id)  # stop generating what cannot be saved
         if isinstance(event, Finished):
             self.r.live.pop(self.job_id, None)  # the record is final now
             if self.then is not None:
                 self.then(event)
+
+    def _store_failure(self, event: Finished) -> None:
+        """Record the storage failure if the store can; the client hears of it either way."""
+        try:
+            self.r.store.finish(self.job_id, "failed", (event.code or "", self.error or ""))
+        except Exception:  # e.g. the database is on the disk that is full
+            log.exception("%s: its failure could not be stored either", self.job_id)
 
     def _failed(self, event: Finished) -> Finished:
         return Finished("failed", "storage_error", self.error, event.stats)

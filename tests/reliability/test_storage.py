@@ -3,8 +3,9 @@
 At start-up `packcache serve` stops with one clear error naming the directory (exit status 3,
 uvicorn's start-up failure). While serving, a request that cannot be stored gets 503 with code
 `storage_error` (websocket: the same error, then close 1013); videos completed before stay
-listed and served byte for byte, and once there is room again the server goes on. An MP4
-writer whose write failed on a full disk closes without crashing the process.
+listed and served byte for byte, and once there is room again the server goes on. When the
+disk fills during a generation, that request fails with `storage_error` and the process lives
+(an MP4 writer whose write failed closes without crashing it).
 
 The filesystems are small tmpfs mounts made for each test (root only, as CI runs): `ro` for a
 read-only directory (root ignores file modes, not a read-only mount), a filler file for a full
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from tests.reliability.conftest import ROOT, SMALL, Served, tmpfs
 from tests.server.test_stream import request
 
 STARTUP_FAILURE = 3  # uvicorn's exit status when the app's start-up fails
+LONGER: dict[str, Any] = {"size": "64x64", "latent_frames": 6, "steps": 2}  # about a second
 
 
 def fill(path: Path) -> None:
@@ -87,6 +90,57 @@ def test_a_full_disk_fails_requests_clearly_and_keeps_earlier_videos(
         assert served.wait_done(again["id"])["status"] == "completed"
         served.stop()
     assert "unhandled error" not in served.output()
+
+
+def stream_to_end(served: Served, started: threading.Event, out: dict[str, Any]) -> None:
+    """A websocket request; sets `started` when it starts; `out` gets its last JSON message
+    and the close code."""
+    with connect(served.ws_url) as ws:
+        ws.send(request(**LONGER))
+        while True:
+            message = ws.recv(timeout=60)
+            kind = json.loads(message)["type"] if isinstance(message, str) else "frame"
+            if kind == "started":
+                started.set()
+            elif kind in ("completed", "error"):
+                out["final"] = json.loads(message)
+                break
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=30)
+    out["code"] = ws.close_code
+
+
+@pytest.mark.parametrize("store", ["elsewhere", "same-disk"])
+def test_the_disk_fills_during_generation(
+    store: str, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    """The MP4 writer fails mid-video (and, with the database on the same disk, so does the
+    record): both requests fail with `storage_error`, the process lives on, nothing hangs."""
+    args = ["--store-url", f"sqlite:///{tmp_path / 'jobs.sqlite3'}"] if store == "elsewhere" else []
+    with tmpfs(tmp_path / "mnt", "4m") as mnt:
+        served = serve(*args, data_dir=mnt).wait_ready()
+        earlier = served.create().json()["id"]
+        assert served.wait_done(earlier)["status"] == "completed"
+        content = served.client.get(f"/v1/videos/{earlier}/content").content
+        streamed: dict[str, Any] = {}
+        started = threading.Event()
+        streaming = threading.Thread(target=stream_to_end, args=(served, started, streamed))
+        streaming.start()
+        rest = served.create(**LONGER).json()["id"]
+        assert started.wait(timeout=30)
+        fill(mnt)  # the MP4s are open: they fail on a write or, buffered, when closed
+        streaming.join(timeout=120)
+        assert streamed["final"]["error"]["code"] == "storage_error", streamed
+        assert streamed["code"] == 1011
+        if store == "elsewhere":  # the record can be written: it says why
+            video = served.wait_done(rest)
+            assert video["status"] == "failed" and video["error"]["code"] == "storage_error"
+        assert served.proc.poll() is None, served.output()  # alive: no crash in the encoder
+        (mnt / "filler").unlink()
+        assert served.client.get(f"/v1/videos/{earlier}/content").content == content
+        again = served.create().json()["id"]
+        assert served.wait_done(again)["status"] == "completed"
+        served.stop()
 
 
 WRITE_ON_A_FULL_DISK = """
