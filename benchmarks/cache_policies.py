@@ -15,6 +15,10 @@ and writes a JSON file (`--json`) and a PNG plot (`--plot`, default next to the 
 What is measured, and how:
 - Frame time: wall time of the frame's own steps (T denoising steps, the write-back forward
   and packing), synchronised on CUDA. TOTAL = prefill + all frames; LAST = the last frame.
+  On a machine shared with other jobs the summary adds "shared rest" speedups: each frame's
+  non-attention time (the same work for every policy) replaced by its mean over the policies,
+  which removes the noise between lanes and keeps what differs. "Attention only" is Amdahl's
+  bound at full's measured attention share: 1 / ((1 - a) + a r), r the attention time ratio.
 - Attention share: time inside `scaled_dot_product_attention` (every call, timed with CUDA
   events or `perf_counter`) over the frame's wall time. The same instrumentation times the
   forward, the output head, sampling (`guided_draw` + `remask`) and packing
@@ -76,6 +80,7 @@ from benchmarks.instrument import PHASES, ForcedNoise, RecordingNoise, Stopwatch
 from benchmarks.lanes import Lane, run_lanes
 from benchmarks.report import (
     fmt,
+    load_now,
     machine_info,
     markdown_table,
     print_machine,
@@ -243,12 +248,49 @@ def summarize(lane: Lane, full: Lane) -> dict[str, Any]:
     return out
 
 
+def shared_rest(frames: list[list[dict[str, Any]]]) -> list[float]:
+    """Per frame, the mean non-attention seconds over the policies' frame lists."""
+    return [
+        statistics.fmean(f["seconds"] - f["attention_seconds"] for f in rows)
+        for rows in zip(*frames, strict=True)
+    ]
+
+
+def shared_rest_speedups(lanes: dict[str, Lane], policies: list[str]) -> dict[str, Any]:
+    """TOTAL and LAST speedups with each frame's non-attention time replaced by its mean over
+    the policies.
+
+    Every policy runs the same projections, MLP, output head and sampler on the same shapes,
+    so within a frame their non-attention times differ only by machine noise; sharing them
+    keeps the part that really differs (attention, packing) and removes that noise."""
+    frames = [lanes[n].frames for n in policies]
+    total = dict.fromkeys(policies, lanes["full"].prefill_seconds)
+    last: dict[str, float] = {}
+    for rows, rest in zip(zip(*frames, strict=True), shared_rest(frames), strict=True):
+        for n, f in zip(policies, rows, strict=True):
+            total[n] += f["attention_seconds"] + rest
+            last[n] = f["attention_seconds"] + rest
+    return {
+        "speedup_total": {n: total["full"] / total[n] for n in policies},
+        "speedup_last": {n: last["full"] / last[n] for n in policies},
+    }
+
+
 def build_results(
     cfg: BenchConfig, machine: dict[str, Any], lanes: dict[str, Lane], policies: list[str]
 ) -> dict[str, Any]:
     full = lanes["full"]
     per = {n: {"frames": lanes[n].frames, "summary": summarize(lanes[n], full)} for n in policies}
     s = {n: per[n]["summary"] for n in policies}
+    shared = shared_rest_speedups(lanes, policies)
+    rest = shared_rest([lanes[n].frames for n in policies])
+    for n in policies:
+        flat = s[n]["flat_after_fill"]  # the same spread with load drift divided out
+        norm = [f["seconds"] / r for f, r in zip(lanes[n].frames, rest, strict=True)]
+        body = norm[flat["from_frame"] - 1 : len(norm) - 1] or norm[-1:]
+        flat["cv_load_normalised"] = statistics.pstdev(body) / statistics.fmean(body)
+        s[n]["speedup_total_shared_rest"] = shared["speedup_total"][n]
+        s[n]["speedup_last_shared_rest"] = shared["speedup_last"][n]
     m = cfg.model
     return {
         "config": {
@@ -272,6 +314,7 @@ def build_results(
             "attention_share_full_last": s["full"]["attention_share_last"],
             "speedup_total": {n: s[n]["speedup_total"] for n in policies},
             "speedup_last": {n: s[n]["speedup_last"] for n in policies},
+            "speedup_shared_rest": shared,
             "peak_cache_bytes": {n: s[n]["peak_cache_bytes"] for n in policies},
             "packing_overhead": {n: s[n]["packing_overhead"] for n in policies},
             "paper": PAPER,
@@ -300,8 +343,10 @@ def frame_table(results: dict[str, Any]) -> str:
 
 def summary_tables(results: dict[str, Any]) -> str:
     head = [
-        "policy", "TOTAL s", "LAST s", "TOTAL x", "LAST x", "LAST x (attention only)",
-        "attn share LAST", "peak cache MiB", "pack overhead", "flat after fill (cv)",
+        "policy", "TOTAL s", "LAST s", "TOTAL x", "LAST x", "TOTAL x (shared rest)",
+        "LAST x (shared rest)", "LAST x (attention only)",
+        "attn share LAST", "peak cache MiB", "pack overhead",
+        "flat after fill: cv (load-normalised)",
     ]  # fmt: skip
     rows, prof = [], []
     for name, pol in results["policies"].items():
@@ -309,9 +354,12 @@ def summary_tables(results: dict[str, Any]) -> str:
         flat = s["flat_after_fill"]
         rows.append([
             name, s["total_seconds"], s["last_seconds"], s["speedup_total"], s["speedup_last"],
+            s["speedup_total_shared_rest"], s["speedup_last_shared_rest"],
             s["speedup_last_attention_only"], s["attention_share_last"],
             s["peak_cache_bytes"] / 2**20, f"{100 * s['packing_overhead']:.3f}%",
-            f"from frame {flat['from_frame']}: {flat['cv']:.3f}" if flat["frames"] > 1 else "-",
+            f"from frame {flat['from_frame']}: {flat['cv']:.3f} ({flat['cv_load_normalised']:.3f})"
+            if flat["frames"] > 1
+            else "-",
         ])  # fmt: skip
         p = s["profile"]
         other = 1 - p["forward"] - p["head"] - p["sampling"] - p["pack"]
@@ -338,20 +386,30 @@ def summary_tables(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
+    """Per-frame latency, the same in units of the frame's shared non-attention time (which
+    cancels machine-load drift), and cache bytes, against the frame index."""
     plt = pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, pol in results["policies"].items():
-        idx = [f["index"] for f in pol["frames"]]
-        ax1.plot(idx, [f["seconds"] for f in pol["frames"]], marker="o", label=name)
-        ax2.plot(idx, [f["cache_bytes"] / 2**20 for f in pol["frames"]], marker="o", label=name)
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4))
+    pols = results["policies"]
+    rest = shared_rest([p["frames"] for p in pols.values()])
+    for name, pol in pols.items():
+        fr = pol["frames"]
+        idx = [f["index"] for f in fr]
+        ax1.plot(idx, [f["seconds"] for f in fr], marker="o", label=name)
+        ax2.plot(
+            idx, [f["seconds"] / r for f, r in zip(fr, rest, strict=True)], marker="o", label=name
+        )
+        ax3.plot(idx, [f["cache_bytes"] / 2**20 for f in fr], marker="o", label=name)
     c, m = results["config"], results["machine"]
     ax1.set(xlabel="latent frame", ylabel="seconds per frame", title="per-frame latency")
-    ax2.set(xlabel="latent frame", ylabel="MiB per branch", title="KV cache in use")
-    for ax in (ax1, ax2):
+    ax2.set(xlabel="latent frame", ylabel="frame time / shared non-attention time",
+            title="per-frame latency, load-normalised")  # fmt: skip
+    ax3.set(xlabel="latent frame", ylabel="MiB per branch", title="KV cache in use")
+    for ax in (ax1, ax2, ax3):
         ax.grid(alpha=0.3)
         ax.legend()
     title = (f"{c['name']}: {c['latent_frames']} latent frames, T={c['steps']}, "
-                 f"{m['device_name']} {m['dtype']}")  # fmt: skip
+             f"{m['device_name']} {m['dtype']}")  # fmt: skip
     save_figure(fig, title, path)
 
 
@@ -379,6 +437,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     by_name = {lane.name: lane for lane in lanes}
     attach_fidelity(by_name, lanes[0].gen.request.first_frame)
     results = build_results(cfg, machine, by_name, args.policies)
+    results["machine"]["load_avg_end"] = load_now()
     if device.type == "cuda":
         results["machine"]["max_memory_allocated"] = torch.cuda.max_memory_allocated(device)
     print()

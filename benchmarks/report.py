@@ -30,8 +30,7 @@ def machine_info(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": str(dtype).removeprefix("torch."),
     }
-    if hasattr(os, "getloadavg"):
-        info["load_avg"] = [round(x, 2) for x in os.getloadavg()]
+    info["load_avg"] = load_now()
     return info
 
 
@@ -43,6 +42,11 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def load_now() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (other jobs on a shared machine skew timings)."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def print_machine(info: dict[str, Any]) -> None:

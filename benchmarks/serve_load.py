@@ -53,8 +53,8 @@ from websockets.exceptions import ConnectionClosed
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import report
 from benchmarks.configs import synthetic_image
-from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
 
 POLICIES = ("full", "sliding", "packcache")
 TRY_AGAIN = 1013  # websocket close code: queue full, starting or shutting down
@@ -342,11 +342,11 @@ def tables(policies: dict[str, dict[str, Any]]) -> str:
          mib(s["peak_memory_allocated_bytes"]), mib(s["peak_kv_cache_bytes"])]
         for name, s in policies.items()
     ]  # fmt: skip
-    return markdown_table(head, rows)
+    return report.markdown_table(head, rows)
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    plt = pyplot()
+    plt = report.pyplot()
     pols = results["policies"]
     names = list(pols)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -363,7 +363,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     c = results["config"]
     title = (f"{c['clients']} clients, {c['duration']} s per policy, {c['size']}, "
                  f"{c['latent_frames']} latent frames, T={c['steps']}")  # fmt: skip
-    save_figure(fig, title, path)
+    report.save_figure(fig, title, path)
 
 
 async def run_all(base: str, job: Job, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -376,17 +376,16 @@ async def run_all(base: str, job: Job, args: argparse.Namespace) -> dict[str, di
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    machine = machine_info(torch.device("cpu"), torch.float32)
+    device = torch.device(args.device if args.url is None else "cpu")
+    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16  # the server's "auto"
+    machine = report.machine_info(device, dtype)
     w, h = (int(x) for x in args.size.split("x"))
     job = Job("a kite over green hills", args.size, args.latent_frames, args.steps, png_bytes(w, h))
     with tempfile.TemporaryDirectory(prefix="packcache-load-") as data_dir:
         proc, base = (None, args.url) if args.url else start_server(args, data_dir)
         try:
-            info = httpx.get(base + "/v1/models", timeout=10)
-            machine["server"] = base
-            machine["server_models"] = info.json() if info.status_code == 200 else None
-            machine["server_device"] = args.device if proc else "remote"
-            print_machine(machine)
+            machine["server"] = base if proc else f"{base} (remote: device and dtype are its own)"
+            report.print_machine(machine)
             print(f"server {base}; clients {args.clients} ({(args.clients + 1) // 2} websocket, "
                   f"{args.clients // 2} REST), {args.size}, {args.latent_frames} latent frames, "
                   f"T={args.steps}", flush=True)  # fmt: skip
@@ -394,6 +393,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         finally:
             if proc is not None:
                 stop_server(proc)
+    machine["load_avg_end"] = report.load_now()
     cfg = {
         k: getattr(args, k)
         for k in ("clients", "duration", "size", "latent_frames", "steps", "model")
@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     print()
     print(tables(policies))
-    save(results, args.json, args.plot, plot)
+    report.save(results, args.json, args.plot, plot)
     return results
 
 
