@@ -52,9 +52,9 @@ width x layers) compares with what does not grow with the cache: the projections
 frame x codes, independent of depth). A 24 x 40 latent grid (988 tokens per frame, 13 frames =
 12.9K keys at the last frame) with width 256 and 16 layers of 4 heads (head_dim 64) puts the
 fixed head + sampler cost and the per-layer work in that ratio on a CPU: the run prints the
-measured share of `full` at its last frame (`attention_share_full_last`); README.md has the
-latest value. The prompt is 64 tokens, about 5% of a frame, as a long caption is of a
-4084-token frame.
+measured share of `full` at its last frame (`attention_share_full_last`): 72-73% on the
+development VM (2 EPYC cores, 1 thread, T = 2 and 4; README.md has the latest runs). The
+prompt is 64 tokens, about 5% of a frame, as a long caption is of a 4084-token frame.
 
 Threads: on a CPU shared with other jobs, OpenMP parallel regions wait for descheduled threads
 at every small op, which inflates the non-attention ops (many short kernels) far more than
@@ -64,6 +64,7 @@ attention (few long ones). CPU runs therefore default to one intra-op thread (`-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import statistics
 import sys
@@ -134,15 +135,12 @@ def resolve(args: argparse.Namespace) -> tuple[BenchConfig, torch.device, torch.
     dtype = DTYPES[args.dtype] if args.dtype else base.dtype
     if device.type == "cpu":
         torch.set_num_threads(args.threads or 1)
-    cfg = BenchConfig(
-        base.name,
-        base.model,
-        base.grid,
-        base.text_tokens,
-        args.frames or base.latent_frames,
-        args.steps or base.steps,
-        str(device),
-        dtype,
+    cfg = dataclasses.replace(
+        base,
+        latent_frames=args.frames or base.latent_frames,
+        steps=args.steps or base.steps,
+        device=str(device),
+        dtype=dtype,
     )
     return cfg, device, dtype
 
