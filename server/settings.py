@@ -38,7 +38,10 @@ def _split_list(value: Any) -> Any:
 class Settings(BaseSettings):
     """Settings of `packcache serve`; environment `PACKCACHE_<NAME>` or flag `--<name>`."""
 
-    model_config = SettingsConfigDict(env_prefix="PACKCACHE_", extra="forbid")
+    # Errors name the setting and the reason, never its value: it may be an API key.
+    model_config = SettingsConfigDict(
+        env_prefix="PACKCACHE_", extra="forbid", hide_input_in_errors=True
+    )
 
     model: str = Field("builtin:tiny-random", description="checkpoint folder or builtin:<name>")
     tokenizer: str = Field("builtin:patch", description="video tokenizer folder or builtin:patch")

@@ -42,7 +42,13 @@ class Served:
     """`packcache serve ARGS` as a child process; `url`, `ws_url`, `client`, `ps`, `output()`."""
 
     def __init__(
-        self, data_dir: Path, log_dir: Path, *args: str, inject: bool = False, **env: str
+        self,
+        data_dir: Path,
+        log_dir: Path,
+        *args: str,
+        inject: bool = False,
+        api_key: str | None = None,
+        **env: str,
     ) -> None:
         self.data_dir, self.port = data_dir, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -57,7 +63,8 @@ class Served:
                 argv, cwd=ROOT, env=clean | env, stdout=log, stderr=subprocess.STDOUT
             )
         self.ps = psutil.Process(self.proc.pid)
-        self.client = httpx.Client(base_url=self.url, timeout=60)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(base_url=self.url, timeout=60, headers=headers)
 
     def wait_ready(self, timeout: float = 120) -> Served:
         wait_until(self._ready, timeout=timeout, interval=0.1)
@@ -110,7 +117,8 @@ class Served:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Any]:
-    """`serve(*args, inject=False, data_dir=None, **env)` starts a `Served`; all stop at the end."""
+    """`serve(*args, data_dir=None, inject=False, api_key=None, **env)` starts a `Served`;
+    all stop at the end."""
     started: list[Served] = []
 
     def start(*args: str, data_dir: Path | None = None, **kw: Any) -> Served:
