@@ -67,7 +67,14 @@ def serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         ws_max_size=2 * settings.max_upload_bytes + (1 << 20),  # base64 image + JSON
     )
+    logging.getLogger("uvicorn.error").addFilter(_no_frames)  # set after uvicorn's own config
     return drain.serve(config, app.state.runtime, settings.drain_timeout_s)  # SIGTERM drains
+
+
+def _no_frames(record: logging.LogRecord) -> bool:
+    """At debug level the websockets library logs every frame with its text (through uvicorn's
+    logger): a client's `api_key` and image among it. Frames are never logged."""
+    return record.msg not in ("< %s", "> %s")
 
 
 COMMANDS: list[Command] = [

@@ -149,7 +149,7 @@ def test_no_key_in_responses_or_logs(serve: Callable[..., Served], tmp_path: Pat
     """Keys from the environment; requests that succeed, fail auth, fail validation, fail in
     generation; then every response, websocket message and log line is searched for a key."""
     env = {"PACKCACHE_API_KEYS": f"{OTHER_KEY},{KEY}"}
-    served = serve("--log-level", "info", inject=True, api_key=KEY, **env).wait_ready()
+    served = serve("--log-level", "debug", inject=True, api_key=KEY, **env).wait_ready()
     seen: list[str] = []
     with httpx.Client(base_url=served.url, timeout=60) as anonymous:
         for key in [KEY[:-1], KEY + "x", KEY.upper(), OTHER_KEY[:-1], None]:
