@@ -145,8 +145,8 @@ def content(rt: Runtime, job_id: str, variant: Literal["video", "thumbnail"]) ->
 def delete(rt: Runtime, job_id: str) -> VideoDeleted:
     """Cancel the job if it runs (its cache is freed before its next step), then forget it."""
     lookup(rt, job_id)
-    if rt.engine is not None:
-        rt.engine.cancel(job_id)
+    running = rt.engine is not None and rt.engine.cancel(job_id)
     rt.store.delete(job_id)
-    rt.files.remove(job_id)
+    if not running:  # a running job's files are being written: its recorder removes them
+        rt.files.remove(job_id)
     return VideoDeleted(id=job_id)
