@@ -75,14 +75,16 @@ class Stopwatch:
         return out
 
     def watch_model(self, model: LumosTransformer) -> None:
-        """Time this model's forward and output head (instance attributes, removed by
-        `unwatch_model`)."""
-        model.forward = self._timed("forward", model.forward)  # type: ignore[method-assign]
+        """Time this model's transformer passes and output head (instance attributes, removed
+        by `unwatch_model`). Every pass, `forward` or a batched step, goes through
+        `forward_segments`."""
+        timed = self._timed("forward", model.forward_segments)
+        model.forward_segments = timed  # type: ignore[method-assign]
         model.code_logits = self._timed("head", model.code_logits)  # type: ignore[method-assign]
 
     @staticmethod
     def unwatch_model(model: LumosTransformer) -> None:
-        for name in ("forward", "code_logits"):
+        for name in ("forward_segments", "code_logits"):
             model.__dict__.pop(name, None)
 
     def watch_cache(self, cache: KVCache) -> None:
