@@ -3,9 +3,9 @@
 What it is: three unauthenticated GET routes (`/metrics` asks for a key when
 `metrics_public` is off). What it is not: a place that changes state.
 
-Invariant: `/health` is 200 while the process can serve at all (503 only when start-up failed);
-`/ready` is 200 only when the model is loaded, warm-up passed and the engine loop is alive
-and not stalled.
+Invariant: `/health` is 200 while the process can serve at all (503 when start-up failed or
+the engine thread died); `/ready` is 200 only when the model is loaded, warm-up passed and the
+engine loop is alive and not stalled.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health", responses={503: {"model": Health}})
 def health(rt: RuntimeDep) -> Response:
-    """Liveness: 200 unless start-up failed (then a restart may help)."""
+    """Liveness: 200 unless start-up failed or the engine died (then a restart may help)."""
     status = 503 if rt.phase == "failed" else 200
     return JSONResponse(Health().model_dump(), status_code=status)
 
