@@ -106,7 +106,8 @@ class _Recording:
                 event = self._finish(event)
         except Exception as e:  # storage trouble fails this job only, with the reason
             log.exception("recording %s failed", self.job_id)
-            self.error = self.error or f"could not write the video: {e}"
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            self.error = self.error or f"could not write the video: {reason}"  # no server path
             if isinstance(event, Finished):
                 event = self._failed(event)
                 self._store_failure(event)

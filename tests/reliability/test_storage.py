@@ -131,6 +131,7 @@ def test_the_disk_fills_during_generation(
         fill(mnt)  # the MP4s are open: they fail on a write or, buffered, when closed
         streaming.join(timeout=120)
         assert streamed["final"]["error"]["code"] == "storage_error", streamed
+        assert str(mnt) not in streamed["final"]["error"]["message"]  # the reason, not a path
         assert streamed["code"] == 1011
         if store == "elsewhere":  # the record can be written: it says why
             video = served.wait_done(rest)
