@@ -5,8 +5,13 @@ turns a request into a `VideoRun`: conditioning image -> resolution bucket -> co
 prompt ids, then one `step()` at a time, decoding each finished latent frame to RGB at once.
 What it is not: a scheduler or a server; nothing here knows about threads, HTTP or metrics.
 
+Several runs can share a denoising forward: `prepare_step()` on each, one
+`batch.forward_together` over their inputs, then `finish_step()` on each with its hidden states
+(sampling, write-back and decoding stay per run). `step()` is that path for one run alone, so a
+run gives the same frames either way.
+
 Invariant: everything a request needs in memory is known from `plan()` before `start()`
-allocates it.
+allocates it; `step_memory()` says how its transient memory adds up in a shared forward.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
+from packcache_core.batch import forward_together
 from packcache_core.cache import CacheSpec
 from packcache_core.generate import (
     FrameResult,
     SamplingConfig,
+    StepInputs,
     VideoGeneration,
     VideoRequest,
     cache_plan_for,
@@ -102,8 +109,32 @@ class VideoRun:
         """(1, H, W, 3) uint8: the tokenizer's reconstruction of the conditioning image."""
         return self.decoder.push(self._first_codes)
 
+    @property
+    def needs_prefill(self) -> bool:
+        """The next unit of work is the prefill, which runs alone (prompts differ in length)."""
+        return self.generation.needs_prefill
+
+    @property
+    def layout(self) -> FrameLayout:
+        """The frame geometry; runs with the same one can share a denoising forward."""
+        return self.generation.layout
+
     def step(self) -> FrameOutput | None:
-        result = self.generation.step()
+        """One unit of work alone: the prefill, or a denoising step (decoding the frame it
+        finishes, if any)."""
+        if self.generation.needs_prefill:
+            self.generation.step()
+            return None
+        (hidden,) = forward_together(self.generation.model, [self.prepare_step()])
+        return self.finish_step(hidden)
+
+    def prepare_step(self) -> StepInputs:
+        """The next denoising step's inputs: this run's share of a (batched) forward."""
+        return self.generation.prepare_step()
+
+    def finish_step(self, hidden: torch.Tensor) -> FrameOutput | None:
+        """Sample from the step's final hidden states (2, F, hidden); decode a finished frame."""
+        result = self.generation.finish_step(hidden)
         if result is None:
             return None
         t0 = time.perf_counter()
@@ -159,9 +190,9 @@ class Pipeline:
         p = prepared.params
         return cache_plan_for(self.model, prepared.request, p.policy, p.sampling)
 
-    def activation_bytes(self, spec: CacheSpec) -> int:
-        """Estimated transient memory of one `step()` of a request planned as `spec`."""
-        return step_activation_bytes(self.model, spec)
+    def step_memory(self, spec: CacheSpec) -> StepMemory:
+        """Estimated transient memory of one step of a request planned as `spec`."""
+        return step_memory(self.model, spec)
 
     def start(self, prepared: Prepared) -> VideoRun:
         p = prepared.params
@@ -173,16 +204,31 @@ class Pipeline:
         )
 
 
-def step_activation_bytes(model: LumosTransformer, spec: CacheSpec) -> int:
-    """Upper estimate of the memory one `step()` allocates and frees again, beyond the cache.
+@dataclass(frozen=True)
+class StepMemory:
+    """Transient memory of one request's step beyond its cache, split by how it adds up when
+    requests share a forward (`batch.forward_together`)."""
 
-    Only one step runs at a time on a device, so a server needs the largest of these over its
-    requests, not their sum. Counted: the two-row forward of a frame (or of the text prefix,
-    whichever is longer) against the full cache, with float32 attention scores and probabilities
-    (the math path of SDPA; fused kernels use less), grouped K/V expanded to all heads, the MLP
-    and float32 RoPE copies; then the float32 code logits of both rows and the sampler's
-    temporaries per chunk of slots. Not counted: the video decoder (its own architecture) and
-    the allocator's fragmentation, which a server's headroom covers.
+    rows: int  # the forward's activations of the request's two rows: a shared forward holds all
+    attention: int  # one request's attention temporaries: requests attend one after another
+    sample: int  # output head and sampler over one chunk of slots: requests sample in turn
+
+    @property
+    def alone(self) -> int:
+        """The step run by itself."""
+        return self.rows + self.attention + self.sample
+
+
+def step_memory(model: LumosTransformer, spec: CacheSpec) -> StepMemory:
+    """Upper estimate of the memory one step allocates and frees again, beyond the cache.
+
+    Counted: the two-row forward of a frame (or of the text prefix, whichever is longer) against
+    the full cache, with float32 attention scores and probabilities (the math path of SDPA;
+    fused kernels use less) and grouped K/V expanded to all heads, per request; the MLP, the
+    residual stream, q/k/v and float32 RoPE copies per row; then, per chunk of `SAMPLE_CHUNK`
+    slots, the float32 code logits of both rows and the sampler's temporaries (the CFG combine,
+    the exp and its padded copy). Not counted: the video decoder (its own architecture) and the
+    allocator's fragmentation, which a server's headroom covers.
     """
     cfg, layout = model.config, spec.layout
     act = torch.empty(0, dtype=model.dtype).element_size()
@@ -191,6 +237,8 @@ def step_activation_bytes(model: LumosTransformer, spec: CacheSpec) -> int:
     attention = 2 * (2 * H * S * K * 4) + 2 * (2 * H * K * D * act)  # scores, probs; K, V
     mlp = 3 * 2 * S * cfg.intermediate_size * act
     hidden = 8 * 2 * S * cfg.hidden_size * 4  # residual, q/k/v, float32 RoPE copies
-    N, V = layout.n_codes, cfg.n_codes
-    sample = 2 * N * V * 4 + 4 * min(N, SAMPLE_CHUNK) * V * 4  # logits; CFG, exp, pad, cdf
-    return attention + mlp + hidden + sample
+    n, V = min(layout.n_codes, SAMPLE_CHUNK), cfg.n_codes
+    # one chunk's logits (2, n, V) (in a low-precision model the activation-dtype copy is freed
+    # before the sampler's temporaries exist), then three (n, V) float32 temporaries
+    sample = 2 * n * V * 4 + 3 * n * V * 4
+    return StepMemory(mlp + hidden, attention, sample)

@@ -2,14 +2,28 @@
 
 What it is: `Engine`, whose thread takes submissions from a bounded intake, prepares and plans
 them (image -> codes, prompt -> ids, cache size), lets the scheduler admit them by memory,
-and runs one `step()` per running request in turn, so all of them progress. Each event goes to
-the request's listeners at once (frames as soon as a latent frame decodes). What it is not: a
-web handler (nothing here awaits; routes await `submit`, which the engine answers through the
-caller's event loop) or a writer of files (the recorder listens).
+and runs ticks: in each, the scheduler's next batch of running requests (all of them, up to
+`max_batch`, in round-robin order) does one unit of work each, so all of them progress. A
+request's prefill runs alone (prompts differ in length); the denoising steps of the others run
+as one batched forward per frame geometry (`batch.forward_together`: each request's two rows
+attend over its own fixed-size cache), then each request samples, writes back and decodes on
+its own. With `max_batch` 1 a tick is one request's step (round robin, no batching). Each event
+goes to the request's listeners at once (frames as soon as a latent frame decodes). What it is
+not: a web handler (nothing here awaits; routes await `submit`, which the engine answers
+through the caller's event loop) or a writer of files (the recorder listens).
+
+Joining and leaving a batch: a newcomer's first tick is its prefill; it joins the batched
+forward in the next tick, at the start of its first frame, and leaves after its last frame (or
+when it fails, is cancelled or times out, before the next tick). Members need not share frame
+boundaries: each row carries its own positions, mask and step index, and a row's result does
+not depend on the other rows, so holding a newcomer back until the others start a frame would
+only delay its first frame.
 
 Invariants: device work happens only on the engine thread; a request's cancel flag and deadline
-are checked before every step; a request that fails is finished and its cache freed without
-touching any other request; every accepted request gets exactly one `Finished` event.
+are checked before every tick, so before each of its steps; a request that fails is finished
+and its cache freed without touching any other request (a batched forward that raises is run
+again one request at a time, so that only the faulty one fails); every accepted request gets
+exactly one `Finished` event.
 """
 
 from __future__ import annotations
@@ -23,7 +37,9 @@ from dataclasses import dataclass
 
 import torch
 
-from packcache_core.pipeline import Pipeline
+from packcache_core.batch import forward_together
+from packcache_core.layout import FrameLayout
+from packcache_core.pipeline import FrameOutput, Pipeline
 from server.errors import InvalidRequest, Overloaded, ServerError, Unavailable
 from server.events import (
     EngineObserver,
@@ -38,7 +54,7 @@ from server.events import (
 )
 from server.job import Admission, Job, Submission
 from server.memory import DeviceMemory
-from server.scheduler import FifoScheduler
+from server.scheduler import FifoScheduler, tick_bytes
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.25
@@ -51,6 +67,7 @@ class EngineConfig:
     max_queued: int
     request_timeout_s: float
     stall_timeout_s: float
+    max_batch: int = 1  # requests stepped together per tick (1: one step at a time)
 
 
 @dataclass(frozen=True)
@@ -77,7 +94,7 @@ class Engine:
         self.memory = memory
         self.observer: EngineObserver = observer or NullObserver()
         self.scheduler: FifoScheduler[Job] = FifoScheduler(
-            config.budget_bytes, config.max_running, config.max_queued
+            config.budget_bytes, config.max_running, config.max_queued, config.max_batch
         )
         self.stats = EngineStats(budget_bytes=config.budget_bytes)
         self._lock = threading.Lock()  # guards _intake, _jobs and _accepting
@@ -136,7 +153,7 @@ class Engine:
 
     @property
     def stalled(self) -> bool:
-        """Busy, yet no loop iteration (one step) finished within the stall timeout."""
+        """Busy, yet no loop iteration (one tick) finished within the stall timeout."""
         busy = self.stats.running > 0 or self.stats.waiting > 0
         return busy and time.monotonic() - self._heartbeat > self.config.stall_timeout_s
 
@@ -165,12 +182,12 @@ class Engine:
                     self._take_intake()
                     self._reap()
                     self._admit()
-                    job = self.scheduler.next()
-                    if job is None:
+                    batch = self.scheduler.next_batch()
+                    if not batch:
                         self._wake.wait(IDLE_WAIT_S)
                         self._wake.clear()
                         continue
-                    self._step(job)
+                    self._tick(batch)
         except BaseException as e:
             log.exception("the engine loop died")  # /ready turns false: the thread is gone
             self.failure = f"{type(e).__name__}: {e}"
@@ -196,7 +213,7 @@ class Engine:
             prepared = self.pipeline.prepare(job.sub.image, job.sub.params)
             spec = self.pipeline.plan(prepared)
             job.prepared, job.cache_bytes = prepared, spec.bytes
-            job.activation_bytes = self.pipeline.activation_bytes(spec)
+            job.step_memory = self.pipeline.step_memory(spec)
             decision = self.scheduler.offer(job, self._mean_request_s)
         except ServerError as e:  # can never fit, or the queue is full
             self.observer.on_reject(e.code)
@@ -262,21 +279,87 @@ class Engine:
                 limit = self.config.request_timeout_s
                 self._finish(job, "timeout", "timeout", f"did not finish within {limit:g} s")
 
+    def _tick(self, jobs: list[Job]) -> None:
+        """One unit of work for each job: prefills alone, then one forward per frame geometry."""
+        groups: dict[FrameLayout, list[Job]] = {}
+        for job in jobs:
+            assert job.run is not None
+            if job.run.needs_prefill:
+                self._step(job)
+            else:
+                groups.setdefault(job.run.layout, []).append(job)
+        for group in groups.values():
+            if len(group) == 1:
+                self._step(group[0])
+            else:
+                self._step_together(group)
+
     def _step(self, job: Job) -> None:
+        """One unit of work of one request, alone: its prefill or a denoising step."""
         assert job.run is not None
-        done_before = job.run.generation.steps_done
+        denoising = not job.run.needs_prefill
         self.memory.begin_step()
         t0 = time.perf_counter()
         try:
             out = job.run.step()
         except Exception as e:
-            log.exception("step of %s failed", job.id)
-            self._finish(job, "failed", "generation_error", f"generation failed: {e}")
+            self._fail_step(job, e)
             return
         seconds = time.perf_counter() - t0
+        if denoising:
+            self.observer.on_batch(1)
+        self._stepped(job, out, seconds, self.memory.end_step(job.activation_bytes), denoising)
+
+    def _step_together(self, jobs: list[Job]) -> None:
+        """One denoising step of each job (one frame geometry) with one batched forward.
+
+        A failure of the forward cannot be blamed on one request, so the jobs then step alone
+        and only a faulty one fails. A failure in one job's own part (its inputs, sampling,
+        write-back or decoding) fails that job only. Each job's step time runs from the start
+        of the batch to the end of its own part (what the request waited for its step)."""
+        self.memory.begin_step()
+        t0 = time.perf_counter()
+        members, inputs = [], []
+        for job in jobs:
+            assert job.run is not None
+            try:
+                inputs.append(job.run.prepare_step())
+                members.append(job)
+            except Exception as e:
+                self._fail_step(job, e)
+        if not members:
+            return
+        try:
+            hidden = forward_together(self.pipeline.model, inputs)
+        except Exception:
+            n = len(members)
+            log.warning("a forward of %d requests failed; stepping them alone", n, exc_info=True)
+            for job in members:
+                self._step(job)
+            return
+        self.observer.on_batch(len(members))
+        estimate = tick_bytes([j.step_memory for j in members], len(members))
+        for job, h in zip(members, hidden, strict=True):
+            assert job.run is not None
+            try:
+                out = job.run.finish_step(h)
+            except Exception as e:
+                self._fail_step(job, e)
+                continue
+            seconds = time.perf_counter() - t0
+            self._stepped(job, out, seconds, self.memory.end_step(estimate), True)
+
+    def _fail_step(self, job: Job, error: Exception) -> None:
+        log.exception("step of %s failed", job.id, exc_info=error)
+        self._finish(job, "failed", "generation_error", f"generation failed: {error}")
+
+    def _stepped(
+        self, job: Job, out: FrameOutput | None, seconds: float, peak: int, denoised: bool
+    ) -> None:
+        """Account a unit of work `job` has done and send its events; finish it if done."""
+        assert job.run is not None
         steps_done, total = job.run.generation.steps_done, job.run.generation.total_steps
-        denoised = steps_done > done_before  # False for the prefill
-        job.record_step(seconds, self.memory.end_step(job.activation_bytes), denoised)
+        job.record_step(seconds, peak, denoised)
         if denoised:
             self.observer.on_step(job.policy, seconds)
         self._emit(job, Progress(steps_done, total))

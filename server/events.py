@@ -111,6 +111,10 @@ class EngineObserver(Protocol):
 
     def on_step(self, policy: str, seconds: float) -> None: ...
 
+    def on_batch(self, requests: int) -> None:
+        """A denoising forward ran for `requests` requests (1: a step alone)."""
+        ...
+
     def on_frame(self, frame: FrameStats) -> None: ...
 
     def on_finish(self, status: FinalStatus, stats: RequestStats) -> None: ...
@@ -126,6 +130,9 @@ class NullObserver:
         pass
 
     def on_step(self, policy: str, seconds: float) -> None:
+        pass
+
+    def on_batch(self, requests: int) -> None:
         pass
 
     def on_frame(self, frame: FrameStats) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from packcache_core.pipeline import Prepared, VideoParams, VideoRun
+from packcache_core.pipeline import Prepared, StepMemory, VideoParams, VideoRun
 from server.events import FinalStatus, FrameStats, JobListener, RequestStats
 
 
@@ -50,7 +50,7 @@ class Job:
     cancel_requested: FinalStatus | None = None  # "cancelled" or "timeout"
     prepared: Prepared | None = None
     cache_bytes: int = 0
-    activation_bytes: int = 0
+    step_memory: StepMemory = field(default_factory=lambda: StepMemory(0, 0, 0))  # estimated
     run: VideoRun | None = None
     started_at: float | None = None
     first_frame_at: float | None = None
@@ -64,6 +64,11 @@ class Job:
     @property
     def id(self) -> str:
         return self.sub.job_id
+
+    @property
+    def activation_bytes(self) -> int:
+        """Estimated transient memory of one of its steps, run alone."""
+        return self.step_memory.alone
 
     @property
     def policy(self) -> str:

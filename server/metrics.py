@@ -29,6 +29,7 @@ E2E_BUCKETS = (0.5, 1, 2.5, 5, 10, 20, 40, 60, 120, 300, 600, 1200, 1800, 3600)
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BYTES_BUCKETS = tuple(float(1 << k) for k in range(24, 39))  # 16 MiB .. 256 GiB, x2
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
 RTF_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
 
 
@@ -67,6 +68,12 @@ class Metrics:
             "One denoising step of one request",
             ["policy"],
             buckets=STEP_BUCKETS,
+            registry=r,
+        )
+        self.batch = Histogram(
+            f"{PREFIX}_batch_requests",
+            "Requests whose denoising steps shared one forward (1: a step alone)",
+            buckets=BATCH_BUCKETS,
             registry=r,
         )
         self.frame_peak = Histogram(
@@ -154,7 +161,7 @@ class Metrics:
         )
         gauge(
             "memory_reserved_bytes",
-            "Reserved by running requests: caches + largest activation",
+            "Reserved by running requests: caches + one tick's activations",
             lambda: engine.stats.reserved_bytes,
         )
         gauge(
@@ -176,6 +183,9 @@ class Metrics:
 
     def on_step(self, policy: str, seconds: float) -> None:
         self.step.labels(policy).observe(seconds)
+
+    def on_batch(self, requests: int) -> None:
+        self.batch.observe(requests)
 
     def on_frame(self, frame: FrameStats) -> None:
         self.frame_latency.labels(frame.policy).observe(frame.latency_s)

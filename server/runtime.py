@@ -129,7 +129,12 @@ class Runtime:
         memory = memory_for(device, weights)
         provisional = s.memory_budget_bytes or memory.free_bytes() or 1 << 62
         config = EngineConfig(
-            provisional, s.max_running, s.max_queued, s.request_timeout_s, s.stall_timeout_s
+            provisional,
+            s.max_running,
+            s.max_queued,
+            s.request_timeout_s,
+            s.stall_timeout_s,
+            s.max_batch,
         )
         self.engine = Engine(pipeline, config, memory)
         self.metrics.bind(self.engine, lambda: self.readiness()[0], weights)

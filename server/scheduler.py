@@ -1,25 +1,30 @@
-"""Who runs next: memory-based admission, a bounded FIFO waiting queue, round-robin stepping.
+"""Who runs next: memory-based admission, a bounded FIFO waiting queue, round-robin batches.
 
 What it is: `FifoScheduler`, pure bookkeeping over requests that know their memory needs. A
-request's need is its KV cache (allocated at start, held to the end) plus the activation memory
-of one step. Steps run one at a time on the engine thread, so running requests need the SUM of
-their caches plus the LARGEST of their activation estimates, and that must fit the budget. What
-it is not: the thing that runs steps (the engine) or that measures memory (`memory.py`).
+request's need is its KV cache (allocated at start, held to the end) plus the transient memory
+of one step, split by how it adds up when steps share a forward (`StepMemory`): the forward's
+per-row activations (summed over the requests in one batched forward), one request's attention
+temporaries (requests attend one after another) and its output head and sampler (requests
+sample one after another). Running requests need the SUM of their caches plus what one tick
+of the engine can hold at once (`tick_bytes`): with `max_batch` 1 (steps one at a time) the
+largest single step; with batching the `max_batch` largest forward parts together, plus the
+largest attention and sampling parts. That must fit the budget. What it is not: the thing that
+runs steps (the engine) or that measures memory (`memory.py`).
 
 Invariants: `reserved_bytes <= budget_bytes` whenever a request runs alone or with others it was
 admitted beside; at most `max_running` run and `max_queued` wait; waiting requests start in
-arrival order (no overtaking, so a large request cannot starve).
-
-Issue 10 (batched steps across requests) replaces `next` by a batch choice and the activation
-term by the batch's; the admission math stays here.
+arrival order (no overtaking, so a large request cannot starve); `next_batch` hands out every
+running request once per round (round robin, `max_batch` at a time).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterable
 from typing import Generic, Literal, Protocol, TypeVar
 
+from packcache_core.pipeline import StepMemory
 from server.errors import InvalidRequest, Overloaded
 
 
@@ -28,29 +33,49 @@ class Schedulable(Protocol):
     def cache_bytes(self) -> int: ...
 
     @property
-    def activation_bytes(self) -> int: ...
+    def step_memory(self) -> StepMemory: ...
 
 
 J = TypeVar("J", bound=Schedulable)
 
 
-def reservation(jobs: Iterable[Schedulable]) -> int:
-    """Memory a set of requests needs together: all caches, plus one step's activations."""
+def tick_bytes(steps: list[StepMemory], max_batch: int = 1) -> int:
+    """Transient memory of one engine tick over requests with these steps, at most.
+
+    Steps one at a time (`max_batch` 1): the largest step alone. Batched: any `max_batch` of
+    them may share a forward, so their per-row activations coexist; attention temporaries and
+    the sampler's exist for one request at a time."""
+    if not steps:
+        return 0
+    if max_batch == 1:
+        return max(s.alone for s in steps)
+    rows = sorted((s.rows for s in steps), reverse=True)[:max_batch]
+    return sum(rows) + max(s.attention for s in steps) + max(s.sample for s in steps)
+
+
+def reservation(jobs: Iterable[Schedulable], max_batch: int = 1) -> int:
+    """Memory a set of running requests needs together: all caches, plus one tick's worth."""
     jobs = list(jobs)
-    return sum(j.cache_bytes for j in jobs) + max((j.activation_bytes for j in jobs), default=0)
+    steps = [j.step_memory for j in jobs]
+    return sum(j.cache_bytes for j in jobs) + tick_bytes(steps, max_batch)
 
 
 class FifoScheduler(Generic[J]):
-    def __init__(self, budget_bytes: int, max_running: int, max_queued: int) -> None:
+    def __init__(
+        self, budget_bytes: int, max_running: int, max_queued: int, max_batch: int = 1
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.budget_bytes = budget_bytes
         self.max_running = max_running
         self.max_queued = max_queued
+        self.max_batch = max_batch  # requests stepped together in one tick (1: one at a time)
         self.running: deque[J] = deque()  # the front steps next
         self.waiting: deque[J] = deque()
 
     @property
     def reserved_bytes(self) -> int:
-        return reservation(self.running)
+        return reservation(self.running, self.max_batch)
 
     @property
     def kv_bytes(self) -> int:
@@ -60,7 +85,7 @@ class FifoScheduler(Generic[J]):
         """Could `job` start beside the running requests now?"""
         if len(self.running) >= self.max_running:
             return False
-        return reservation([*self.running, job]) <= self.budget_bytes
+        return reservation([*self.running, job], self.max_batch) <= self.budget_bytes
 
     def offer(self, job: J, retry_after: float) -> Literal["start", "wait"]:
         """Start `job` now or queue it; raises if it can never fit or the queue is full."""
@@ -68,7 +93,7 @@ class FifoScheduler(Generic[J]):
         if alone > self.budget_bytes:
             raise InvalidRequest(
                 f"the request needs {alone} bytes (KV cache {job.cache_bytes} + activations "
-                f"{job.activation_bytes}); this server's memory budget is {self.budget_bytes}; "
+                f"{job.step_memory.alone}); this server's memory budget is {self.budget_bytes}; "
                 f"ask for fewer frames, a smaller size or a cache policy that keeps less",
                 code="request_too_large",
             )
@@ -97,13 +122,11 @@ class FifoScheduler(Generic[J]):
         """1 = next to start; 0 = running."""
         return self.waiting.index(job) + 1 if job in self.waiting else 0
 
-    def next(self) -> J | None:
-        """The running request to step now; round robin, one step each."""
-        if not self.running:
-            return None
-        job = self.running[0]
-        self.running.rotate(-1)
-        return job
+    def next_batch(self) -> list[J]:
+        """The running requests to step now: the next `max_batch` in round-robin order."""
+        batch = list(itertools.islice(self.running, self.max_batch))
+        self.running.rotate(-len(batch))
+        return batch
 
     def remove(self, job: J) -> None:
         if job in self.running:

@@ -72,11 +72,21 @@ class Settings(BaseSettings):
     )
     max_running: int = Field(8, ge=1, le=1024, description="most requests generating at once")
     max_queued: int = Field(16, ge=1, le=100_000, description="most requests waiting to start")
+    max_batch: int = Field(
+        8,
+        ge=1,
+        le=1024,
+        description="step-level batching: most running requests whose denoising steps share "
+        "one forward (same frame size); 1 turns batching off (one step at a time, round robin)",
+    )
     request_timeout_s: float = Field(
         900.0, gt=0, description="a request that has not finished this long after arrival fails"
     )
     stall_timeout_s: float = Field(
-        120.0, gt=0, description="/ready turns false when a busy engine makes no step this long"
+        120.0,
+        gt=0,
+        description="/ready turns false when a busy engine finishes no tick (one step of up to "
+        "max_batch running requests) this long",
     )
     drain_timeout_s: float = Field(
         30.0,

@@ -52,6 +52,19 @@ def run_batched(gens: list[VideoGeneration], stagger: int) -> list[list[torch.Te
 
 @pytest.mark.parametrize("concurrency", [1, 2, 4, 8])
 def test_same_tokens_with_and_without_batching(model: LumosTransformer, concurrency: int) -> None:
+    assert_same_tokens(model, concurrency)
+
+
+@pytest.mark.gpu
+def test_same_tokens_with_and_without_batching_on_cuda() -> None:
+    """The same on a GPU, where a GEMM's kernel may depend on its row count (e.g. split-K):
+    a batched row must still come out bit for bit as it does alone."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    assert_same_tokens(load_model("builtin:tiny-random", "cuda"), 8)
+
+
+def assert_same_tokens(model: LumosTransformer, concurrency: int) -> None:
     layouts = [FrameLayout(4, 8), FrameLayout(4, 4)]  # two geometries: two forwards per tick
     alone = [run_alone(generation(model, i, layouts[i % 2])) for i in range(concurrency)]
     together = run_batched(

@@ -1,7 +1,8 @@
 """Faults injected into a real server, chosen by the request's prompt.
 
 What it is: `faulty(Pipeline.start)`, a `Pipeline.start` under which a run whose prompt is one
-of `FAULTS` misbehaves at its second step, and a `__main__` that installs it, then runs
+of `FAULTS` misbehaves at its first denoising step (in `prepare_step`, which a step alone and a
+batched step both go through), and a `__main__` that installs it, then runs
 `packcache serve` unchanged (`python -m tests.reliability.inject serve --port ...`), so the
 process under test is the real CLI, engine, store and recorder. What it is not: a fake; every
 other request runs the real pipeline.
@@ -23,7 +24,7 @@ from packcache_core.pipeline import Pipeline, Prepared, VideoRun
 STEP_ERROR = "fault: step error"
 ENGINE_DEATH = "fault: engine death"
 FAULTS = (STEP_ERROR, ENGINE_DEATH)
-FAILING_STEP = 2
+FAILING_STEP = 1  # counts denoising steps
 
 
 class InjectedFault(RuntimeError):
@@ -31,18 +32,18 @@ class InjectedFault(RuntimeError):
 
 
 def _sabotage(run: VideoRun, fault: str) -> None:
-    real_step, steps = run.step, [0]
+    real_prepare, steps = run.prepare_step, [0]
 
-    def step() -> Any:
+    def prepare_step() -> Any:
         steps[0] += 1
         if steps[0] == FAILING_STEP:
             raise InjectedFault(f"injected: {fault}")
-        return real_step()
+        return real_prepare()
 
     def close() -> None:
         raise InjectedFault(f"injected: {fault} (the cache cannot be freed)")
 
-    run.step = step  # type: ignore[method-assign]
+    run.prepare_step = prepare_step  # type: ignore[method-assign]
     if fault == ENGINE_DEATH:
         run.close = close  # type: ignore[method-assign]
 

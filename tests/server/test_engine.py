@@ -36,7 +36,7 @@ def pipeline() -> Pipeline:
 def need(pipeline: Pipeline, p: VideoParams) -> int:
     """Bytes a request reserves alone: its cache plus one step's activations."""
     spec = pipeline.plan(pipeline.prepare(IMAGE, p))
-    return spec.bytes + pipeline.activation_bytes(spec)
+    return spec.bytes + pipeline.step_memory(spec).alone
 
 
 @pytest.fixture(scope="module")
@@ -176,20 +176,21 @@ def test_request_timeout(pipeline: Pipeline, log: Log, stop: list) -> None:
 
 @dataclass
 class HookedPipeline(Pipeline):
-    """The real pipeline with `hook(prompt, n)` called before the n-th step of every run."""
+    """The real pipeline with `hook(prompt, n)` called before the n-th denoising step of every
+    run (in `prepare_step`, which a step alone and a batched step both go through)."""
 
     hook: Callable[[str, int], None] = lambda prompt, n: None
 
     def start(self, prepared: Prepared) -> VideoRun:
         run = super().start(prepared)
-        real, calls, prompt = run.step, [0], prepared.params.prompt
+        real, calls, prompt = run.prepare_step, [0], prepared.params.prompt
 
-        def step() -> Any:
+        def prepare_step() -> Any:
             calls[0] += 1
             self.hook(prompt, calls[0])
             return real()
 
-        run.step = step  # type: ignore[method-assign]
+        run.prepare_step = prepare_step  # type: ignore[method-assign]
         return run
 
 
@@ -199,7 +200,7 @@ def hooked(pipeline: Pipeline, hook: Callable[[str, int], None]) -> Pipeline:
 
 
 def boom(prompt: str, n: int) -> None:
-    if prompt == "boom" and n == 3:
+    if prompt == "boom" and n == 2:
         raise RuntimeError("device on fire")
 
 
@@ -222,7 +223,7 @@ def test_a_stuck_step_reads_as_stalled(pipeline: Pipeline, log: Log, stop: list)
     gate = threading.Event()
 
     def stuck(prompt: str, n: int) -> None:
-        if n == 2:
+        if n == 1:
             gate.wait(10)
 
     engine = make_engine(hooked(pipeline, stuck), budget=1 << 32, stall_timeout_s=0.3)

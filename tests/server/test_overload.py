@@ -15,8 +15,9 @@ from PIL import Image
 from websockets.sync.client import connect
 
 from packcache_core.generate import SamplingConfig
-from packcache_core.pipeline import Pipeline, VideoParams
+from packcache_core.pipeline import Pipeline, StepMemory, VideoParams
 from packcache_core.policy import make_policy
+from server.scheduler import tick_bytes
 from tests.server.conftest import LiveServer, png_bytes
 from tests.server.test_stream import request
 
@@ -26,22 +27,26 @@ CONCURRENCY = 2  # what the budget below allows
 QUEUE = 2
 
 
-def one_request_memory() -> tuple[int, int]:
-    """(KV cache bytes, activation bytes) of one test request, planned by the real pipeline."""
+def one_request_memory() -> tuple[int, StepMemory]:
+    """(KV cache bytes, step memory) of one test request, planned by the real pipeline."""
     pipeline = Pipeline.load("builtin:tiny-random", "builtin:patch")
     params = VideoParams(
         PROMPT, 3, size=(64, 64), policy=make_policy("packcache"), sampling=SamplingConfig(STEPS)
     )
     spec = pipeline.plan(pipeline.prepare(Image.open(io.BytesIO(png_bytes())), params))
-    return spec.bytes, pipeline.activation_bytes(spec)
+    return spec.bytes, pipeline.step_memory(spec)
 
 
 @pytest.fixture(scope="module")
 def busy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    kv, act = one_request_memory()
-    budget = CONCURRENCY * kv + act + kv // 2  # two fit, three do not
+    kv, step = one_request_memory()
+    # two fit (their steps batched), three do not
+    budget = CONCURRENCY * kv + tick_bytes([step] * CONCURRENCY, CONCURRENCY) + kv // 2
     live = LiveServer(
-        tmp_path_factory.mktemp("busy"), memory_budget_bytes=budget, max_queued=QUEUE
+        tmp_path_factory.mktemp("busy"),
+        memory_budget_bytes=budget,
+        max_queued=QUEUE,
+        max_batch=CONCURRENCY,
     ).start()
     yield live
     live.stop()

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from packcache_core.pipeline import StepMemory
 from server.errors import InvalidRequest, Overloaded
-from server.scheduler import FifoScheduler, reservation
+from server.scheduler import FifoScheduler, reservation, tick_bytes
 
 
 @dataclass(eq=False)
@@ -16,7 +17,12 @@ class FakeJob:
 
     name: str
     cache_bytes: int
-    activation_bytes: int
+    activation_bytes: int  # one step alone; split below as rows 20%, attention 40%, sample 40%
+
+    @property
+    def step_memory(self) -> StepMemory:
+        a = self.activation_bytes
+        return StepMemory(a // 5, 2 * a // 5, a - a // 5 - 2 * a // 5)
 
 
 def jobs(n: int, cache: int = 100, act: int = 50) -> list[FakeJob]:
@@ -27,6 +33,33 @@ def test_reservation_is_caches_plus_largest_activation() -> None:
     a, b = FakeJob("a", 100, 50), FakeJob("b", 200, 80)
     assert reservation([a, b]) == 100 + 200 + 80
     assert reservation([]) == 0
+
+
+def test_batched_reservation_sums_forward_rows_only() -> None:
+    """Batched, the forward's row activations of the members coexist; attention temporaries
+    and the sampler's exist for one request at a time, so only their largest counts."""
+    small, large = StepMemory(10, 300, 200), StepMemory(30, 100, 500)
+    assert small.alone == 510 and large.alone == 630
+    assert tick_bytes([small, large], max_batch=1) == 630  # one step at a time: the largest
+    assert tick_bytes([small, large], max_batch=8) == 10 + 30 + 300 + 500
+    assert tick_bytes([small, small, large], max_batch=2) == 30 + 10 + 300 + 500  # top 2 rows
+    assert tick_bytes([large], max_batch=8) == large.alone  # a batch of one is a step alone
+    assert tick_bytes([], max_batch=8) == 0
+
+
+def test_batching_admits_by_the_batched_reservation() -> None:
+    """Caches 100 each; a step alone 50 = rows 10 + attention 20 + sample 20. Batched, n
+    requests reserve 100 n + 10 n + 20 + 20; one at a time, 100 n + 50."""
+    budget = 3 * 100 + 3 * 10 + 40  # = 370: three fit batched (370), and one at a time (350)
+    batched: FifoScheduler[FakeJob] = FifoScheduler(budget, 8, 8, max_batch=8)
+    assert [batched.offer(x, 1) for x in jobs(4)] == ["start", "start", "start", "wait"]
+    assert batched.reserved_bytes == 370 and batched.kv_bytes == 300
+    tight: FifoScheduler[FakeJob] = FifoScheduler(budget - 1, 8, 8, max_batch=8)
+    assert [tight.offer(x, 1) for x in jobs(3)] == ["start", "start", "wait"]  # 369 < 370
+    alone: FifoScheduler[FakeJob] = FifoScheduler(budget - 1, 8, 8, max_batch=1)
+    assert [alone.offer(x, 1) for x in jobs(3)] == ["start", "start", "start"]  # 350
+    capped: FifoScheduler[FakeJob] = FifoScheduler(budget - 1, 8, 8, max_batch=2)
+    assert [capped.offer(x, 1) for x in jobs(3)] == ["start", "start", "start"]  # 360: 2 rows
 
 
 def test_admits_by_memory_then_queues_then_refuses() -> None:
@@ -69,8 +102,22 @@ def test_round_robin_one_step_each() -> None:
     a, b, c = jobs(3)
     for x in (a, b, c):
         s.offer(x, 1)
-    assert [s.next() for _ in range(4)] == [a, b, c, a]
+    assert [s.next_batch() for _ in range(4)] == [[a], [b], [c], [a]]
     s.remove(b)
-    assert [s.next() for _ in range(3)] == [c, a, c]
+    assert [s.next_batch() for _ in range(3)] == [[c], [a], [c]]
     s.remove(a), s.remove(c)
-    assert s.next() is None
+    assert s.next_batch() == []
+
+
+def test_batches_take_turns_when_more_run_than_fit_one() -> None:
+    s: FifoScheduler[FakeJob] = FifoScheduler(10**9, max_running=8, max_queued=8, max_batch=2)
+    a, b, c = jobs(3)
+    for x in (a, b, c):
+        s.offer(x, 1)
+    assert [s.next_batch() for _ in range(3)] == [[a, b], [c, a], [b, c]]
+    everyone: FifoScheduler[FakeJob] = FifoScheduler(10**9, 8, 8, max_batch=8)
+    for x in (a, b, c):
+        everyone.offer(x, 1)
+    assert [everyone.next_batch() for _ in range(2)] == [[a, b, c], [a, b, c]]
+    with pytest.raises(ValueError, match="max_batch"):
+        FifoScheduler(1, 1, 1, max_batch=0)
