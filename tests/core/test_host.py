@@ -1,0 +1,28 @@
+"""`host.keep_freed_blocks` takes effect on glibc and changes no value (in a child process, so
+this test process keeps glibc's defaults)."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+
+import pytest
+
+CHILD = """
+import torch
+from packcache_core.host import keep_freed_blocks
+
+x = torch.randn(64, 1 << 16, generator=torch.Generator().manual_seed(0))  # 32 MiB
+before = (x @ x.T).sum().item()
+assert keep_freed_blocks() is True
+after = (x @ x.T).sum().item()
+assert before == after, (before, after)
+"""
+
+
+def test_keep_freed_blocks_on_glibc() -> None:
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc: keep_freed_blocks changes nothing there")
+    proc = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
