@@ -289,23 +289,9 @@ def build_results(
         flat["cv_load_normalised"] = statistics.pstdev(body) / statistics.fmean(body)
         s[n]["speedup_total_shared_rest"] = shared["speedup_total"][n]
         s[n]["speedup_last_shared_rest"] = shared["speedup_last"][n]
-    m = cfg.model
+    packcache = vars(PackCachePolicy()) if "packcache" in policies else None
     return {
-        "config": {
-            "name": cfg.name,
-            "hidden_size": m.hidden_size,
-            "intermediate_size": m.intermediate_size,
-            "layers": m.num_hidden_layers,
-            "heads": m.num_attention_heads,
-            "kv_heads": m.num_key_value_heads,
-            "vocab_size": m.vocab_size,
-            "grid": list(cfg.grid),
-            "frame_tokens": cfg.frame_tokens,
-            "text_tokens": cfg.text_tokens,
-            "latent_frames": cfg.latent_frames,
-            "steps": cfg.steps,
-            "packcache": vars(PackCachePolicy()) if "packcache" in policies else None,
-        },
+        "config": cfg.shape() | {"packcache": packcache},
         "machine": machine,
         "policies": per,
         "summary": {
@@ -416,14 +402,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg, device, dtype = resolve(args)
     machine = machine_info(device, dtype)
     print_machine(machine)
+    print(f"{cfg.describe()}, policies {args.policies}", flush=True)
     m = cfg.model
-    print(
-        f"config {cfg.name}: hidden {m.hidden_size}, {m.num_hidden_layers} layers, "
-        f"{m.num_attention_heads} heads ({m.num_key_value_heads} kv), vocab {m.vocab_size}, "
-        f"grid {cfg.grid[0]}x{cfg.grid[1]} ({cfg.frame_tokens} tokens/frame), "
-        f"{cfg.latent_frames} latent frames, T={cfg.steps}, policies {args.policies}",
-        flush=True,
-    )
     model = build_model(m, random_state_dict(m, args.seed), device, dtype)
     lanes, tape = make_lanes(model, cfg, args.policies, not args.no_fidelity, args.seed)
     watch = Stopwatch(device)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -50,6 +51,34 @@ class BenchConfig:
     def frame_tokens(self) -> int:
         h, w = self.grid
         return 4 + h * (w + 1)
+
+    def shape(self) -> dict[str, Any]:
+        """The model and clip shape, for the `config` of a results file."""
+        m = self.model
+        return {
+            "name": self.name,
+            "hidden_size": m.hidden_size,
+            "intermediate_size": m.intermediate_size,
+            "layers": m.num_hidden_layers,
+            "heads": m.num_attention_heads,
+            "kv_heads": m.num_key_value_heads,
+            "vocab_size": m.vocab_size,
+            "grid": list(self.grid),
+            "frame_tokens": self.frame_tokens,
+            "text_tokens": self.text_tokens,
+            "latent_frames": self.latent_frames,
+            "steps": self.steps,
+        }
+
+    def describe(self) -> str:
+        """The same, in one line for a script's log."""
+        m, (h, w) = self.model, self.grid
+        return (
+            f"config {self.name}: hidden {m.hidden_size}, {m.num_hidden_layers} layers, "
+            f"{m.num_attention_heads} heads ({m.num_key_value_heads} kv), vocab {m.vocab_size}, "
+            f"grid {h}x{w} ({self.frame_tokens} tokens/frame), {self.latent_frames} latent "
+            f"frames, T={self.steps}"
+        )
 
 
 def _model(hidden: int, inter: int, layers: int, heads: int, kv: int) -> LumosConfig:

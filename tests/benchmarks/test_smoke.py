@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ("full", "sliding", "packcache")
@@ -48,12 +49,18 @@ def run_script(name: str, *args: str, timeout: float = 300) -> subprocess.Comple
     return proc
 
 
-def test_cache_policies_quick(tmp_path: Path) -> None:
-    out = tmp_path / "quick.json"
-    proc = run_script("cache_policies.py", "--json", str(out))
+def quick_results(name: str, tmp_path: Path) -> tuple[str, dict[str, Any]]:
+    """Run a script's `--quick` mode; its stdout and JSON results (the PNG must exist too)."""
+    out = tmp_path / f"{Path(name).stem}.json"
+    proc = run_script(name, "--json", str(out))
     print(proc.stdout)  # the numbers, for the CI log (-s or on failure)
-    assert "torch" in proc.stdout and "| frame |" in proc.stdout
-    res = json.loads(out.read_text())
+    assert out.with_suffix(".png").stat().st_size > 0
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_cache_policies_quick(tmp_path: Path) -> None:
+    stdout, res = quick_results("cache_policies.py", tmp_path)
+    assert "torch" in stdout and "| frame |" in stdout
     assert set(res) >= {"config", "machine", "policies", "summary"}
     assert set(res["machine"]) >= {"device", "dtype", "torch"}
     assert set(res["policies"]) == set(POLICIES)
@@ -75,14 +82,10 @@ def test_cache_policies_quick(tmp_path: Path) -> None:
         "peak_cache_bytes",
         "packing_overhead",
     }
-    assert out.with_suffix(".png").stat().st_size > 0
 
 
 def test_serve_load_quick(tmp_path: Path) -> None:
-    out = tmp_path / "load.json"
-    proc = run_script("serve_load.py", "--json", str(out))
-    print(proc.stdout)
-    res = json.loads(out.read_text())
+    _, res = quick_results("serve_load.py", tmp_path)
     assert set(res) >= {"config", "machine", "policies", "summary"}
     for name in POLICIES:
         s = res["policies"][name]
@@ -97,4 +100,14 @@ def test_serve_load_quick(tmp_path: Path) -> None:
             "peak_memory_allocated_bytes",
         }
     assert set(res["summary"]) >= {"throughput_fps", "frame_latency_p95", "rejections"}
-    assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_batching_quick(tmp_path: Path) -> None:
+    _, res = quick_results("batching.py", tmp_path)
+    assert set(res) >= {"config", "machine", "rows", "summary"}
+    assert [r["requests"] for r in res["rows"]] == [1, 2, 4, 8]
+    for row in res["rows"]:
+        assert set(row) >= {"interleaved", "batched", "speedup", "tick_speedup", "same_tokens"}
+        for mode in ("interleaved", "batched"):
+            assert set(row[mode]) >= {"frames_per_second", "tick_median_seconds", "profile"}
+    assert res["summary"]["same_tokens"] is True  # correctness, not speed
