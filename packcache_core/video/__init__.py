@@ -4,8 +4,9 @@ What it is: `load_video_tokenizer("builtin:patch" | "<folder with encoder.jit, d
 and the `VideoTokenizer` / `StreamDecoder` protocols. What it is not: the LLM's view of codes
 (id = 65536 + code lives with the token layout) or video file writing (`video.output`).
 
-Key invariant: every tokenizer returned here has Cosmos DV4x8x8's layout: 64000 codes,
-8x8 pixels per code, 4 RGB frames per latent frame after the first.
+Key invariant: every tokenizer returned here has Cosmos DV4x8x8's layout: 8x8 pixels per code,
+4 RGB frames per latent frame after the first, and 64000 codes (only `builtin:patch-small`,
+made for the built-in demo model, has fewer: 400).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 
 from packcache_core.video.base import StreamDecoder, VideoTokenizer
-from packcache_core.video.builtin import PatchTokenizer
+from packcache_core.video.builtin import PatchTokenizer, SmallPatchTokenizer
 from packcache_core.video.cosmos import CosmosTokenizer, load_cosmos
 
 BUILTIN_PREFIX = "builtin:"
@@ -24,6 +25,7 @@ BUILTIN_PREFIX = "builtin:"
 # builtin name -> factory(device); builtins compute in float32 whatever dtype is asked for.
 BUILTINS: dict[str, Callable[[torch.device], VideoTokenizer]] = {
     "patch": PatchTokenizer,
+    "patch-small": SmallPatchTokenizer,  # 400 codes, for the built-in demo model
 }
 
 
@@ -55,6 +57,7 @@ __all__ = [
     "BUILTINS",
     "CosmosTokenizer",
     "PatchTokenizer",
+    "SmallPatchTokenizer",
     "StreamDecoder",
     "VideoTokenizer",
     "load_cosmos",

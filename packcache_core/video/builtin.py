@@ -1,4 +1,4 @@
-"""Built-in video tokenizers that need no download or weights: `builtin:patch`.
+"""Built-in video tokenizers that need no download or weights: `builtin:patch` and `-small`.
 
 What it is: a hand-designed tokenizer with Cosmos DV4x8x8's interface and token layout (one
 code in [0, 64000) per 8x8 patch, FSQ levels (8, 8, 8, 5, 5, 5), 4 RGB frames per later latent
@@ -20,7 +20,14 @@ not quantisation, is most of the loss.
 Time: latent frame t >= 1 yields 4 frames blending linearly from frame t-1's reconstruction to
 frame t's (weights 1/4 .. 4/4), so the last of the 4 is frame t itself.
 
-Key invariants: every code in [0, 64000) decodes to finite pixels in [-1, 1]; the decoder is
+`builtin:patch-small` (400 codes) is the codebook of the built-in demo model (`builtin:demo`):
+a model that learns in minutes on a CPU cannot learn 64000 code embeddings. Each patch keeps
+only its mean colour: luma on 16 levels and Cb, Cr on 5 levels each in [-0.3, 0.3]
+(index = luma + 16 Cb + 80 Cr). The decoder upsamples the three planes bilinearly from the
+patch centres, so decode(shift(codes)) = shift(decode(codes)) away from the borders: a pan of
+whole patches stays a pan in pixels.
+
+Key invariants: every code in [0, n_codes) decodes to finite pixels in [-1, 1]; the decoder is
 causal with one frame of state, so streaming and whole-clip decoding are bitwise equal.
 """
 
@@ -68,10 +75,46 @@ def blend(prev: torch.Tensor, cur: torch.Tensor, n: int) -> torch.Tensor:
     return prev.unsqueeze(-4) * (1 - w) + cur.unsqueeze(-4) * w
 
 
-class PatchStreamDecoder:
-    """Streams `PatchTokenizer` frames; keeps only the previous latent frame's pixels."""
+class _PatchCodec:
+    """What the built-in tokenizers share: the layout, patch means in, blended frames out.
 
-    def __init__(self, tokenizer: PatchTokenizer) -> None:
+    Subclasses set `name` and `n_codes` and define `encode_image` and `reconstruct`.
+    """
+
+    name: str
+    n_codes: int
+    spatial_stride: int = PATCH
+    temporal_stride: int = FRAMES_PER_LATENT
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+
+    def _ycc_patches(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 (H, W, 3) RGB -> float (H/8, 8, W/8, 8, 3) YCbCr, indexed (h, i, w, j, c)."""
+        check_image(image)
+        H, W, _ = image.shape
+        x = image.to(self.device, torch.float32) / 255.0  # (H, W, 3)
+        ycc = x @ _RGB_TO_YCC.to(self.device).T  # (H, W, 3)
+        return ycc.reshape(H // PATCH, PATCH, W // PATCH, PATCH, 3)
+
+    def reconstruct(self, codes: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Integer (L, h, w) codes -> uint8 (1 + 4(L-1), 8h, 8w, 3) on the CPU."""
+        frames = self.reconstruct(codes)  # (L, 3, H, W)
+        later = blend(frames[:-1], frames[1:], FRAMES_PER_LATENT).flatten(0, 1)  # (4(L-1), 3, H, W)
+        video = torch.cat([frames[:1], later])  # (1 + 4(L-1), 3, H, W)
+        return to_uint8_frames(video.transpose(0, 1))
+
+    def stream_decoder(self) -> PatchStreamDecoder:
+        return PatchStreamDecoder(self)
+
+
+class PatchStreamDecoder:
+    """Streams built-in tokenizer frames; keeps only the previous latent frame's pixels."""
+
+    def __init__(self, tokenizer: _PatchCodec) -> None:
         self._tokenizer = tokenizer
         self._shape: tuple[int, ...] | None = None  # (h, w) of the first push
         self._prev: torch.Tensor | None = None  # (3, H, W) float in [-1, 1]
@@ -90,24 +133,15 @@ class PatchStreamDecoder:
         return to_uint8_frames(frames.transpose(0, 1))  # frames: (n, 3, H, W)
 
 
-class PatchTokenizer:
+class PatchTokenizer(_PatchCodec):
     """`builtin:patch`: six hand-made features per 8x8 patch (see the module docstring)."""
 
     name: str = "builtin:patch"
     n_codes: int = COSMOS_FSQ.n_codes
-    spatial_stride: int = PATCH
-    temporal_stride: int = FRAMES_PER_LATENT
-
-    def __init__(self, device: torch.device | str = "cpu") -> None:
-        self.device = torch.device(device)
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 (H, W, 3) RGB -> int64 (H/8, W/8) codes on the CPU."""
-        check_image(image)
-        H, W, _ = image.shape
-        x = image.to(self.device, torch.float32) / 255.0  # (H, W, 3)
-        ycc = x @ _RGB_TO_YCC.to(self.device).T  # (H, W, 3)
-        patches = ycc.reshape(H // PATCH, PATCH, W // PATCH, PATCH, 3)  # (h, i, w, j, c)
+        patches = self._ycc_patches(image)  # (h, i, w, j, c)
         mean = patches.mean(dim=(1, 3))  # (h, w, 3)
         ramp = _ramp(self.device)
         norm = PATCH * (ramp * ramp).sum()  # sum of ramp^2 over a patch
@@ -142,12 +176,34 @@ class PatchTokenizer:
         rgb = _ycc_to_rgb(y, chroma[:, 0], chroma[:, 1])  # (3, L, H, W)
         return (rgb * 2.0 - 1.0).transpose(0, 1)  # (L, 3, H, W)
 
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Integer (L, h, w) codes -> uint8 (1 + 4(L-1), 8h, 8w, 3) on the CPU."""
-        frames = self.reconstruct(codes)  # (L, 3, H, W)
-        later = blend(frames[:-1], frames[1:], FRAMES_PER_LATENT).flatten(0, 1)  # (4(L-1), 3, H, W)
-        video = torch.cat([frames[:1], later])  # (1 + 4(L-1), 3, H, W)
-        return to_uint8_frames(video.transpose(0, 1))
 
-    def stream_decoder(self) -> PatchStreamDecoder:
-        return PatchStreamDecoder(self)
+SMALL_FSQ = FSQ((16, 5, 5))  # luma, Cb, Cr digits of a `builtin:patch-small` code
+SMALL_CHROMA_SCALE = 0.3
+_SMALL_CHROMA = FSQ(SMALL_FSQ.levels[1:])
+
+
+class SmallPatchTokenizer(_PatchCodec):
+    """`builtin:patch-small`: 400 codes, mean colour per 8x8 patch (see the module docstring)."""
+
+    name: str = "builtin:patch-small"
+    n_codes: int = SMALL_FSQ.n_codes
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 (H, W, 3) RGB -> int64 (H/8, W/8) codes on the CPU."""
+        mean = self._ycc_patches(image).mean(dim=(1, 3))  # (h, w, 3)
+        top = SMALL_FSQ.levels[0] - 1
+        luma = torch.round(mean[..., 0] * top).clamp(0, top).long()  # (h, w)
+        chroma = _SMALL_CHROMA.quantize_digits(mean[..., 1:] / SMALL_CHROMA_SCALE)  # (h, w, 2)
+        digits = torch.cat([luma[..., None], chroma], dim=-1)  # (h, w, 3)
+        return SMALL_FSQ.digits_to_indices(digits).cpu()
+
+    def reconstruct(self, codes: torch.Tensor) -> torch.Tensor:
+        """Integer (L, h, w) codes -> float (L, 3, 8h, 8w) in [-1, 1], one image per frame."""
+        check_codes(codes, self.n_codes, ndim=3)
+        d = SMALL_FSQ.indices_to_digits(codes.to(self.device))  # (L, h, w, 3)
+        luma = d[..., 0].float() / (SMALL_FSQ.levels[0] - 1)  # (L, h, w)
+        chroma = _SMALL_CHROMA.digits_to_codes(d[..., 1:]) * SMALL_CHROMA_SCALE  # (L, h, w, 2)
+        planes = torch.cat([luma[:, None], chroma.permute(0, 3, 1, 2)], dim=1)  # (L, 3, h, w)
+        planes = F.interpolate(planes, scale_factor=PATCH, mode="bilinear", align_corners=False)
+        rgb = _ycc_to_rgb(planes[:, 0], planes[:, 1], planes[:, 2])  # (3, L, H, W)
+        return (rgb * 2.0 - 1.0).transpose(0, 1)  # (L, 3, H, W)
