@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import torch
 
-from packcache_core.cache import KVCache, plan_cache, visible_tokens
+from packcache_core.cache import CacheSpec, KVCache, plan_cache, visible_tokens
 from packcache_core.config import CODE_OFFSET
 from packcache_core.layout import (
     MASK,
@@ -68,6 +68,15 @@ class SamplingConfig:
             raise ValueError(f"history_mask_ratio must be in [0, 1), got {self.history_mask_ratio}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    """What a model recommends where a request says nothing (a built-in model's card)."""
+
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    size: tuple[int, int] | None = None  # (width, height); None: Lumos-1's bucket of the image
+    latent_frames: int = 7  # conditioning frame included; 7 = "24 frames at 12 fps"
 
 
 @dataclass(frozen=True)
@@ -358,7 +367,7 @@ def cache_plan_for(
     request: VideoRequest,
     policy: CachePolicy,
     sampling: SamplingConfig | None = None,
-):  # type: ignore[no-untyped-def]
+) -> CacheSpec:
     """The CacheSpec a request would get, without allocating (for admission control)."""
     sampling = sampling or SamplingConfig()
     layout = request.layout

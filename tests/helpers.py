@@ -15,6 +15,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -179,3 +181,22 @@ def cached_forward(
     mask = attention_allowed(ids)[start:][None, None].to(model.device)  # (1, 1, L - start, L)
     with torch.no_grad():
         return model(ids[None, start:].to(model.device), cos, sin, mask, kv=kv, start=start)[0]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_repo_script(
+    path: str, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run `python <repo>/<path> <args>` from the repository root as a user would; asserts
+    it exits 0 (with the end of its output in the message) and returns the finished process."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / path), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"{path} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc

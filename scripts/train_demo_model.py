@@ -1,0 +1,190 @@
+"""Train the built-in demo model `builtin:demo` on synthetic clips, on a CPU, from a seed.
+
+    python scripts/train_demo_model.py                      # writes packcache_core/builtin/demo.*
+    python scripts/train_demo_model.py --out /tmp/demo --steps 200   # a quick look
+
+What it does: Lumos-1's architecture and token layout at a tiny size (`DEMO_CONFIG`, ~1.3 M
+parameters with the used vocabulary rows), trained with its AR-DF objective
+(`packcache_core/demo/train.py`) on an endless stream of `make_clip("train", i)` clips of
+`--latent-frames` latent frames, each tokenized by `builtin:patch-small`. AdamW, linear warm-up
+then cosine decay to a tenth of the peak, gradient clipping at 1. The ids of training clips
+are fixed (batch b holds clips b*B .. b*B+B-1); `--seed` fixes the initial weights, the tube
+masks, the stated durations and which sequences drop their text. Two torch threads by
+default. The weights are written as bf16 safetensors with a model card (`demo.json`) that
+records the command, the time taken and the final loss, every `--save-every` steps and at the
+end.
+
+What it is not: a general trainer (no data loader, no resume, no mixed precision).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from packcache_core.demo.card import WEIGHTS_DIR, ModelCard, pack_state, save_demo
+from packcache_core.demo.data import FRAME_HEIGHT, FRAME_WIDTH, make_clip
+from packcache_core.demo.train import (
+    DEMO_CONFIG,
+    FPS,
+    Batch,
+    clip_sequence,
+    compact_model,
+    make_batch,
+    masked_code_loss,
+    tube_mask,
+    vocabulary,
+)
+from packcache_core.generate import GenerationDefaults, SamplingConfig
+from packcache_core.layout import FrameLayout
+from packcache_core.model import LumosTransformer
+from packcache_core.rope import RotaryTables
+from packcache_core.video import VideoTokenizer, load_video_tokenizer
+
+TOKENIZER = "builtin:patch-small"
+# Chosen with benchmarks/quality.py on held-out clips (see the card's "training" notes).
+DEMO_SAMPLING = SamplingConfig(steps=12, cfg_scale=3.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1200
+    batch: int = 8
+    lr: float = 2e-3
+    warmup: int = 100
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.05
+    qk_norm_init: float = 1.0  # initial q/k LayerNorm weight (attention sharpness)
+    latent_frames: int = 6  # the trained length, conditioning frame included
+    text_drop: float = 0.1
+    min_mask_rate: float = 0.7
+    max_seconds: int = 16  # stated durations 1..max_seconds (the clip is a window of it)
+    seed: int = 0
+    threads: int = 2
+    log_every: int = 25
+    save_every: int = 250
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    floor = cfg.min_lr_ratio
+    return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def sample_batch(
+    step: int,
+    cfg: TrainConfig,
+    tokenizer: VideoTokenizer,
+    g: torch.Generator,
+    vocab: torch.Tensor,
+    rope: RotaryTables,
+) -> Batch:
+    layout = FrameLayout(FRAME_HEIGHT // 8, FRAME_WIDTH // 8)
+    sequences = []
+    for i in range(cfg.batch):
+        clip = make_clip("train", step * cfg.batch + i, cfg.latent_frames)
+        frames = clip.latent_frames(cfg.latent_frames)  # (n, H, W, 3)
+        codes = torch.stack([tokenizer.encode_image(f) for f in frames])  # (n, h, w)
+        seconds = int(torch.randint(1, cfg.max_seconds + 1, (), generator=g))
+        drop_text = bool(torch.rand((), generator=g) < cfg.text_drop)
+        masked = tube_mask(layout.grid_tokens, cfg.min_mask_rate, g)
+        sequences.append(clip_sequence(codes, clip.caption, seconds, masked, drop_text))
+    return make_batch(sequences, vocab, rope)
+
+
+def optimizer(model: LumosTransformer, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; weight decay on the projection matrices only (not embeddings, norms, biases)."""
+    decay, rest = [], []
+    for name, p in model.named_parameters():
+        is_matrix = p.dim() == 2 and "embed_tokens" not in name and "norm" not in name
+        (decay if is_matrix else rest).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": rest, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def write(
+    model: LumosTransformer,
+    vocab: torch.Tensor,
+    out: Path,
+    cfg: TrainConfig,
+    record: dict[str, object],
+) -> None:
+    defaults = GenerationDefaults(DEMO_SAMPLING, (FRAME_WIDTH, FRAME_HEIGHT), cfg.latent_frames)
+    training = {"train_config": asdict(cfg), **record}
+    card = ModelCard(DEMO_CONFIG, TOKENIZER, defaults, FPS, training)
+    save_demo(card, pack_state(model, vocab), out)
+
+
+def train(cfg: TrainConfig, out: Path) -> None:
+    torch.set_num_threads(cfg.threads)
+    vocab = vocabulary()
+    model = compact_model(DEMO_CONFIG, vocab.numel(), cfg.seed, cfg.qk_norm_init).train()
+    opt = optimizer(model, cfg)
+    tokenizer = load_video_tokenizer(TOKENIZER)
+    rope = RotaryTables(DEMO_CONFIG.head_dim, DEMO_CONFIG.rope_theta, "cpu")
+    g = torch.Generator().manual_seed(cfg.seed)
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    losses: list[float] = []
+    accs: list[float] = []
+    record: dict[str, object] = {"command": " ".join(["python", *sys.argv])}
+    for step in range(cfg.steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        batch = sample_batch(step, cfg, tokenizer, g, vocab, rope)
+        loss, acc = masked_code_loss(model, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        accs.append(acc.item())
+        done = step + 1
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            n = min(cfg.log_every, len(losses))
+            print(
+                f"step {done}/{cfg.steps} loss {sum(losses[-n:]) / n:.4f} "
+                f"acc {sum(accs[-n:]) / n:.3f} lr {lr_at(step, cfg):.2e} "
+                f"wall {wall / 60:.1f} min cpu {cpu / 60:.1f} min",
+                flush=True,
+            )
+        if done % cfg.save_every == 0 or done == cfg.steps:
+            tail = losses[-50:]
+            record.update(
+                steps_done=done,
+                final_loss=round(sum(tail) / len(tail), 4),
+                final_accuracy=round(sum(accs[-50:]) / len(tail), 4),
+                wall_minutes=round(wall / 60, 1),
+                cpu_minutes=round(cpu / 60, 1),
+                torch=torch.__version__,
+                machine=f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+            )
+            write(model, vocab, out, cfg, record)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    defaults = TrainConfig()
+    for name, value in asdict(defaults).items():
+        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="folder for demo.*")
+    args = vars(parser.parse_args(argv))
+    out = args.pop("out")
+    train(TrainConfig(**args), out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
