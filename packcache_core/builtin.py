@@ -4,6 +4,11 @@ What it is: tiny Lumos-1 configs with deterministic weights, built through the s
 `build_model` path a real checkpoint takes. What it is not: a trained model (except where a
 name says so and ships its weights).
 
+`builtin:demo` is trained (on synthetic clips with known motion, see `packcache_core/demo/`)
+and ships bf16 weights and a model card in `packcache_core/builtin/`; its card also gives the
+video tokenizer, frame size and sampling settings it works with (`model_defaults`,
+`model_tokenizer`).
+
 `builtin:tiny-random` uses the real vocabulary (129536 ids, 64000 video codes) at a tiny width,
 with weights drawn by the same recipe as the reference fixtures: one generator seeded with the
 seed, keys in sorted order, `randn` scaled per kind (norm weights 1 + 0.1x, qk-norm biases 0.1x,
@@ -12,12 +17,14 @@ embeddings x, Linear weights x / sqrt(in)).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
 import torch
 
 from packcache_core.config import LumosConfig
+from packcache_core.generate import GenerationDefaults, SamplingConfig
 from packcache_core.model import LumosTransformer
 
 PREFIX = "builtin:"
@@ -55,10 +62,32 @@ def _tiny_random() -> tuple[LumosConfig, dict[str, torch.Tensor]]:
     return TINY_RANDOM, random_state_dict(TINY_RANDOM, seed=1234)
 
 
+def _demo() -> tuple[LumosConfig, dict[str, torch.Tensor]]:
+    from packcache_core.demo.card import load_demo
+
+    return load_demo()
+
+
+@functools.cache
+def _demo_card() -> tuple[str, GenerationDefaults]:
+    from packcache_core.demo.card import read_card
+
+    card = read_card()
+    return card.tokenizer, card.defaults
+
+
 # name -> factory of (config, float32 state dict)
 REGISTRY: dict[str, Callable[[], tuple[LumosConfig, dict[str, torch.Tensor]]]] = {
     "tiny-random": _tiny_random,
+    "demo": _demo,  # trained on synthetic clips; ships packcache_core/builtin/demo.*
 }
+# name -> (video tokenizer, what the model recommends where a request says nothing)
+CARDS: dict[str, Callable[[], tuple[str, GenerationDefaults]]] = {
+    "demo": _demo_card,
+}
+# Built-in models without a card: short clips, few steps (they are for tests and smoke runs)
+QUICK = GenerationDefaults(SamplingConfig(steps=8), latent_frames=3)
+QUICK_TOKENIZER = "builtin:patch"
 
 
 def is_builtin(name: str) -> bool:
@@ -73,3 +102,18 @@ def builtin_weights(name: str) -> tuple[LumosConfig, dict[str, torch.Tensor]]:
             + ", ".join(PREFIX + k for k in sorted(REGISTRY))
         )
     return REGISTRY[key]()
+
+
+def model_defaults(name: str) -> GenerationDefaults:
+    """What a model does where a request says nothing: a built-in model's card, `QUICK` for
+    the other built-ins, Lumos-1's published settings for a checkpoint folder."""
+    if not is_builtin(name):
+        return GenerationDefaults()
+    card = CARDS.get(name.removeprefix(PREFIX))
+    return card()[1] if card is not None else QUICK
+
+
+def model_tokenizer(name: str) -> str:
+    """The video tokenizer a model goes with: a built-in model's card's, else `builtin:patch`."""
+    card = CARDS.get(name.removeprefix(PREFIX))
+    return card()[0] if card is not None else QUICK_TOKENIZER

@@ -23,9 +23,11 @@ import torch
 from PIL import Image
 
 from packcache_core.batch import forward_together
+from packcache_core.builtin import model_defaults, model_tokenizer
 from packcache_core.cache import CacheSpec
 from packcache_core.generate import (
     FrameResult,
+    GenerationDefaults,
     SamplingConfig,
     StepInputs,
     VideoGeneration,
@@ -151,19 +153,25 @@ class Pipeline:
     video_tokenizer: VideoTokenizer
     text_tokenizer: TextTokenizer
     target_size: int
+    # The model's recommendations (a built-in model's card): `prepare` uses `defaults.size`
+    # when a request gives no size; callers take `defaults.sampling` and
+    # `defaults.latent_frames` for requests that name none.
+    defaults: GenerationDefaults = field(default_factory=GenerationDefaults)
 
     @classmethod
     def load(
         cls,
         model: str,
-        tokenizer: str,
+        tokenizer: str | None = None,
         text_tokenizer: str | None = None,
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
         target_size: int | None = None,
     ) -> Pipeline:
-        """Load the warm parts. Built-in models default to the byte text tokenizer."""
+        """Load the warm parts. The video tokenizer defaults to the model's own (a built-in
+        model's card; `builtin:patch` otherwise); built-in models use the byte text tokenizer."""
         builtin = model.startswith("builtin:")
+        tokenizer = tokenizer or model_tokenizer(model)
         lm = load_model(model, device, dtype)
         vt = load_video_tokenizer(tokenizer, device=device)
         if vt.n_codes != lm.config.n_codes:
@@ -173,13 +181,14 @@ class Pipeline:
             )
         tt = load_text_tokenizer(text_tokenizer or ("builtin:bytes" if builtin else model))
         size = target_size or (BUILTIN_TARGET_SIZE if builtin else LUMOS_TARGET_SIZE)
-        return cls(lm, vt, tt, size)
+        return cls(lm, vt, tt, size, model_defaults(model))
 
     def prepare(self, image: Image.Image, params: VideoParams) -> Prepared:
-        if params.size is None:
+        size = params.size or self.defaults.size
+        if size is None:
             pixels = preprocess_image(image, self.target_size)
         else:
-            pixels = fixed_size_preprocess(image, *params.size)
+            pixels = fixed_size_preprocess(image, *size)
         H, W, _ = pixels.shape
         codes = self.video_tokenizer.encode_image(pixels.to(self.model.device))  # (h, w)
         ids = build_prompt_ids(self.text_tokenizer, params.prompt, W, H, params.fps, params.seconds)

@@ -1,0 +1,64 @@
+"""`builtin:demo`: shipped files, loading through `build_model`, a clip that follows its prompt."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from packcache_core.builtin import model_defaults, model_tokenizer
+from packcache_core.demo.card import CARD_FILE, WEIGHTS_DIR, WEIGHTS_FILE, read_card
+from packcache_core.demo.data import PAN_DIRECTIONS, Motion, make_clip
+from packcache_core.demo.motion import follows
+from packcache_core.generate import SamplingConfig
+from packcache_core.loading import load_model
+from packcache_core.pipeline import Pipeline, VideoParams
+
+
+@pytest.fixture(scope="module")
+def pipe() -> Pipeline:
+    return Pipeline.load("builtin:demo", "builtin:patch-small")
+
+
+def test_shipped_files_are_small_and_described_by_the_card() -> None:
+    assert (WEIGHTS_DIR / WEIGHTS_FILE).stat().st_size < 5 << 20
+    card = read_card()
+    assert card.tokenizer == "builtin:patch-small" and card.config.n_codes == 400
+    assert card.defaults == model_defaults("builtin:demo")
+    assert model_tokenizer("builtin:demo") == "builtin:patch-small"
+    assert card.defaults.size == (128, 64) and card.training["final_loss"] > 0
+    model = load_model("builtin:demo")  # through build_model, strict about every tensor
+    assert model.config == card.config
+    assert (WEIGHTS_DIR / CARD_FILE).is_file()
+
+
+def test_pipeline_takes_the_card_defaults_and_refuses_another_codebook(pipe: Pipeline) -> None:
+    assert pipe.defaults.size == (128, 64) and pipe.defaults.latent_frames == 6
+    image = Image.new("RGB", (300, 200), (120, 80, 40))
+    prepared = pipe.prepare(image, VideoParams(prompt="pan left", latent_frames=2))
+    assert prepared.image.shape == (64, 128, 3)  # the card's size, not a bucket
+    with pytest.raises(ValueError, match="400"):
+        Pipeline.load("builtin:demo", "builtin:patch")
+    assert Pipeline.load("builtin:demo").video_tokenizer.name == "builtin:patch-small"
+
+
+def _generate(pipe: Pipeline, image: Image.Image, prompt: str, n: int) -> torch.Tensor:
+    """uint8 (n, H, W, 3): the decoded conditioning frame and each generated latent frame."""
+    sampling = SamplingConfig(steps=6, cfg_scale=pipe.defaults.sampling.cfg_scale)
+    params = VideoParams(prompt=prompt, latent_frames=n, seed=0, sampling=sampling)
+    run = pipe.start(pipe.prepare(image, params))
+    frames = [run.first_rgb()[0]]
+    while not run.done:
+        out = run.step()
+        if out is not None:
+            frames.append(out.rgb[-1])  # the last of its 4 RGB frames is the latent frame
+    return torch.stack(frames)
+
+
+@pytest.mark.parametrize("direction", sorted(PAN_DIRECTIONS))
+def test_one_image_pans_the_way_each_prompt_says(pipe: Pipeline, direction: str) -> None:
+    # a held-out still scene: nothing in the image itself says which way to move
+    clip = next(c for i in range(100) if (c := make_clip("heldout", i, 4)).motion.kind == "still")
+    image = Image.fromarray(clip.latent_frames(1)[0].numpy())
+    frames = _generate(pipe, image, f"the camera pans {direction}", 4)
+    assert follows(Motion("pan", direction), frames)
