@@ -39,8 +39,9 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     a(
         "--frames",
         type=int,
-        default=9,
-        help="RGB frames to generate (rounded up to 1 + 4k: 4 frames per latent frame) [9]",
+        default=None,
+        help="RGB frames to generate (rounded up to 1 + 4k: 4 frames per latent frame) "
+        "[the built-in model's card (demo: 21), 9 other built-ins, 25 real]",
     )
     a(
         "--cache-policy",
@@ -57,16 +58,32 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         "drop_masked=false (sliding: window)",
     )
     a("--seed", type=int, default=0, help="sampling seed; same seed, same video [0]")
-    a("--model", default="builtin:tiny-random", help="checkpoint folder or builtin:<name>")
-    a("--tokenizer", default="builtin:patch", help="Cosmos DV4x8x8 folder or builtin:patch")
+    a("--model", default="builtin:demo", help="checkpoint folder or builtin:<name> [builtin:demo]")
+    a(
+        "--tokenizer",
+        default=None,
+        help="Cosmos DV4x8x8 folder or builtin:<name> "
+        "[the built-in model's own, else builtin:patch]",
+    )
     a("--text-tokenizer", default=None, help="Chameleon tokenizer.json (real checkpoints)")
-    a("--steps", type=int, default=None, help="denoising steps per frame [8 built-in, 50 real]")
-    a("--guidance-scale", type=float, default=15.0, help="classifier-free guidance scale [15]")
+    a(
+        "--steps",
+        type=int,
+        default=None,
+        help="denoising steps per frame [the built-in model's card, 8 other built-ins, 50 real]",
+    )
+    a(
+        "--guidance-scale",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale [the built-in model's card, else 15]",
+    )
     a(
         "--size",
         default=None,
         metavar="WxH",
-        help="output size, multiples of 32 (default: Lumos-1's bucket for the image)",
+        help="output size, multiples of 32 (default: the built-in model's card, else Lumos-1's "
+        "bucket for the image)",
     )
     a("--fps", type=int, default=12, help="frames per second [12]")
     a("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
@@ -109,12 +126,13 @@ def _size(text: str | None) -> tuple[int, int] | None:
 
 def _check(args: argparse.Namespace) -> tuple[VideoParams, Image.Image]:
     """Validate everything cheap before loading a model; returns (VideoParams, image)."""
+    from packcache_core.builtin import model_defaults
     from packcache_core.generate import SamplingConfig
     from packcache_core.image import ImageError, load_image
     from packcache_core.pipeline import VideoParams
     from packcache_core.policy import make_policy
 
-    if not 2 <= args.frames <= MAX_FRAMES:
+    if args.frames is not None and not 2 <= args.frames <= MAX_FRAMES:
         raise UsageError(f"--frames {args.frames}: must be between 2 and {MAX_FRAMES}")
     if args.steps is not None and not 1 <= args.steps <= 1000:
         raise UsageError(f"--steps {args.steps}: must be between 1 and 1000")
@@ -134,15 +152,23 @@ def _check(args: argparse.Namespace) -> tuple[VideoParams, Image.Image]:
         policy = make_policy(args.cache_policy, **_policy_params(args.policy_param))
     except ValueError as e:
         raise UsageError(f"--cache-policy {args.cache_policy}: {e}") from e
-    steps = args.steps or (8 if args.model.startswith("builtin:") else 50)
+    defaults = model_defaults(args.model)
+    frames = args.frames or 1 + 4 * (defaults.latent_frames - 1)
+    if args.guidance_scale is not None and args.guidance_scale < 0:
+        raise UsageError(f"--guidance-scale {args.guidance_scale}: must be >= 0")
     params = VideoParams(
         prompt=args.prompt,
-        latent_frames=math.ceil((args.frames - 1) / 4) + 1,
+        latent_frames=math.ceil((frames - 1) / 4) + 1,
         fps=args.fps,
         size=_size(args.size),
         seed=args.seed,
         policy=policy,
-        sampling=SamplingConfig(steps=steps, cfg_scale=args.guidance_scale),
+        sampling=SamplingConfig(
+            steps=args.steps or defaults.sampling.steps,
+            cfg_scale=defaults.sampling.cfg_scale
+            if args.guidance_scale is None
+            else args.guidance_scale,
+        ),
     )
     return params, image
 

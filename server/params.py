@@ -97,7 +97,7 @@ def to_video_params(opts: GenerationOptions, settings: Settings) -> VideoParams:
         raise InvalidRequest(
             f"steps {steps} is above this server's limit of {settings.max_steps}", param="steps"
         )
-    guidance = settings.default_guidance_scale
+    guidance = settings.guidance_scale
     if opts.guidance_scale is not None:
         guidance = opts.guidance_scale
     return VideoParams(

@@ -36,7 +36,8 @@ class GenerationOptions(BaseModel):
     size: str | None = Field(
         None,
         pattern=r"^[0-9]{1,5}x[0-9]{1,5}$",
-        description='"WxH", multiples of 32; default: the Lumos-1 bucket of the image',
+        description='"WxH", multiples of 32; default: the model card\'s, else the Lumos-1 '
+        "bucket of the image",
     )
     latent_frames: int | None = Field(None, ge=2, le=1000, description="conditioning included")
     frames: int | None = Field(None, ge=2, le=4000, description="RGB frames (rounded up to 1+4k)")

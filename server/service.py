@@ -69,8 +69,10 @@ async def create(
         raise
     params = to_video_params(opts, rt.settings)
     image = await run_in_threadpool(decode_image, image_bytes, rt.settings, image_param)
-    width, height = params.size or choose_bucket(
-        image.width, image.height, crop_size_list(rt.target_size)
+    width, height = (
+        params.size
+        or rt.default_size
+        or choose_bucket(image.width, image.height, crop_size_list(rt.target_size))
     )
     size = f"{width}x{height}"
     record = _record(job_id, rt.settings.model_name, params, opts.seconds, size)

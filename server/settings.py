@@ -19,7 +19,7 @@ import torch
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from packcache_core.builtin import is_builtin
+from packcache_core.builtin import model_defaults
 
 GiB = 1 << 30
 PolicyName = Literal["full", "sliding", "packcache"]
@@ -43,8 +43,12 @@ class Settings(BaseSettings):
         env_prefix="PACKCACHE_", extra="forbid", hide_input_in_errors=True
     )
 
-    model: str = Field("builtin:tiny-random", description="checkpoint folder or builtin:<name>")
-    tokenizer: str = Field("builtin:patch", description="video tokenizer folder or builtin:patch")
+    model: str = Field("builtin:demo", description="checkpoint folder or builtin:<name>")
+    tokenizer: str | None = Field(
+        None,
+        description="Cosmos DV4x8x8 folder or builtin:<name> (default: the built-in model's own, "
+        "else builtin:patch)",
+    )
     text_tokenizer: str | None = Field(
         None, description="tokenizer.json (default: builtin:bytes for built-in models)"
     )
@@ -112,16 +116,23 @@ class Settings(BaseSettings):
         1280 * 720, ge=32 * 32, description="largest output frame, width * height"
     )
     default_steps: int | None = Field(
-        None, ge=1, description="steps when a request names none (default: 8 built-in, 50 real)"
+        None,
+        ge=1,
+        description="steps when a request names none (default: the built-in model's card, 8 for "
+        "other built-ins, 50 for real checkpoints)",
     )
     default_latent_frames: int | None = Field(
         None,
         ge=2,
-        description="clip length when a request names none (default: 3 = 9 frames built-in, "
-        "7 = 25 frames for real checkpoints)",
+        description="clip length when a request names none (default: the built-in model's card, "
+        "3 = 9 frames for other built-ins, 7 = 25 frames for real checkpoints)",
     )
     fps: int = Field(12, ge=1, le=120, description="frame rate of every output video")
-    default_guidance_scale: float = Field(15.0, ge=0, description="classifier-free guidance")
+    default_guidance_scale: float | None = Field(
+        None,
+        ge=0,
+        description="classifier-free guidance (default: the built-in model's card, else 15)",
+    )
     default_policy: PolicyName = Field("packcache", description="cache policy by default")
     default_policy_params: dict[str, float | int | bool] = Field(
         default_factory=dict, description='its parameters as JSON, e.g. {"window": 4}'
@@ -139,6 +150,11 @@ class Settings(BaseSettings):
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
 
+    @field_validator("tokenizer", "text_tokenizer", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: Any) -> Any:
+        return None if value == "" else value
+
     @field_validator("default_policy_params", mode="before")
     @classmethod
     def _json_dict(cls, value: Any) -> Any:
@@ -154,14 +170,21 @@ class Settings(BaseSettings):
         """Denoising steps for a request that names none."""
         if self.default_steps is not None:
             return self.default_steps
-        return 8 if is_builtin(self.model) else 50
+        return model_defaults(self.model).sampling.steps
 
     @property
     def latent_frames(self) -> int:
         """Clip length for a request that names none."""
         if self.default_latent_frames is not None:
             return self.default_latent_frames
-        return 3 if is_builtin(self.model) else 7
+        return model_defaults(self.model).latent_frames
+
+    @property
+    def guidance_scale(self) -> float:
+        """Classifier-free guidance for a request that names none."""
+        if self.default_guidance_scale is not None:
+            return self.default_guidance_scale
+        return model_defaults(self.model).sampling.cfg_scale
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":

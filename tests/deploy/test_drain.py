@@ -39,6 +39,7 @@ class Served:
             f"ws://127.0.0.1:{port}/v1/videos/stream",
         )
         argv = ["serve", "--port", str(port), "--data-dir", str(data_dir)]
+        argv += ["--model", "builtin:tiny-random"]
         argv += ["--drain-timeout-s", str(drain_timeout_s), "--log-level", "warning"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PACKCACHE_")}
         self.log = (data_dir / "serve.log").open("wb")

@@ -56,7 +56,8 @@ class Served:
         self.log_path = log_dir / f"serve-{self.port}.log"  # never on a filesystem under test
         module = "tests.reliability.inject" if inject else "server.cli"
         argv = [sys.executable, "-m", module, "serve", "--port", str(self.port)]
-        argv += ["--data-dir", str(data_dir), "--log-level", "info", *args]
+        argv += ["--data-dir", str(data_dir), "--log-level", "info"]
+        argv += ["--model", "builtin:tiny-random", *args]  # later flags win
         clean = {k: v for k, v in os.environ.items() if not k.startswith("PACKCACHE_")}
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(

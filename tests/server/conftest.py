@@ -1,4 +1,4 @@
-"""Live servers for the server tests: real uvicorn on 127.0.0.1 with the built-in model.
+"""Live servers for the server tests: real uvicorn on 127.0.0.1 with `builtin:tiny-random`.
 
 What it is: `LiveServer` (create_app + uvicorn.Server in a background thread on a free port,
 waited on until /ready), the module-wide `server` fixture most tests share, and small
@@ -44,6 +44,7 @@ class LiveServer:
 
     def __init__(self, data_dir: Path, **overrides: Any) -> None:
         self.port = free_port()
+        overrides.setdefault("model", "builtin:tiny-random")  # unless a test asks for another
         self.settings = Settings(
             data_dir=data_dir, host="127.0.0.1", port=self.port, log_level="warning", **overrides
         )

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from packcache_core.demo.card import read_card
 from server.cli import build_parser
 from server.settings import Settings
 from tests.server.conftest import free_port
@@ -59,12 +60,18 @@ def test_bad_values_are_refused() -> None:
         settings_from(["--max-running", "0"])
 
 
-def test_defaults_run_the_builtin_model_on_cpu() -> None:
+def test_defaults_run_the_builtin_demo_model_on_cpu_with_its_card() -> None:
     s = Settings()
-    assert (s.model, s.tokenizer, s.steps) == ("builtin:tiny-random", "builtin:patch", 8)
-    assert s.latent_frames == 3
+    card = read_card().defaults
+    assert (s.model, s.tokenizer) == ("builtin:demo", None)  # None: the card's tokenizer
+    assert (s.steps, s.latent_frames) == (card.sampling.steps, card.latent_frames)
+    assert s.guidance_scale == card.sampling.cfg_scale
+    tiny = Settings(model="builtin:tiny-random")
+    assert (tiny.steps, tiny.latent_frames, tiny.guidance_scale) == (8, 3, 15.0)
     real = Settings(model="/ckpt/Lumos-1")
-    assert (real.steps, real.latent_frames) == (50, 7)
+    assert (real.steps, real.latent_frames, real.guidance_scale) == (50, 7, 15.0)
+    assert Settings(default_steps=5, default_guidance_scale=0.0).guidance_scale == 0.0
+    assert Settings(tokenizer="").tokenizer is None  # an empty PACKCACHE_TOKENIZER: the default
     assert str(s.torch_dtype()) in ("torch.float32", "torch.bfloat16")
 
 

@@ -62,6 +62,17 @@ def test_generate_writes_a_decodable_mp4(image: Path, tmp_path: Path) -> None:
     assert frames[0].shape == (64, 128, 3)
 
 
+def test_generate_defaults_to_the_demo_model_and_its_card(image: Path, tmp_path: Path) -> None:
+    """Only an image, a prompt and a file: `builtin:demo` at its card's size and length."""
+    out = tmp_path / "demo.mp4"
+    res = packcache("generate", "--image", str(image), "--prompt", "pan left", "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.startswith("builtin:demo: 128x64, 21 frames (6 latent), 12 steps")
+    with av.open(str(out)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 21 and frames[0].shape == (64, 128, 3)
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

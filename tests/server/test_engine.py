@@ -196,7 +196,7 @@ class HookedPipeline(Pipeline):
 
 def hooked(pipeline: Pipeline, hook: Callable[[str, int], None]) -> Pipeline:
     p = pipeline
-    return HookedPipeline(p.model, p.video_tokenizer, p.text_tokenizer, p.target_size, hook)
+    return HookedPipeline(p.model, p.video_tokenizer, p.text_tokenizer, p.target_size, hook=hook)
 
 
 def boom(prompt: str, n: int) -> None:

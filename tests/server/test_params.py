@@ -12,7 +12,7 @@ from server.params import to_video_params
 from server.schemas import GenerationOptions
 from server.settings import Settings
 
-SETTINGS = Settings(default_policy_params={"window": 3})
+SETTINGS = Settings(model="builtin:tiny-random", default_policy_params={"window": 3})
 
 
 def params(**fields: Any) -> Any:
