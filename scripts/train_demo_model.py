@@ -10,9 +10,11 @@ parameters with the used vocabulary rows), trained with its AR-DF objective
 then cosine decay to a tenth of the peak, gradient clipping at 1. The ids of training clips
 are fixed (batch b holds clips b*B .. b*B+B-1); `--seed` fixes the initial weights, the tube
 masks, the stated durations and which sequences drop their text. Two torch threads by
-default. The weights are written as bf16 safetensors with a model card (`demo.json`) that
-records the command, the time taken and the final loss, every `--save-every` steps and at the
-end.
+default: 1200 steps take about 21 minutes on an idle 2-core machine (the shipped card records
+54 wall minutes because that machine was shared for the first 500 steps; steps 500-950 ran
+nearly alone at 57 steps a minute). The weights are written as bf16 safetensors with a model
+card (`demo.json`) that records the command, the time taken and the final loss, every
+`--save-every` steps and at the end.
 
 What it is not: a general trainer (no data loader, no resume, no mixed precision).
 """
