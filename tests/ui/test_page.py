@@ -124,7 +124,7 @@ def test_an_oversized_upload_shows_an_error(open_page: Any) -> None:
 def test_queue_position_then_cancel_lets_the_next_start(open_page: Any) -> None:
     first, second = open_page(), open_page()  # the server runs one request at a time
     upload(first.page, png_bytes())
-    first.fill_request(API_KEY, 12, 4)
+    first.fill_request(API_KEY, 12, 40)  # long enough to still run when cancelled
     first.page.click("#generate")
     first.wait_state("running")
 
