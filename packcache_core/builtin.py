@@ -113,7 +113,10 @@ def model_defaults(name: str) -> GenerationDefaults:
     return card()[1] if card is not None else QUICK
 
 
-def model_tokenizer(name: str) -> str:
-    """The video tokenizer a model goes with: a built-in model's card's, else `builtin:patch`."""
+def model_tokenizer(name: str) -> str | None:
+    """The video tokenizer a built-in model goes with (its card's, else `builtin:patch`); None
+    for a checkpoint folder, whose Cosmos tokenizer is a separate download."""
+    if not is_builtin(name):
+        return None
     card = CARDS.get(name.removeprefix(PREFIX))
     return card()[0] if card is not None else QUICK_TOKENIZER

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -168,11 +169,18 @@ class Pipeline:
         dtype: torch.dtype = torch.float32,
         target_size: int | None = None,
     ) -> Pipeline:
-        """Load the warm parts. The video tokenizer defaults to the model's own (a built-in
-        model's card; `builtin:patch` otherwise); built-in models use the byte text tokenizer."""
+        """Load the warm parts. The video tokenizer defaults to a built-in model's own (its
+        card's, else `builtin:patch`); a checkpoint folder must name it. Built-in models use
+        the byte text tokenizer."""
         builtin = model.startswith("builtin:")
         tokenizer = tokenizer or model_tokenizer(model)
+        if tokenizer is None and Path(model).is_dir():  # a missing folder: load_model says so
+            raise ValueError(
+                f"{model}: a checkpoint folder needs its video tokenizer: a Cosmos DV4x8x8 "
+                "folder with encoder.jit and decoder.jit (--tokenizer, PACKCACHE_TOKENIZER)"
+            )
         lm = load_model(model, device, dtype)
+        assert tokenizer is not None  # a checkpoint folder that loaded is a folder
         vt = load_video_tokenizer(tokenizer, device=device)
         if vt.n_codes != lm.config.n_codes:
             raise ValueError(

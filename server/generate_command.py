@@ -63,7 +63,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         "--tokenizer",
         default=None,
         help="Cosmos DV4x8x8 folder or builtin:<name> "
-        "[the built-in model's own, else builtin:patch]",
+        "[a built-in model's own; required with a checkpoint folder]",
     )
     a("--text-tokenizer", default=None, help="Chameleon tokenizer.json (real checkpoints)")
     a(

@@ -46,8 +46,8 @@ class Settings(BaseSettings):
     model: str = Field("builtin:demo", description="checkpoint folder or builtin:<name>")
     tokenizer: str | None = Field(
         None,
-        description="Cosmos DV4x8x8 folder or builtin:<name> (default: the built-in model's own, "
-        "else builtin:patch)",
+        description="Cosmos DV4x8x8 folder or builtin:<name> (default: a built-in model's own; "
+        "required with a checkpoint folder)",
     )
     text_tokenizer: str | None = Field(
         None, description="tokenizer.json (default: builtin:bytes for built-in models)"

@@ -28,6 +28,7 @@ from packcache_core.loading import (
     load_checkpoint,
     load_model,
 )
+from packcache_core.pipeline import Pipeline
 from tests.helpers import FIXTURES, write_checkpoint
 
 TINY: dict[str, Any] = dict(
@@ -275,3 +276,12 @@ def test_unknown_builtin() -> None:
 def test_load_model_passes_paths_to_the_checkpoint_loader(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         load_model(str(tmp_path / "nowhere"))
+
+
+def test_a_checkpoint_folder_must_name_its_video_tokenizer(tiny_dir: Path) -> None:
+    with pytest.raises(ValueError, match="needs its video tokenizer: a Cosmos DV4x8x8 folder"):
+        Pipeline.load(str(tiny_dir))
+    with pytest.raises(ValueError, match="has 64000 codes but model"):  # named: it goes on
+        Pipeline.load(str(tiny_dir), "builtin:patch")  # (to this tiny model's 64-code check)
+    with pytest.raises(CheckpointError, match="does not exist"):  # the folder's error first
+        Pipeline.load(str(tiny_dir / "missing"))
