@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import run_repo_script
+
 POLICIES = ("full", "sliding", "packcache")
 FRAME_KEYS = {
     "index",
@@ -38,15 +38,7 @@ POLICY_SUMMARY_KEYS = {
 
 
 def run_script(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / name), "--quick", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
+    return run_repo_script(f"benchmarks/{name}", "--quick", *args, timeout=timeout)
 
 
 def quick_results(name: str, tmp_path: Path) -> tuple[str, dict[str, Any]]:
