@@ -35,7 +35,7 @@ from packcache_core.generate import (
     VideoRequest,
     cache_plan_for,
 )
-from packcache_core.image import fixed_size_preprocess, preprocess_image
+from packcache_core.image import choose_bucket, crop_size_list, fixed_size_preprocess
 from packcache_core.layout import FrameLayout
 from packcache_core.loading import load_model
 from packcache_core.model import LumosTransformer
@@ -191,12 +191,15 @@ class Pipeline:
         size = target_size or (BUILTIN_TARGET_SIZE if builtin else LUMOS_TARGET_SIZE)
         return cls(lm, vt, tt, size, model_defaults(model))
 
-    def prepare(self, image: Image.Image, params: VideoParams) -> Prepared:
+    def output_size(self, width: int, height: int, params: VideoParams) -> tuple[int, int]:
+        """(width, height) of the video for an image of `width` x `height`: the request's size,
+        else the model card's, else the Lumos-1 resolution bucket that keeps most of the image."""
         size = params.size or self.defaults.size
-        if size is None:
-            pixels = preprocess_image(image, self.target_size)
-        else:
-            pixels = fixed_size_preprocess(image, *size)
+        return size or choose_bucket(width, height, crop_size_list(self.target_size))
+
+    def prepare(self, image: Image.Image, params: VideoParams) -> Prepared:
+        size = self.output_size(image.width, image.height, params)
+        pixels = fixed_size_preprocess(image, *size)
         H, W, _ = pixels.shape
         codes = self.video_tokenizer.encode_image(pixels.to(self.model.device))  # (h, w)
         ids = build_prompt_ids(self.text_tokenizer, params.prompt, W, H, params.fps, params.seconds)

@@ -58,8 +58,6 @@ class Runtime:
         self.failure: str | None = None
         self.exit_code: int | None = None  # set when only a restart helps; the runner exits
         self.engine: Engine | None = None
-        self.target_size = 0  # Lumos-1 bucket area for requests without a size
-        self.default_size: tuple[int, int] | None = None  # the model card's (width, height)
         self.metrics = Metrics(registry, str(settings.torch_device()))
         # Set by open(), in the lifespan (they touch the disk):
         self.files: VideoFiles
@@ -128,8 +126,6 @@ class Runtime:
         pipeline = await asyncio.to_thread(
             Pipeline.load, s.model, s.tokenizer, s.text_tokenizer, str(device), dtype
         )
-        self.target_size = pipeline.target_size
-        self.default_size = pipeline.defaults.size
         weights = module_bytes(pipeline.model)
         memory = memory_for(device, weights)
         provisional = s.memory_budget_bytes or memory.free_bytes() or 1 << 62

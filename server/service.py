@@ -18,7 +18,6 @@ from typing import Literal
 
 from fastapi.concurrency import run_in_threadpool
 
-from packcache_core.image import choose_bucket, crop_size_list
 from packcache_core.pipeline import VideoParams
 from server.errors import NotFound, NotReady, Unavailable
 from server.events import JobListener
@@ -69,11 +68,7 @@ async def create(
         raise
     params = to_video_params(opts, rt.settings)
     image = await run_in_threadpool(decode_image, image_bytes, rt.settings, image_param)
-    width, height = (
-        params.size
-        or rt.default_size
-        or choose_bucket(image.width, image.height, crop_size_list(rt.target_size))
-    )
+    width, height = engine.pipeline.output_size(image.width, image.height, params)
     size = f"{width}x{height}"
     record = _record(job_id, rt.settings.model_name, params, opts.seconds, size)
     await run_in_threadpool(rt.store.create, record)
