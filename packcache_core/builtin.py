@@ -104,19 +104,22 @@ def builtin_weights(name: str) -> tuple[LumosConfig, dict[str, torch.Tensor]]:
     return REGISTRY[key]()
 
 
+def _card(name: str) -> tuple[str | None, GenerationDefaults]:
+    """(video tokenizer, defaults) of a model: a built-in model's card, `QUICK` for the other
+    built-ins, (None, Lumos-1's published settings) for a checkpoint folder."""
+    if not is_builtin(name):
+        return None, GenerationDefaults()
+    card = CARDS.get(name.removeprefix(PREFIX))
+    return card() if card is not None else (QUICK_TOKENIZER, QUICK)
+
+
 def model_defaults(name: str) -> GenerationDefaults:
     """What a model does where a request says nothing: a built-in model's card, `QUICK` for
     the other built-ins, Lumos-1's published settings for a checkpoint folder."""
-    if not is_builtin(name):
-        return GenerationDefaults()
-    card = CARDS.get(name.removeprefix(PREFIX))
-    return card()[1] if card is not None else QUICK
+    return _card(name)[1]
 
 
 def model_tokenizer(name: str) -> str | None:
     """The video tokenizer a built-in model goes with (its card's, else `builtin:patch`); None
     for a checkpoint folder, whose Cosmos tokenizer is a separate download."""
-    if not is_builtin(name):
-        return None
-    card = CARDS.get(name.removeprefix(PREFIX))
-    return card()[0] if card is not None else QUICK_TOKENIZER
+    return _card(name)[0]
