@@ -70,6 +70,7 @@ class CacheSpec:
 class HistoryFrame:
     frame: int  # temporal frame index its tokens are rotated for
     local: torch.Tensor  # (n,) sorted frame-local indices held, in slot order (CPU int64)
+    score: torch.Tensor | None = None  # (n,) float32 per held token, for scoring policies
 
 
 def visible_tokens(layout: FrameLayout, masked: torch.Tensor) -> torch.Tensor:
@@ -174,20 +175,35 @@ class KVCache:
     def commit_frame(self, frame: int, visible: torch.Tensor) -> None:
         """Register the frame just written back at `current_start` and pack the history."""
         assert self.used_tokens <= self.spec.capacity_tokens, "cache capacity exceeded"
-        self.history.append(HistoryFrame(frame, torch.arange(self.spec.layout.tokens)))
+        score = self.token_scores() if self.policy.uses_scores else None
+        self.history.append(HistoryFrame(frame, torch.arange(self.spec.layout.tokens), score))
         self.frames_written += 1
         self.pack(visible)
+
+    def token_scores(self) -> torch.Tensor:
+        """(tokens,) float32 on the CPU: the L2 norm of each key of the frame just written
+        (conditional branch), averaged over layers and K/V heads. Rotation keeps norms, so the
+        score does not change when a frame is rebased. One small device-to-host copy per
+        frame, made only for policies that read scores."""
+        s, F = self.current_start, self.spec.layout.tokens
+        norms = torch.stack([k[0, :, s : s + F].float().norm(dim=-1).mean(0) for k in self.k])
+        return norms.mean(0).cpu()
 
     def pack(self, visible: torch.Tensor) -> None:
         """Apply the policy: one gather (and, on rebase, one re-rotation) per layer."""
         layout, A = self.spec.layout, self.spec.anchor_tokens
         newest_first = [h.local for h in reversed(self.history)]
-        keep = list(reversed(self.policy.select(newest_first, layout, visible)))  # oldest first
+        scores = None
+        if self.policy.uses_scores:
+            scores = [h.score for h in reversed(self.history) if h.score is not None]
+        keep = self.policy.select(newest_first, layout, visible, scores)
+        keep = list(reversed(keep))  # oldest first
         src, kept, offset = [], [], A
         for h, k in zip(self.history, keep, strict=True):
             if k is not None:
                 src.append(offset + k)
-                kept.append(HistoryFrame(h.frame, h.local[k]))
+                score = None if h.score is None else h.score[k]
+                kept.append(HistoryFrame(h.frame, h.local[k], score))
             offset += h.local.numel()
         moved = self.policy.rebase and any(h.frame != i for i, h in enumerate(kept, 1))
         if not moved and sum(k.numel() for k in src) == offset - A:
@@ -201,7 +217,7 @@ class KVCache:
         for buf in self.v:
             buf[:, :, A : A + n] = buf.index_select(2, index)
         if self.policy.rebase:
-            kept = [HistoryFrame(i, h.local) for i, h in enumerate(kept, 1)]
+            kept = [HistoryFrame(i, h.local, h.score) for i, h in enumerate(kept, 1)]
         self.history = kept
 
     def _rebase_angles(self, kept: list[HistoryFrame]) -> torch.Tensor:

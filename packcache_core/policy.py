@@ -1,9 +1,12 @@
 """Cache policies: small objects that decide which history tokens stay in a request's KV cache.
 
-What it is: `FullPolicy`, `SlidingPolicy` and `PackCachePolicy` (see
-../shared/reference/packcache-method.md §3). A policy only looks at frame-local token indices
-and returns what to keep; it never touches tensors of keys or values. What it is not: storage
-(`cache.py` moves memory and re-rotates keys) or a scheduler.
+What it is: `FullPolicy`, `SlidingPolicy`, `PackCachePolicy` (the PackCache paper's decay
+budget, with the choices measured in `benchmarks/quality.py`) and `SinkPolicy`, and `POLICIES`,
+the registry every name, parameter and bound is derived from (request fields, settings, CLI
+choices, metric labels, the page). A policy only looks at frame-local token indices (and, if
+it asks, per-token scores the cache computes) and returns what to keep; it never touches
+tensors of keys or values. What it is not: storage (`cache.py` moves memory and re-rotates
+keys) or a scheduler.
 
 Invariant: what a policy keeps of a frame is always a subset of what that frame holds now, so
 packing is a gather from the cache into itself; the four boundary tokens of a kept frame are
@@ -12,10 +15,12 @@ always kept.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 
@@ -25,6 +30,37 @@ from packcache_core.layout import FrameLayout
 # Frame-local index of the tokens outside the grid: image-start, two size tokens, image-end.
 def boundary_mask(local: torch.Tensor, layout: FrameLayout) -> torch.Tensor:
     return (local < 3) | (local == layout.tokens - 1)
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A policy parameter as users set it (REST, CLI, settings): bounds and one line of help.
+    The server's request fields, the CLI's `--policy-param` and the page are derived from
+    these, so a policy's parameters are declared once, on its class."""
+
+    doc: str
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    choices: tuple[str, ...] | None = None
+
+
+def knob(default: Any, doc: str, **bounds: Any) -> Any:
+    """A dataclass field that users may set (see `Knob`)."""
+    return field(default=default, metadata={"knob": Knob(doc, **bounds)})
+
+
+# Knobs several policies share: one declaration each (a fresh field per class).
+def window_knob(default: int) -> Any:
+    return knob(default, "history frames kept", ge=1, le=1000)
+
+
+def budget_knob() -> Any:
+    return knob(1.0, "history memory in frames (1 = a one-frame window's)", gt=0, le=16)
+
+
+def rebase_knob() -> Any:
+    return knob(True, "renumber kept frames to stay in the trained positions")
 
 
 class CachePolicy(Protocol):
@@ -38,8 +74,17 @@ class CachePolicy(Protocol):
         """Renumber retained frames so history stays contiguous in time."""
         ...
 
+    @property
+    def uses_scores(self) -> bool:
+        """Whether `select` reads per-token scores (the cache computes them only then)."""
+        ...
+
     def select(
-        self, frames: Sequence[torch.Tensor], layout: FrameLayout, visible: torch.Tensor
+        self,
+        frames: Sequence[torch.Tensor],
+        layout: FrameLayout,
+        visible: torch.Tensor,
+        scores: Sequence[torch.Tensor] | None = None,
     ) -> list[torch.Tensor | None]:
         """Choose what stays.
 
@@ -49,9 +94,14 @@ class CachePolicy(Protocol):
             layout: frame geometry.
             visible: (layout.tokens,) bool, frame-local tokens that carry content after the
                 AR-DF write-back (boundary tokens and the grid tokens the history mask left).
+            scores: per frame, a (n,) float32 importance of each held token (the cache's
+                `token_scores`), or None where the caller has none (capacity planning, which
+                counts tokens and never looks at which ones).
 
         Returns:
-            Per frame, positions into its tensor to keep (sorted), or None to evict it.
+            Per frame, positions into its tensor to keep (sorted), or None to evict it. How
+            many tokens a frame keeps never depends on `scores`, so the capacity planned
+            without them holds.
         """
         ...
 
@@ -66,9 +116,14 @@ class FullPolicy:
 
     name: str = "full"
     rebase: bool = False
+    uses_scores: bool = False
 
     def select(
-        self, frames: Sequence[torch.Tensor], layout: FrameLayout, visible: torch.Tensor
+        self,
+        frames: Sequence[torch.Tensor],
+        layout: FrameLayout,
+        visible: torch.Tensor,
+        scores: Sequence[torch.Tensor] | None = None,
     ) -> list[torch.Tensor | None]:
         return [_keep_all(f) for f in frames]
 
@@ -77,16 +132,21 @@ class FullPolicy:
 class SlidingPolicy:
     """Anchors plus the newest `window` frames, as written; older frames leave whole (FIFO)."""
 
-    window: int = 1
-    rebase: bool = True
+    window: int = window_knob(1)
+    rebase: bool = rebase_knob()
     name: str = "sliding"
+    uses_scores: bool = False
 
     def __post_init__(self) -> None:
         if self.window < 1:
             raise ValueError(f"sliding window must be >= 1, got {self.window}")
 
     def select(
-        self, frames: Sequence[torch.Tensor], layout: FrameLayout, visible: torch.Tensor
+        self,
+        frames: Sequence[torch.Tensor],
+        layout: FrameLayout,
+        visible: torch.Tensor,
+        scores: Sequence[torch.Tensor] | None = None,
     ) -> list[torch.Tensor | None]:
         return [_keep_all(f) if d <= self.window else None for d, f in enumerate(frames, 1)]
 
@@ -98,22 +158,73 @@ def uniform_subset(m: int, n: int) -> torch.Tensor:
     return torch.div(torch.arange(n) * m, n, rounding_mode="floor")
 
 
+SELECTORS = ("uniform", "knorm")  # PackCachePolicy.selector
+
+
+def choose(
+    n: int, candidates: torch.Tensor, score: torch.Tensor | None, selector: str
+) -> torch.Tensor:
+    """n of the positions `candidates` (sorted), by `selector`: evenly spaced in raster order
+    ("uniform"), or the n whose keys have the smallest norm ("knorm": a small key norm goes
+    with large attention received, as measured for LLM caches by KNorm)."""
+    if selector == "knorm" and score is not None and n < candidates.numel():
+        order = torch.argsort(score[candidates], stable=True)[:n]
+        return candidates[order]
+    return candidates[uniform_subset(candidates.numel(), n)]
+
+
+def _select_frame(
+    local: torch.Tensor,
+    layout: FrameLayout,
+    visible: torch.Tensor,
+    n: int,
+    drop_masked: bool,
+    score: torch.Tensor | None,
+    selector: str,
+) -> torch.Tensor:
+    """Positions to keep of one frame: its boundary tokens and n grid tokens (sorted)."""
+    boundary = boundary_mask(local, layout)
+    candidates = ~boundary
+    if drop_masked:
+        candidates &= visible[local]
+    cand_pos = torch.nonzero(candidates).flatten()
+    chosen = choose(n, cand_pos, score, selector)
+    return torch.cat((torch.nonzero(boundary).flatten(), chosen)).sort().values
+
+
+def _frame_scores(scores: Sequence[torch.Tensor] | None, d: int) -> torch.Tensor | None:
+    return None if scores is None else scores[d - 1]
+
+
+def grid_budget(budget: float, layout: FrameLayout, frames: int) -> float:
+    """Grid tokens that `budget` frames of memory leave for `frames` kept history frames, once
+    each has kept its 4 boundary tokens."""
+    return budget * layout.tokens - 4 * frames
+
+
 @dataclass(frozen=True)
 class PackCachePolicy:
     """W history frames packed by an exponential decay budget (PackCache).
 
-    Frame at distance d keeps `n_d = max(ceil(b_min V), round(budget V rho^min(d, W-1)))` of its
-    V visible grid tokens (at most V), chosen evenly in raster order from what it kept at d - 1,
-    plus its 4 boundary tokens; frames beyond W leave first (FIFO).
+    `budget` is the history's memory in frames: the W frames together hold about `budget *
+    layout.tokens` tokens, boundary tokens included, so `budget=1` costs what a one-frame
+    window costs. Of the B = budget * tokens - 4W grid tokens, each frame first gets its floor
+    f = ceil(b_min V) and the rest is shared by exponential decay: the frame at distance d
+    keeps `n_d = min(V, f + ceil((B - W f) rho^(d-1) / sum_k rho^(k-1)))` of its V candidates
+    (all grid tokens, or only those the history mask left visible with `drop_masked`; what a
+    whole frame cannot take goes to the others by the same weights), chosen by `selector` from
+    what it kept at d - 1, plus its 4 boundary tokens; frames beyond W leave first (FIFO). The
+    ceilings put the history at most W tokens above the budget, and it is below the budget
+    only when every frame is whole or the floors alone exceed it.
     """
 
-    window: int = 4
-    rho: float = 0.5
-    budget: float = 1.0
-    b_min: float = 1 / 8
-    drop_masked: bool = True
-    selector: str = "uniform"
-    rebase: bool = True
+    window: int = window_knob(4)
+    rho: float = knob(0.5, "packcache: decay of the token budget per frame of distance", gt=0, le=1)
+    budget: float = budget_knob()
+    b_min: float = knob(1 / 8, "packcache: floor per frame, a share of its tokens", ge=0, le=1)
+    drop_masked: bool = knob(False, "packcache: never keep the history mask's MASK tokens")
+    selector: str = knob("uniform", "packcache: which tokens stay", choices=SELECTORS)
+    rebase: bool = rebase_knob()
     name: str = "packcache"
 
     def __post_init__(self) -> None:
@@ -123,50 +234,171 @@ class PackCachePolicy:
             raise ValueError(f"packcache rho must be in (0, 1], got {self.rho}")
         if self.budget <= 0 or not 0 <= self.b_min <= 1:
             raise ValueError("packcache budget must be > 0 and b_min in [0, 1]")
-        if self.selector != "uniform":
-            raise ValueError(f"unknown packcache selector {self.selector!r} (available: uniform)")
+        if self.selector not in SELECTORS:
+            raise ValueError(
+                f"unknown packcache selector {self.selector!r} (available: {', '.join(SELECTORS)})"
+            )
+
+    @property
+    def uses_scores(self) -> bool:
+        return self.selector != "uniform"
 
     def visible_count(self, layout: FrameLayout, visible: torch.Tensor) -> int:
         if not self.drop_masked:
             return layout.grid_tokens
         return int(visible.sum()) - 4
 
-    def frame_budget(self, d: int, v: int) -> int:
-        """Grid tokens kept by a frame at distance d (1 = newest) with v visible tokens."""
-        decayed = round(self.budget * v * self.rho ** min(d, self.window - 1))
-        return min(v, max(math.ceil(self.b_min * v), decayed))
+    def frame_budgets(self, v: int, layout: FrameLayout) -> list[int]:
+        """Grid tokens kept by the frames at distance 1 .. W with v candidates each: floors,
+        then the rest of the budget by decay weight, a share that would overfill a frame
+        going to the frames not yet whole (water-filling), each share rounded up."""
+        W = self.window
+        floor = min(v, math.ceil(self.b_min * v))
+        extra = [0.0] * W
+        rest = grid_budget(self.budget, layout, W) - W * floor
+        open_ = list(range(W))
+        while rest > 1e-9 and open_:
+            weights = sum(self.rho**d for d in open_)
+            for d in open_:
+                extra[d] += rest * self.rho**d / weights
+            rest = sum(max(0.0, extra[d] - (v - floor)) for d in open_)
+            for d in open_:
+                extra[d] = min(extra[d], v - floor)
+            open_ = [d for d in open_ if extra[d] < v - floor]
+        return [min(v, floor + math.ceil(e - 1e-9)) for e in extra]
+
+    def frame_budget(self, d: int, v: int, layout: FrameLayout) -> int:
+        """Grid tokens kept by a frame at distance d (1 = newest) with v candidates."""
+        return self.frame_budgets(v, layout)[d - 1]
 
     def select(
-        self, frames: Sequence[torch.Tensor], layout: FrameLayout, visible: torch.Tensor
+        self,
+        frames: Sequence[torch.Tensor],
+        layout: FrameLayout,
+        visible: torch.Tensor,
+        scores: Sequence[torch.Tensor] | None = None,
     ) -> list[torch.Tensor | None]:
         v = self.visible_count(layout, visible)
+        budgets = self.frame_budgets(v, layout)
         out: list[torch.Tensor | None] = []
         for d, local in enumerate(frames, 1):
             if d > self.window:
                 out.append(None)
                 continue
-            boundary = boundary_mask(local, layout)
-            candidates = ~boundary
-            if self.drop_masked:
-                candidates &= visible[local]
-            cand_pos = torch.nonzero(candidates).flatten()  # positions of grid candidates
-            chosen = cand_pos[uniform_subset(cand_pos.numel(), self.frame_budget(d, v))]
-            keep = torch.cat((torch.nonzero(boundary).flatten(), chosen))
-            out.append(keep.sort().values)
+            n = budgets[d - 1]
+            score = _frame_scores(scores, d)
+            out.append(
+                _select_frame(local, layout, visible, n, self.drop_masked, score, self.selector)
+            )
         return out
+
+
+@dataclass(frozen=True)
+class SinkPolicy:
+    """Attention sink and window: the first `sink` generated frames stay for good, the newest
+    `window` frames slide, and together they hold `budget` frames of memory, shared evenly
+    (each cut to the same number of evenly spaced grid tokens); frames between leave.
+
+    Text and the conditioning frame are anchors for every policy, so this is the sink beyond
+    them: the start of the generated video, as StreamingLLM keeps the first tokens."""
+
+    sink: int = knob(1, "sink: first generated frames kept for good", ge=1, le=1000)
+    window: int = window_knob(1)
+    budget: float = budget_knob()
+    rebase: bool = rebase_knob()
+    name: str = "sink"
+    uses_scores: bool = False
+
+    def __post_init__(self) -> None:
+        if self.sink < 1 or self.window < 1 or self.budget <= 0:
+            raise ValueError("sink and window must be >= 1 and budget > 0")
+
+    def select(
+        self,
+        frames: Sequence[torch.Tensor],
+        layout: FrameLayout,
+        visible: torch.Tensor,
+        scores: Sequence[torch.Tensor] | None = None,
+    ) -> list[torch.Tensor | None]:
+        kept = self.sink + self.window
+        n = math.ceil(grid_budget(self.budget, layout, kept) / kept)
+        n = min(layout.grid_tokens, max(0, n))
+        oldest = len(frames) - self.sink  # frames[oldest:] are the sink
+        return [
+            _select_frame(f, layout, visible, n, False, None, "uniform")
+            if d <= self.window or d > oldest
+            else None
+            for d, f in enumerate(frames, 1)
+        ]
 
 
 POLICIES: dict[str, type] = {
     "full": FullPolicy,
     "sliding": SlidingPolicy,
     "packcache": PackCachePolicy,
+    "sink": SinkPolicy,
 }
+
+
+def policy_knobs(name: str | None = None) -> dict[str, tuple[type, Knob]]:
+    """The parameters users may set, with their type: of policy `name`, or of every registered
+    policy (a parameter several policies share has one type there)."""
+    out: dict[str, tuple[type, Knob]] = {}
+    for cls in [POLICIES[name]] if name is not None else POLICIES.values():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            k = f.metadata.get("knob")
+            if k is None:
+                continue
+            assert out.get(f.name, (hints[f.name],))[0] == hints[f.name], f"{f.name}: two types"
+            out.setdefault(f.name, (hints[f.name], k))
+    return out
+
+
+def parse_knob(key: str, raw: str) -> object:
+    """A parameter's value from text (CLI, benchmark specs), by the parameter's type."""
+    knobs = policy_knobs()
+    if key not in knobs:
+        raise ValueError(f"no cache policy has a parameter {key!r}; parameters: {', '.join(knobs)}")
+    kind = knobs[key][0]
+    text = raw.strip()
+    if kind is bool:
+        if text.lower() not in ("true", "false"):
+            raise ValueError(f"{key}={raw}: expected true or false")
+        return text.lower() == "true"
+    try:
+        return kind(text)
+    except ValueError as e:
+        raise ValueError(f"{key}={raw}: expected {kind.__name__}") from e
+
+
+def policy_from_spec(spec: str) -> CachePolicy:
+    """`name` or `name:key=value,...`, e.g. `packcache:selector=knorm,window=8`."""
+    name, _, rest = spec.partition(":")
+    params = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        params[key.strip()] = parse_knob(key.strip(), value)
+    return make_policy(name.strip(), **params)
+
+
+def known_policy(name: str) -> str:
+    """`name` if a policy is registered under it, else ValueError naming those that are."""
+    if name not in POLICIES:
+        raise ValueError(f"unknown cache policy {name!r}; available: {', '.join(POLICIES)}")
+    return name
 
 
 def make_policy(name: str, **params: object) -> CachePolicy:
     """Policy by name with its parameters; unknown names and parameters raise ValueError."""
-    if name not in POLICIES:
-        raise ValueError(f"unknown cache policy {name!r}; available: {', '.join(POLICIES)}")
+    known_policy(name)
+    knobs = policy_knobs(name)
+    unknown = sorted(set(params) - set(knobs))
+    if unknown:
+        raise ValueError(
+            f"bad parameters for cache policy {name!r}: {', '.join(unknown)} "
+            f"(its parameters: {', '.join(knobs)})"
+        )
     try:
         policy: CachePolicy = POLICIES[name](**params)
         return policy

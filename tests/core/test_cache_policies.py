@@ -19,9 +19,11 @@ from packcache_core.policy import (
     CachePolicy,
     FullPolicy,
     PackCachePolicy,
+    SinkPolicy,
     SlidingPolicy,
     boundary_mask,
     make_policy,
+    policy_from_spec,
 )
 from packcache_core.rope import RotaryTables, apply_rotary, rerotate
 
@@ -33,6 +35,10 @@ POLICIES: list[CachePolicy] = [
     PackCachePolicy(window=2),
     PackCachePolicy(drop_masked=False, b_min=0.3),
     PackCachePolicy(window=3, rho=0.7, budget=0.5, rebase=False),
+    PackCachePolicy(drop_masked=True),
+    PackCachePolicy(selector="knorm", budget=2.0),
+    SinkPolicy(),
+    SinkPolicy(sink=2, window=2, budget=2.0, rebase=False),
 ]
 LAYOUT = FrameLayout(4, 8)
 FRAMES = 9  # latent frames, conditioning included
@@ -92,8 +98,16 @@ def test_invariants(model: LumosTransformer, policy: CachePolicy) -> None:
         if isinstance(policy, PackCachePolicy):
             v = policy.visible_count(spec.layout, gen.visible)
             grid = [int((~boundary_mask(h.local, spec.layout)).sum()) for h in reversed(c.history)]
-            assert grid == [policy.frame_budget(d, v) for d in range(1, len(grid) + 1)]
+            assert grid == [policy.frame_budget(d, v, spec.layout) for d in range(1, len(grid) + 1)]
             assert len(c.history) <= policy.window
+        if isinstance(policy, SinkPolicy):
+            assert len(c.history) <= policy.sink + policy.window
+            if policy.rebase:
+                assert r.frame_position <= policy.sink + policy.window + 1
+            if c.frames_written > policy.sink + policy.window:  # the first frames stay
+                assert [h.frame for h in c.history[: policy.sink]] == (
+                    list(range(1, policy.sink + 1))
+                )
 
     out = run(model, policy, check=check)
     assert [r.index for r in out] == list(range(1, FRAMES))
@@ -121,19 +135,67 @@ def test_packcache_capacity_does_not_depend_on_length(model: LumosTransformer) -
 
 
 def test_packcache_capacity_formula() -> None:
-    """anchors + sum(n_d) + 4W boundary tokens + one frame (packcache-method.md §3)."""
+    """Floors, then the rest of `budget` frames by decay; history = sum(n_d) + 4W."""
     lay = FrameLayout(48, 84)
     masked = history_mask_positions(lay.grid_tokens, 0.7)
     vis = visible_tokens(lay, masked)
     p = PackCachePolicy()
     v = p.visible_count(lay, vis)
-    assert v == 1224  # 30% of 4080 grid tokens survive the AR-DF history mask
-    budgets = [p.frame_budget(d, v) for d in range(1, 5)]
-    assert budgets == [612, 306, 153, 153] and sum(budgets) == v
+    assert v == 4080  # masked tokens are kept by default: every grid token is a candidate
+    assert PackCachePolicy(drop_masked=True).visible_count(lay, vis) == 1224  # 30% survive
+    # floor ceil(4080 / 8) = 510 each; (4084 - 16 - 4 * 510) = 2028 shared 8:4:2:1
+    budgets = [p.frame_budget(d, v, lay) for d in range(1, 5)]
+    assert budgets == [510 + 1082, 510 + 541, 510 + 271, 510 + 136]
     assert simulate_history(p, lay, vis, write_backs=20) == sum(budgets) + 4 * 4
     cfg = load_model("builtin:tiny-random", device="meta").config
     spec = plan_cache(cfg, 200, lay, p, vis, 20, torch.bfloat16)
     assert spec.capacity_tokens == (200 + 3 + 4084) + sum(budgets) + 16 + 4084
+
+
+@pytest.mark.parametrize("budget", [0.5, 1.0, 2.0, 3.5])
+@pytest.mark.parametrize("layout", [FrameLayout(4, 8), FrameLayout(8, 16), FrameLayout(24, 44)])
+def test_budget_is_history_memory_in_frames(budget: float, layout: FrameLayout) -> None:
+    """`budget` frames of memory, at most W tokens over; equal memory to a window is one knob."""
+    vis = visible_tokens(layout, history_mask_positions(layout.grid_tokens, 0.7))
+    for spec in (f"packcache:budget={budget}", f"packcache:budget={budget},window=6,rho=0.8"):
+        p = policy_from_spec(spec)
+        held = simulate_history(p, layout, vis, write_backs=30)
+        W = p.window  # type: ignore[attr-defined]
+        floors = W * (4 + math.ceil(p.b_min * layout.grid_tokens))  # type: ignore[attr-defined]
+        target = max(budget * layout.tokens, floors)  # below the floors only if they exceed it
+        assert target <= held <= target + W
+    sink = SinkPolicy(budget=budget, window=2)
+    held = simulate_history(sink, layout, vis, write_backs=30)
+    target = min(budget * layout.tokens, 3 * layout.tokens)  # at most three whole frames
+    assert target <= held <= target + 3
+    window = simulate_history(SlidingPolicy(window=1), layout, vis, write_backs=30)
+    assert window == layout.tokens
+
+
+def test_knorm_keeps_the_smallest_key_norms(model: LumosTransformer) -> None:
+    """What `knorm` keeps of the newest frame are exactly its lowest-scoring grid tokens."""
+    policy = PackCachePolicy(selector="knorm")
+    gen = VideoGeneration(model, request(4), SamplingConfig(steps=1), policy, seed=3)
+    gen.step()  # prefill
+    seen: list[torch.Tensor] = []
+    original = gen.cache.token_scores
+
+    def spy() -> torch.Tensor:
+        seen.append(original())
+        return seen[-1]
+
+    gen.cache.token_scores = spy  # type: ignore[method-assign]
+    gen.step()  # frame 1: written back, scored, packed
+    (h,) = gen.cache.history
+    score = seen[0]
+    grid = torch.nonzero(~boundary_mask(torch.arange(LAYOUT.tokens), LAYOUT)).flatten()
+    n = policy.frame_budget(1, LAYOUT.grid_tokens, LAYOUT)
+    want = grid[torch.argsort(score[grid], stable=True)[:n]].sort().values
+    kept = h.local[~boundary_mask(h.local, LAYOUT)]
+    assert torch.equal(kept, want)
+    assert h.score is not None and torch.equal(h.score, score[h.local])
+    uniform = PackCachePolicy().select([torch.arange(LAYOUT.tokens)], LAYOUT, gen.visible)
+    assert not torch.equal(uniform[0], h.local)  # the selector changed which tokens stay
 
 
 def test_packcache_keeping_everything_equals_full(model: LumosTransformer) -> None:
