@@ -8,10 +8,11 @@ What it does: builds one random-weight model (`configs.py`, default `paper-shape
 conditioning image and one prompt, and for each concurrency R (`--concurrency`, default 1, 2, 4,
 8) two sets of R requests for the same clip, seeds 0 .. R-1, PackCache policy: one stepped
 *interleaved* (a tick is one `step()` of every request in turn: the server with `max_batch` 1),
-one *batched* (a tick is one `batch.step_together` over every request: prefills alone, the
-denoising steps of all of them in one forward; the server's default). All R requests arrive at
-once and run to the end. The two sets advance in lockstep, one tick of each per round, the
-order alternating every round, so that on a shared machine a slow period falls on both.
+one *batched* (a tick is one `batch.tick`, the server's step loop, over every request: prefills
+alone, the denoising steps of all of them in one forward; the server's default). All R
+requests arrive at once and run to the end. The two sets advance in lockstep, one tick of each
+per round, the order alternating every round, so that on a shared machine a slow period falls
+on both.
 
 What is measured: the wall time of every tick (synchronised on CUDA), and inside it, as
 `cache_policies.py` does, the time in attention (every SDPA call), the whole forward, the output
@@ -62,13 +63,13 @@ from benchmarks.report import (
     save,
     save_figure,
 )
-from packcache_core.batch import step_together
+from packcache_core.batch import tick
 from packcache_core.builtin import random_state_dict
 from packcache_core.generate import SamplingConfig, VideoGeneration, VideoRequest
 from packcache_core.host import keep_freed_blocks
 from packcache_core.loading import build_model
 from packcache_core.model import LumosTransformer
-from packcache_core.policy import make_policy
+from packcache_core.policy import POLICIES, make_policy
 
 MODES = ("interleaved", "batched")
 TARGET = 1.5  # issue 10: batched >= 1.5x interleaved at 4 requests, paper-shaped, CPU
@@ -81,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", default="1,2,4,8", help="comma list of request counts")
     p.add_argument("--frames", type=int, default=3, help="latent frames incl. the conditioning")
     p.add_argument("--steps", type=int, help="denoising steps per frame (default: the config's)")
-    p.add_argument("--policy", default="packcache", choices=("full", "sliding", "packcache"))
+    p.add_argument("--policy", default="packcache", choices=list(POLICIES))
     p.add_argument("--device", help="cpu or cuda (default: the config's)")
     p.add_argument("--dtype", choices=sorted(DTYPES), help="default: the config's")
     p.add_argument("--threads", type=int, help="CPU intra-op threads (default 1 on CPU)")
@@ -120,7 +121,7 @@ class Fleet:
         sync(device)
         t0 = time.perf_counter()
         if self.mode == "batched":
-            results = step_together([self.gens[i] for i in active])
+            results = [o.result for o in tick([self.gens[i] for i in active])]
         else:
             results = [self.gens[i].step() for i in active]
         sync(device)
@@ -190,7 +191,7 @@ def warm_up(model: LumosTransformer, cfg: BenchConfig, policy: str) -> None:
         f = fleet(model, cfg, mode, 2, policy)
         for _ in range(2):
             if mode == "batched":
-                step_together(f.gens)
+                tick(f.gens)
             else:
                 for g in f.gens:
                     g.step()

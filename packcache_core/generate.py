@@ -1,10 +1,11 @@
 """AR-DF image-to-video generation, one latent frame after another, with a fixed-size cache.
 
-What it is: `VideoGeneration`, a per-request state machine whose `step()` runs one unit of
-work (the prefill, or one denoising step of the current frame; the last step of a frame also
-writes the frame back and packs the cache), and `generate()`, an iterator that yields each
-finished latent frame. What it is not: a scheduler (the server interleaves `step()` calls of
-many requests) or a video decoder.
+What it is: `VideoGeneration`, a per-request state machine with its units of work: `prefill()`,
+and a denoising step split in two (`prepare_step()` gives its share of a forward,
+`finish_step()` samples from the forward's output; the last step of a frame also writes the
+frame back and packs the cache); `step()` runs the next unit through the one step loop,
+`batch.tick`. Teacher forcing and cache rebuilds use `predict_frame()` and `replay_frame()`.
+What it is not: a scheduler (the server ticks many requests together) or a video decoder.
 
 The two guidance branches run as one batched forward (rows 0 = conditional, 1 = unconditional).
 Per frame, positions, rotary tables and the attention mask are built once for the current
@@ -19,7 +20,6 @@ to the caller.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -77,6 +77,9 @@ class GenerationDefaults:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     size: tuple[int, int] | None = None  # (width, height); None: Lumos-1's bucket of the image
     latent_frames: int = 7  # conditioning frame included; 7 = "24 frames at 12 fps"
+    # cache policy and parameters; {} = the registry's defaults (`policy.py`)
+    cache_policy: str = "packcache"
+    policy_params: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,7 @@ class VideoGeneration:
     policy: CachePolicy = field(default_factory=FullPolicy)
     seed: int = 0
     noise: SamplerNoise | None = None
+    spec: CacheSpec | None = None  # the plan admission made (`cache_plan_for`); None: plan now
     frames_done: int = field(init=False, default=0)  # generated frames finished
 
     def __post_init__(self) -> None:
@@ -165,17 +169,17 @@ class VideoGeneration:
         self.history_masked = masked.to(self.device)
         self.visible = visible_tokens(self.layout, masked)
         self.text_len = len(req.prompt_ids)
-        self.cache = KVCache.allocate(
+        spec = self.spec or plan_cache(
             m.config,
             self.text_len,
             self.layout,
             self.policy,
             self.visible,
-            write_backs=req.latent_frames - 2,
-            rope=self.rope,
-            device=self.device,
-            dtype=self.dtype,
+            req.latent_frames - 2,
+            self.dtype,
         )
+        assert (spec.text_len, spec.layout) == (self.text_len, self.layout), "plan of another"
+        self.cache = KVCache(spec, self.policy, self.rope, self.device, self.dtype)
         self.code_slots = self.layout.code_slots(self.device)
         self.temperature = self.sampling.temperature
         self._frame: _FrameState | None = None
@@ -202,16 +206,15 @@ class VideoGeneration:
     def needs_prefill(self) -> bool:
         return not self._prefilled
 
-    @torch.no_grad()
     def step(self) -> FrameResult | None:
-        """Run the next unit of work; returns the frame it finished, if any."""
+        """Run the next unit of work alone; returns the frame it finished, if any."""
+        from packcache_core.batch import tick  # the step loop drives this class
+
         assert not self.done, "generation already finished"
-        if not self._prefilled:
-            self._prefill()
-            return None
-        inp = self.prepare_step()
-        hidden = self.model.forward_segments(inp.tokens, inp.cos, inp.sin, [inp.segment])
-        return self.finish_step(hidden)
+        (outcome,) = tick([self])
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.result
 
     def prepare_step(self) -> StepInputs:
         """Inputs of the next denoising step (after the prefill), for one forward or a batch."""
@@ -228,9 +231,40 @@ class VideoGeneration:
         assert self._frame is not None, "prepare_step() first"
         return self._denoise_step(self._frame, hidden)
 
+    @torch.no_grad()
+    def predict_frame(self) -> torch.Tensor:
+        """Guided code logits (N, n_codes) float32 of the next frame from the cache alone: the
+        first denoising step's forward (every code MASK), combined as the sampler combines
+        them, without drawing or advancing. With `replay_frame` this is teacher forcing."""
+        if not self._prefilled:
+            self.prefill()
+        inp = self.prepare_step()
+        assert self._frame is not None and self._frame.step == 0, "predict before any step"
+        hidden = self.model.forward_segments(inp.tokens, inp.cos, inp.sin, [inp.segment])
+        out = []
+        for i in range(0, self.code_slots.numel(), SAMPLE_CHUNK):
+            logits = self.model.code_logits(hidden[:, self.code_slots[i : i + SAMPLE_CHUNK]])
+            out.append(
+                torch.sub(logits[0], logits[1]).mul_(self.sampling.cfg_scale).add_(logits[1])
+            )
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def replay_frame(self, codes: torch.Tensor) -> FrameResult:
+        """Finish the next frame with given codes (h, w) instead of sampling them: the same
+        write-back and packing as a sampled frame. Teacher forcing, and rebuilding a cache
+        from a record of finished frames, go through here."""
+        if not self._prefilled:
+            self.prefill()
+        if self._frame is None:
+            self._frame = self._start_frame()
+        self._frame.ids = codes.to(self.device).flatten() + CODE_OFFSET
+        return self._finish_frame(self._frame)
+
     # -- phases ---------------------------------------------------------------------------
 
-    def _prefill(self) -> None:
+    @torch.no_grad()
+    def prefill(self) -> None:
         """Write text + header (causal) and the conditioning frame into both branches."""
         req, dev, P = self.request, self.device, self.cache.spec.prefix_tokens
         header = header_tokens(req.seconds, req.fps)
@@ -340,26 +374,6 @@ class VideoGeneration:
         self.cache.k.clear()
         self.cache.v.clear()
         self.frames_done = self.total_frames
-
-
-def generate(
-    model: LumosTransformer,
-    request: VideoRequest,
-    sampling: SamplingConfig | None = None,
-    policy: CachePolicy | None = None,
-    seed: int = 0,
-) -> Iterator[FrameResult]:
-    """Yield each generated latent frame as soon as it is finished."""
-    gen = VideoGeneration(
-        model, request, sampling or SamplingConfig(), policy or FullPolicy(), seed
-    )
-    try:
-        while not gen.done:
-            result = gen.step()
-            if result is not None:
-                yield result
-    finally:
-        gen.close()
 
 
 def cache_plan_for(

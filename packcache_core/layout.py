@@ -37,6 +37,12 @@ T_STRIDE, HW_STRIDE = 4, 8  # MM-RoPE position strides for Cosmos DV4x8x8
 BOUNDARY = 4  # tokens of a frame that are not grid content: start, two sizes, end
 
 
+def rgb_frames(latent_frames: int, t_stride: int = T_STRIDE) -> int:
+    """RGB frames of a clip of `latent_frames`: 1 + 4 (latent_frames - 1); the inverse of
+    `latent_frames_for`."""
+    return 1 + t_stride * (latent_frames - 1)
+
+
 @dataclass(frozen=True)
 class FrameLayout:
     """Geometry of one latent frame: h x w codes, each row followed by a newline token."""
@@ -97,7 +103,7 @@ class FrameLayout:
         return out
 
 
-def latent_frames_for(num_frames: int, t_stride: int = T_STRIDE) -> int:
+def latent_frames_for(num_frames: float, t_stride: int = T_STRIDE) -> int:
     """Latent frames that cover `num_frames` RGB frames: ceil((N - 1) / 4) + 1 (24 -> 7)."""
     return math.ceil((num_frames - 1) / t_stride) + 1
 

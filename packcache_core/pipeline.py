@@ -5,10 +5,8 @@ turns a request into a `VideoRun`: conditioning image -> resolution bucket -> co
 prompt ids, then one `step()` at a time, decoding each finished latent frame to RGB at once.
 What it is not: a scheduler or a server; nothing here knows about threads, HTTP or metrics.
 
-Several runs can share a denoising forward: `prepare_step()` on each, one
-`batch.forward_together` over their inputs, then `finish_step()` on each with its hidden states
-(sampling, write-back and decoding stay per run). `step()` is that path for one run alone, so a
-run gives the same frames either way.
+Several runs can share a denoising forward: `batch.tick` over them (the server's engine does);
+`step()` is a tick of one run alone, so a run gives the same frames either way.
 
 Invariant: everything a request needs in memory is known from `plan()` before `start()`
 allocates it; `step_memory()` says how its transient memory adds up in a shared forward.
@@ -16,14 +14,13 @@ allocates it; `step_memory()` says how its transient memory adds up in a shared 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from packcache_core.batch import forward_together
+from packcache_core.batch import tick
 from packcache_core.builtin import model_defaults, model_tokenizer
 from packcache_core.cache import CacheSpec
 from packcache_core.generate import (
@@ -36,7 +33,7 @@ from packcache_core.generate import (
     cache_plan_for,
 )
 from packcache_core.image import choose_bucket, crop_size_list, fixed_size_preprocess
-from packcache_core.layout import FrameLayout
+from packcache_core.layout import FrameLayout, rgb_frames
 from packcache_core.loading import load_model
 from packcache_core.model import LumosTransformer
 from packcache_core.policy import CachePolicy, FullPolicy
@@ -64,7 +61,7 @@ class VideoParams:
     @property
     def num_frames(self) -> int:
         """RGB frames in the output: 1 + 4 (latent_frames - 1)."""
-        return 1 + 4 * (self.latent_frames - 1)
+        return rgb_frames(self.latent_frames)
 
     @property
     def seconds(self) -> int:
@@ -91,7 +88,6 @@ class FrameOutput:
 
     result: FrameResult
     rgb: torch.Tensor  # (n, H, W, 3) uint8: 4 frames per generated latent frame
-    decode_seconds: float
 
 
 class VideoRun:
@@ -113,9 +109,16 @@ class VideoRun:
         return self.decoder.push(self._first_codes)
 
     @property
+    def model(self) -> LumosTransformer:
+        return self.generation.model
+
+    @property
     def needs_prefill(self) -> bool:
         """The next unit of work is the prefill, which runs alone (prompts differ in length)."""
         return self.generation.needs_prefill
+
+    def prefill(self) -> None:
+        self.generation.prefill()
 
     @property
     def layout(self) -> FrameLayout:
@@ -123,13 +126,12 @@ class VideoRun:
         return self.generation.layout
 
     def step(self) -> FrameOutput | None:
-        """One unit of work alone: the prefill, or a denoising step (decoding the frame it
-        finishes, if any)."""
-        if self.generation.needs_prefill:
-            self.generation.step()
-            return None
-        (hidden,) = forward_together(self.generation.model, [self.prepare_step()])
-        return self.finish_step(hidden)
+        """One unit of work alone (`batch.tick`): the prefill, or a denoising step (decoding
+        the frame it finishes, if any)."""
+        (outcome,) = tick([self])
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.result
 
     def prepare_step(self) -> StepInputs:
         """The next denoising step's inputs: this run's share of a (batched) forward."""
@@ -140,9 +142,8 @@ class VideoRun:
         result = self.generation.finish_step(hidden)
         if result is None:
             return None
-        t0 = time.perf_counter()
         rgb = self.decoder.push(result.codes.to(self._first_codes.device))
-        return FrameOutput(result, rgb, time.perf_counter() - t0)
+        return FrameOutput(result, rgb)
 
     def close(self) -> None:
         self.generation.close()
@@ -214,9 +215,10 @@ class Pipeline:
         """Estimated transient memory of one step of a request planned as `spec`."""
         return step_memory(self.model, spec)
 
-    def start(self, prepared: Prepared) -> VideoRun:
+    def start(self, prepared: Prepared, spec: CacheSpec | None = None) -> VideoRun:
+        """Allocate the request's cache (as `spec`, the plan admission made, when given)."""
         p = prepared.params
-        gen = VideoGeneration(self.model, prepared.request, p.sampling, p.policy, p.seed)
+        gen = VideoGeneration(self.model, prepared.request, p.sampling, p.policy, p.seed, spec=spec)
         return VideoRun(
             gen,
             self.video_tokenizer.stream_decoder(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from packcache_core.batch import step_together
+from packcache_core.batch import tick
 from packcache_core.generate import SamplingConfig, VideoGeneration, VideoRequest
 from packcache_core.layout import FrameLayout
 from packcache_core.loading import load_model
@@ -40,14 +40,44 @@ def run_alone(gen: VideoGeneration) -> list[torch.Tensor]:
 def run_batched(gens: list[VideoGeneration], stagger: int) -> list[list[torch.Tensor]]:
     """Requests join one after another (`stagger` units apart) and leave when done."""
     out: list[list[torch.Tensor]] = [[] for _ in gens]
-    tick = 0
+    n = 0
     while any(not g.done for g in gens):
-        active = [i for i, g in enumerate(gens) if not g.done and i * stagger <= tick]
-        for i, r in zip(active, step_together([gens[i] for i in active]), strict=True):
+        active = [i for i, g in enumerate(gens) if not g.done and i * stagger <= n]
+        for i, r in zip(active, [o.result for o in tick([gens[i] for i in active])], strict=True):
             if r is not None:
                 out[i].append(r.codes)
-        tick += 1
+        n += 1
     return out
+
+
+def test_a_failing_run_fails_alone(model: LumosTransformer) -> None:
+    """One run's broken step (its own part, or a batched forward it poisons) is its outcome
+    only: the others' tokens are what they get alone, and the forward is retried per run."""
+    lay = FrameLayout(4, 8)
+    alone = [run_alone(generation(model, i, lay)) for i in (0, 3)]
+    gens = [generation(model, i, lay) for i in (0, 3, 6)]
+    bad = gens[2]
+    tick(gens)  # prefills
+    good_prepare = bad.prepare_step
+
+    def poisoned():  # type: ignore[no-untyped-def]
+        inp = good_prepare()
+        return inp._replace(tokens=inp.tokens[:, :-1])  # a wrong shape breaks the forward
+
+    bad.prepare_step = poisoned  # type: ignore[method-assign]
+    outcomes = tick(gens)
+    assert [o.error is None for o in outcomes] == [True, True, False]
+    assert [o.batch for o in outcomes[:2]] == [1, 1]  # retried alone after the forward failed
+    assert len({o.forward for o in outcomes[:2]}) == 2
+    out: list[list[torch.Tensor]] = [[], []]
+    while not (gens[0].done and gens[1].done):
+        live = [i for i in (0, 1) if not gens[i].done]
+        for i, o in zip(live, tick([gens[i] for i in live]), strict=True):
+            assert o.error is None and (o.batch == len(live))
+            if o.result is not None:
+                out[i].append(o.result.codes)
+    for want, got in zip(alone, out, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
 
 
 @pytest.mark.parametrize("concurrency", [1, 2, 4, 8])
