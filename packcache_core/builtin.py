@@ -62,28 +62,38 @@ def _tiny_random() -> tuple[LumosConfig, dict[str, torch.Tensor]]:
     return TINY_RANDOM, random_state_dict(TINY_RANDOM, seed=1234)
 
 
-def _demo() -> tuple[LumosConfig, dict[str, torch.Tensor]]:
-    from packcache_core.demo.card import load_demo
+def _trained(name: str) -> Callable[[], tuple[LumosConfig, dict[str, torch.Tensor]]]:
+    def load() -> tuple[LumosConfig, dict[str, torch.Tensor]]:
+        from packcache_core.demo.card import WEIGHTS_DIR, load_demo
 
-    return load_demo()
+        return load_demo(WEIGHTS_DIR, name)
 
-
-@functools.cache
-def _demo_card() -> tuple[str, GenerationDefaults]:
-    from packcache_core.demo.card import read_card
-
-    card = read_card()
-    return card.tokenizer, card.defaults
+    return load
 
 
+def _card_of(name: str) -> Callable[[], tuple[str, GenerationDefaults]]:
+    @functools.cache
+    def card() -> tuple[str, GenerationDefaults]:
+        from packcache_core.demo.card import WEIGHTS_DIR, read_card
+
+        c = read_card(WEIGHTS_DIR, name)
+        return c.tokenizer, c.defaults
+
+    return card
+
+
+# Trained on synthetic clips; each ships packcache_core/builtin/<name>.{json,safetensors}.
+# demo: 6 latent frames of pans, zooms and objects; demo-long: up to 16 latent frames whose
+# content needs memory (`packcache_core/demo/long.py`), the quality benchmark's test bed.
+TRAINED = ("demo", "demo-long")
 # name -> factory of (config, float32 state dict)
 REGISTRY: dict[str, Callable[[], tuple[LumosConfig, dict[str, torch.Tensor]]]] = {
     "tiny-random": _tiny_random,
-    "demo": _demo,  # trained on synthetic clips; ships packcache_core/builtin/demo.*
+    **{name: _trained(name) for name in TRAINED},
 }
 # name -> (video tokenizer, what the model recommends where a request says nothing)
 CARDS: dict[str, Callable[[], tuple[str, GenerationDefaults]]] = {
-    "demo": _demo_card,
+    name: _card_of(name) for name in TRAINED
 }
 # Built-in models without a card: short clips, few steps (they are for tests and smoke runs)
 QUICK = GenerationDefaults(SamplingConfig(steps=8), latent_frames=3)

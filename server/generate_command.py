@@ -11,7 +11,6 @@ never a traceback; a failed run leaves no partial output file behind.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -25,7 +24,6 @@ if TYPE_CHECKING:  # heavy imports happen inside the command, after argument che
     from packcache_core.pipeline import VideoParams
 
 MAX_FRAMES = 4001  # 1001 latent frames; PackCache keeps memory flat, time grows linearly
-POLICIES = ("full", "sliding", "packcache")
 
 
 class UsageError(Exception):
@@ -33,6 +31,8 @@ class UsageError(Exception):
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    from packcache_core.policy import POLICIES, policy_knobs
+
     a = parser.add_argument
     a("--image", required=True, type=Path, help="conditioning image (JPEG, PNG, WebP, ...)")
     a("--prompt", required=True, help="what should happen in the video")
@@ -45,17 +45,17 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     a(
         "--cache-policy",
-        default="packcache",
+        default=None,
+        choices=list(POLICIES),
         metavar="P",
-        help=f"KV cache policy, one of {', '.join(POLICIES)} [packcache]",
+        help=f"KV cache policy, one of {', '.join(POLICIES)} [the model card's: packcache]",
     )
     a(
         "--policy-param",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="cache policy parameter, repeatable, e.g. window=4, rho=0.5, b_min=0.125, "
-        "drop_masked=false (sliding: window)",
+        help=f"cache policy parameter, repeatable; one of {', '.join(policy_knobs())}",
     )
     a("--seed", type=int, default=0, help="sampling seed; same seed, same video [0]")
     a("--model", default="builtin:demo", help="checkpoint folder or builtin:<name> [builtin:demo]")
@@ -97,45 +97,28 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _policy_params(pairs: list[str]) -> dict[str, object]:
+    from packcache_core.policy import parse_knob
+
     params: dict[str, object] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise UsageError(f"--policy-param {pair!r}: expected KEY=VALUE")
-        low = raw.strip().lower()
-        value: object
-        if low in ("true", "false"):
-            value = low == "true"
-        else:
-            try:
-                value = int(raw) if raw.strip().lstrip("-").isdigit() else float(raw)
-            except ValueError as e:
-                raise UsageError(f"--policy-param {pair!r}: value is not a number") from e
-        params[key.strip()] = value
+        try:
+            params[key.strip()] = parse_knob(key.strip(), raw)
+        except ValueError as e:
+            raise UsageError(f"--policy-param {pair!r}: {e}") from e
     return params
 
 
-def _size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    w, sep, h = text.lower().partition("x")
-    if not sep or not w.isdigit() or not h.isdigit() or int(w) % 32 or int(h) % 32:
-        raise UsageError(f"--size {text!r}: expected WxH with multiples of 32, e.g. 128x64")
-    return int(w), int(h)
-
-
 def _check(args: argparse.Namespace) -> tuple[VideoParams, Image.Image]:
-    """Validate everything cheap before loading a model; returns (VideoParams, image)."""
+    """Validate everything cheap before loading a model; returns (VideoParams, image). The
+    rules and defaults are the server's: the core's one resolver (`request.resolve`)."""
     from packcache_core.builtin import model_defaults
-    from packcache_core.generate import SamplingConfig
     from packcache_core.image import ImageError, load_image
-    from packcache_core.pipeline import VideoParams
-    from packcache_core.policy import make_policy
+    from packcache_core.layout import latent_frames_for
+    from packcache_core.request import Ask, Limits, RequestError, resolve
 
-    if args.frames is not None and not 2 <= args.frames <= MAX_FRAMES:
-        raise UsageError(f"--frames {args.frames}: must be between 2 and {MAX_FRAMES}")
-    if args.steps is not None and not 1 <= args.steps <= 1000:
-        raise UsageError(f"--steps {args.steps}: must be between 1 and 1000")
     if not 1 <= args.fps <= 120:
         raise UsageError(f"--fps {args.fps}: must be between 1 and 120")
     if args.output.suffix.lower() != ".mp4":
@@ -148,28 +131,24 @@ def _check(args: argparse.Namespace) -> tuple[VideoParams, Image.Image]:
         image = load_image(args.image, max_pixels=100_000_000, max_bytes=200 << 20)
     except ImageError as e:
         raise UsageError(f"--image {args.image}: {e}") from e
-    try:
-        policy = make_policy(args.cache_policy, **_policy_params(args.policy_param))
-    except ValueError as e:
-        raise UsageError(f"--cache-policy {args.cache_policy}: {e}") from e
-    defaults = model_defaults(args.model)
-    frames = args.frames or 1 + 4 * (defaults.latent_frames - 1)
-    if args.guidance_scale is not None and args.guidance_scale < 0:
-        raise UsageError(f"--guidance-scale {args.guidance_scale}: must be >= 0")
-    params = VideoParams(
+    ask = Ask(
         prompt=args.prompt,
-        latent_frames=math.ceil((frames - 1) / 4) + 1,
-        fps=args.fps,
-        size=_size(args.size),
+        frames=args.frames,
+        size=args.size,
         seed=args.seed,
-        policy=policy,
-        sampling=SamplingConfig(
-            steps=args.steps or defaults.sampling.steps,
-            cfg_scale=defaults.sampling.cfg_scale
-            if args.guidance_scale is None
-            else args.guidance_scale,
-        ),
+        steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        cache_policy=args.cache_policy,
+        policy_params=_policy_params(args.policy_param),
     )
+    limits = Limits(fps=args.fps, max_latent_frames=latent_frames_for(MAX_FRAMES))
+    try:
+        params = resolve(ask, model_defaults(args.model), limits)
+    except RequestError as e:
+        param = e.param or "frames"
+        value = getattr(args, param, None)
+        flag = f"--{param.replace('_', '-')}" + ("" if value is None else f" {value}")
+        raise UsageError(f"{flag}: {e}") from e
     return params, image
 
 

@@ -12,6 +12,7 @@ the built-in model on a CPU with short clips that finish in seconds.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,9 +21,11 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from packcache_core.builtin import model_defaults
+from packcache_core.generate import GenerationDefaults
+from packcache_core.policy import known_policy
+from packcache_core.request import Limits
 
 GiB = 1 << 30
-PolicyName = Literal["full", "sliding", "packcache"]
 
 
 def _split_list(value: Any) -> Any:
@@ -133,8 +136,13 @@ class Settings(BaseSettings):
         ge=0,
         description="classifier-free guidance (default: the built-in model's card, else 15)",
     )
-    default_policy: PolicyName = Field("packcache", description="cache policy by default")
-    default_policy_params: dict[str, float | int | bool] = Field(
+    default_policy: str | None = Field(
+        None,
+        max_length=64,
+        description="cache policy when a request names none (default: the model card's, else "
+        "packcache with the registry's defaults)",
+    )
+    default_policy_params: dict[str, float | int | bool | str] = Field(
         default_factory=dict, description='its parameters as JSON, e.g. {"window": 4}'
     )
     ws_max_pending_frames: int = Field(
@@ -160,31 +168,46 @@ class Settings(BaseSettings):
     def _json_dict(cls, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
 
+    @field_validator("default_policy")
+    @classmethod
+    def _registered(cls, value: str | None) -> str | None:
+        return None if value is None else known_policy(value)
+
     @property
     def model_name(self) -> str:
         """The name clients send as `model` and see in video objects."""
         return self.served_model_name or self.model
 
     @property
-    def steps(self) -> int:
-        """Denoising steps for a request that names none."""
-        if self.default_steps is not None:
-            return self.default_steps
-        return model_defaults(self.model).sampling.steps
+    def generation_defaults(self) -> GenerationDefaults:
+        """What a request that names nothing gets: the model's card (`model_defaults`), with
+        each `default_*` setting that is set in its place (policy parameters on top of the
+        card's when the policy is the card's)."""
+        card = model_defaults(self.model)
+        sampling = replace(
+            card.sampling,
+            steps=self.default_steps if self.default_steps is not None else card.sampling.steps,
+            cfg_scale=card.sampling.cfg_scale
+            if self.default_guidance_scale is None
+            else self.default_guidance_scale,
+        )
+        policy, params = card.cache_policy, {**card.policy_params, **self.default_policy_params}
+        if self.default_policy is not None and self.default_policy != card.cache_policy:
+            policy, params = self.default_policy, dict(self.default_policy_params)
+        latent = self.default_latent_frames or card.latent_frames
+        return replace(
+            card, sampling=sampling, latent_frames=latent, cache_policy=policy, policy_params=params
+        )
 
     @property
-    def latent_frames(self) -> int:
-        """Clip length for a request that names none."""
-        if self.default_latent_frames is not None:
-            return self.default_latent_frames
-        return model_defaults(self.model).latent_frames
-
-    @property
-    def guidance_scale(self) -> float:
-        """Classifier-free guidance for a request that names none."""
-        if self.default_guidance_scale is not None:
-            return self.default_guidance_scale
-        return model_defaults(self.model).sampling.cfg_scale
+    def limits(self) -> Limits:
+        return Limits(
+            fps=self.fps,
+            max_latent_frames=self.max_latent_frames,
+            max_steps=self.max_steps,
+            max_video_pixels=self.max_video_pixels,
+            max_prompt_chars=self.max_prompt_chars,
+        )
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":

@@ -29,7 +29,17 @@ from packcache_core.generate import GenerationDefaults, SamplingConfig
 from packcache_core.model import LumosTransformer
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "builtin"
-CARD_FILE, WEIGHTS_FILE = "demo.json", "demo.safetensors"
+
+
+def card_file(name: str = "demo") -> str:
+    return f"{name}.json"
+
+
+def weights_file(name: str = "demo") -> str:
+    return f"{name}.safetensors"
+
+
+CARD_FILE, WEIGHTS_FILE = card_file(), weights_file()  # builtin:demo's
 EMBED, EMBED_IDS, HEAD = "model.embed_tokens.weight", "model.embed_tokens.ids", "lm_head.weight"
 
 
@@ -54,6 +64,7 @@ class ModelCard:
             "latent_frames": d.latent_frames,
             "fps": self.fps,
             "sampling": asdict(d.sampling),
+            "cache_policy": {"name": d.cache_policy, "params": d.policy_params},
             "training": self.training,
         }
         return json.dumps(out, indent=2) + "\n"
@@ -62,7 +73,14 @@ class ModelCard:
     def from_json(cls, text: str) -> ModelCard:
         raw = json.loads(text)
         size = (int(raw["size"][0]), int(raw["size"][1])) if raw.get("size") else None
-        defaults = GenerationDefaults(SamplingConfig(**raw["sampling"]), size, raw["latent_frames"])
+        policy = raw.get("cache_policy", {"name": "packcache", "params": {}})
+        defaults = GenerationDefaults(
+            SamplingConfig(**raw["sampling"]),
+            size,
+            raw["latent_frames"],
+            policy["name"],
+            policy["params"],
+        )
         config = LumosConfig.from_hf_dict(raw["config"])
         return cls(config, raw["tokenizer"], defaults, raw["fps"], raw.get("training", {}))
 
@@ -87,14 +105,16 @@ def unpack_state(cfg: LumosConfig, packed: dict[str, torch.Tensor]) -> dict[str,
     return state
 
 
-def save_demo(card: ModelCard, packed: dict[str, torch.Tensor], folder: Path = WEIGHTS_DIR) -> None:
+def save_demo(
+    card: ModelCard, packed: dict[str, torch.Tensor], folder: Path = WEIGHTS_DIR, name: str = "demo"
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(packed, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
-    (folder / CARD_FILE).write_text(card.to_json())
+    save_file(packed, str(folder / weights_file(name)), metadata={"format": "pt"})
+    (folder / card_file(name)).write_text(card.to_json())
 
 
-def read_card(folder: Path = WEIGHTS_DIR) -> ModelCard:
-    path = folder / CARD_FILE
+def read_card(folder: Path = WEIGHTS_DIR, name: str = "demo") -> ModelCard:
+    path = folder / card_file(name)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} is missing: the demo model ships with the package "
@@ -103,7 +123,9 @@ def read_card(folder: Path = WEIGHTS_DIR) -> ModelCard:
     return ModelCard.from_json(path.read_text())
 
 
-def load_demo(folder: Path = WEIGHTS_DIR) -> tuple[LumosConfig, dict[str, torch.Tensor]]:
-    """(config, float32 full state dict) of `builtin:demo` from its shipped files."""
-    card = read_card(folder)
-    return card.config, unpack_state(card.config, load_file(str(folder / WEIGHTS_FILE)))
+def load_demo(
+    folder: Path = WEIGHTS_DIR, name: str = "demo"
+) -> tuple[LumosConfig, dict[str, torch.Tensor]]:
+    """(config, float32 full state dict) of `builtin:<name>` from its shipped files."""
+    card = read_card(folder, name)
+    return card.config, unpack_state(card.config, load_file(str(folder / weights_file(name))))

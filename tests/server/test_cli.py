@@ -64,13 +64,16 @@ def test_defaults_run_the_builtin_demo_model_on_cpu_with_its_card() -> None:
     s = Settings()
     card = read_card().defaults
     assert (s.model, s.tokenizer) == ("builtin:demo", None)  # None: the card's tokenizer
-    assert (s.steps, s.latent_frames) == (card.sampling.steps, card.latent_frames)
-    assert s.guidance_scale == card.sampling.cfg_scale
-    tiny = Settings(model="builtin:tiny-random")
-    assert (tiny.steps, tiny.latent_frames, tiny.guidance_scale) == (8, 3, 15.0)
-    real = Settings(model="/ckpt/Lumos-1")
-    assert (real.steps, real.latent_frames, real.guidance_scale) == (50, 7, 15.0)
-    assert Settings(default_steps=5, default_guidance_scale=0.0).guidance_scale == 0.0
+    assert s.generation_defaults == card
+
+    def summary(settings: Settings) -> tuple[int, int, float, str]:
+        d = settings.generation_defaults
+        return d.sampling.steps, d.latent_frames, d.sampling.cfg_scale, d.cache_policy
+
+    assert summary(Settings(model="builtin:tiny-random")) == (8, 3, 15.0, "packcache")
+    assert summary(Settings(model="/ckpt/Lumos-1")) == (50, 7, 15.0, "packcache")
+    mine = Settings(default_steps=5, default_guidance_scale=0.0, default_policy="sliding")
+    assert summary(mine) == (5, card.latent_frames, 0.0, "sliding")
     assert Settings(tokenizer="").tokenizer is None  # an empty PACKCACHE_TOKENIZER: the default
     assert str(s.torch_dtype()) in ("torch.float32", "torch.bfloat16")
 

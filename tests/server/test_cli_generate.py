@@ -80,8 +80,9 @@ def test_generate_defaults_to_the_demo_model_and_its_card(image: Path, tmp_path:
         (["--image", "README"], "not a recognised image"),
         (["--frames", "1"], "--frames 1"),
         (["--frames", "99999"], "--frames 99999"),
-        (["--cache-policy", "lru"], "unknown cache policy"),
-        (["--policy-param", "windw=3"], "bad parameters"),
+        (["--cache-policy", "lru"], "choose from 'full', 'sliding', 'packcache'"),
+        (["--policy-param", "windw=3"], "parameters: window, "),  # names the valid keys
+        (["--policy-param", "selector=best"], "'best'"),
         (["--size", "100x64"], "--size"),
         (["--model", "builtin:nope"], "unknown built-in model"),
         (["--model", "/no/such/checkpoint"], "does not exist"),

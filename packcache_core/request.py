@@ -1,0 +1,136 @@
+"""One request resolver: what a user asked (REST, websocket, CLI) -> checked `VideoParams`.
+
+What it is: `Ask` (every option a user may give; all but the prompt may be left out),
+`Limits` (what a deployment allows), and `resolve`, which fills what was left out from the
+model's defaults (a built-in model's card, possibly overridden by the deployment), turns seconds
+or RGB frames into latent frames, checks the size, the steps and the policy, and raises
+`RequestError` naming the parameter at fault. The server and `packcache generate` both call it,
+so a rule (the frames formula, the size multiple, a default) has one home. What it is not:
+parsing text (pydantic and argparse do that) or tokenising (`Pipeline.prepare`).
+
+Invariant: every `VideoParams` that `resolve` returns is within its `Limits`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from packcache_core.generate import GenerationDefaults, SamplingConfig
+from packcache_core.image import MAX_RATIO, PATCH
+from packcache_core.layout import latent_frames_for, rgb_frames
+from packcache_core.pipeline import VideoParams
+from packcache_core.policy import make_policy
+
+
+class RequestError(ValueError):
+    """A request the limits or rules refuse; `param` is the option at fault."""
+
+    def __init__(self, message: str, param: str | None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What a user asked for; None (or empty) = the default."""
+
+    prompt: str
+    seconds: float | None = None  # duration (OpenAI's `seconds`)
+    frames: int | None = None  # RGB frames, rounded up to 1 + 4k
+    latent_frames: int | None = None  # conditioning frame included
+    size: str | None = None  # "WxH"
+    seed: int | None = None  # None: a random seed
+    steps: int | None = None
+    guidance_scale: float | None = None
+    cache_policy: str | None = None
+    policy_params: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a deployment allows (the server's settings; the CLI's own bounds)."""
+
+    fps: int = 12
+    max_latent_frames: int = 1001
+    max_steps: int = 1000
+    max_video_pixels: int = 1 << 40
+    max_prompt_chars: int = 100_000
+
+
+def _latent_frames(ask: Ask, defaults: GenerationDefaults, limits: Limits) -> int:
+    given = [n for n in ("seconds", "frames", "latent_frames") if getattr(ask, n) is not None]
+    if len(given) > 1:
+        raise RequestError(f"give at most one of seconds, frames, latent_frames; got {given}", None)
+    if ask.seconds is not None:
+        if ask.seconds <= 0:
+            raise RequestError("seconds must be positive", "seconds")
+        latent = latent_frames_for(limits.fps * ask.seconds)
+    elif ask.frames is not None:
+        latent = latent_frames_for(ask.frames)
+    else:
+        latent = ask.latent_frames or min(defaults.latent_frames, limits.max_latent_frames)
+    if not 2 <= latent <= limits.max_latent_frames:
+        most = limits.max_latent_frames
+        raise RequestError(
+            f"the clip would have {latent} latent frames ({rgb_frames(latent)} frames); "
+            f"this server allows 2 to {most} ({rgb_frames(most)} frames at {limits.fps} fps)",
+            given[0] if given else "latent_frames",
+        )
+    return latent
+
+
+def parse_size(size: str | None, limits: Limits) -> tuple[int, int] | None:
+    """ "WxH" -> (W, H): multiples of 32 within the pixel and aspect limits; None = default."""
+    if size is None:
+        return None
+    w, sep, h = size.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit():
+        raise RequestError(f"size {size!r}: expected WxH, e.g. 128x64", "size")
+    width, height = int(w), int(h)
+    if width < PATCH or height < PATCH or width % PATCH or height % PATCH:
+        raise RequestError(f"size {size}: both sides must be multiples of {PATCH}", "size")
+    if width * height > limits.max_video_pixels:
+        raise RequestError(
+            f"size {size} has {width * height} pixels; this server allows at most "
+            f"{limits.max_video_pixels}",
+            "size",
+        )
+    if max(width, height) / min(width, height) > MAX_RATIO:
+        raise RequestError(f"size {size}: aspect ratio above {MAX_RATIO:g}", "size")
+    return width, height
+
+
+def resolve(ask: Ask, defaults: GenerationDefaults, limits: Limits) -> VideoParams:
+    """Checked `VideoParams` for `ask` (raises `RequestError`)."""
+    if len(ask.prompt) > limits.max_prompt_chars:
+        raise RequestError(
+            f"prompt has {len(ask.prompt)} characters; the limit is {limits.max_prompt_chars}",
+            "prompt",
+        )
+    steps = ask.steps if ask.steps is not None else min(defaults.sampling.steps, limits.max_steps)
+    if steps > limits.max_steps:
+        raise RequestError(
+            f"steps {steps} is above this server's limit of {limits.max_steps}", "steps"
+        )
+    if steps < 1:
+        raise RequestError(f"steps {steps}: must be at least 1", "steps")
+    guidance = defaults.sampling.cfg_scale if ask.guidance_scale is None else ask.guidance_scale
+    if guidance < 0:
+        raise RequestError(f"guidance_scale {guidance}: must be >= 0", "guidance_scale")
+    name, params = ask.cache_policy, dict(ask.policy_params)
+    if name is None:  # the default policy, with the default's parameters under the asked ones
+        name, params = defaults.cache_policy, {**defaults.policy_params, **params}
+    try:
+        policy = make_policy(name, **params)
+    except ValueError as e:
+        raise RequestError(str(e), "cache_policy") from e
+    return VideoParams(
+        prompt=ask.prompt,
+        latent_frames=_latent_frames(ask, defaults, limits),
+        fps=limits.fps,
+        size=parse_size(ask.size, limits),
+        seed=secrets.randbelow(2**31) if ask.seed is None else ask.seed,
+        policy=policy,
+        sampling=SamplingConfig(steps=steps, cfg_scale=guidance),
+    )
