@@ -93,11 +93,11 @@ from packcache_core.builtin import random_state_dict
 from packcache_core.generate import SamplingConfig, VideoGeneration, VideoRequest
 from packcache_core.loading import build_model
 from packcache_core.model import LumosTransformer
-from packcache_core.policy import PackCachePolicy, make_policy
+from packcache_core.policy import POLICIES, PackCachePolicy, make_policy
 from packcache_core.sampling import GeneratorNoise
 from packcache_core.video import load_video_tokenizer
 
-POLICIES = ("full", "sliding", "packcache")
+LANES = ("full", "sliding", "packcache")  # compared by default; any registered policy may run
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PAPER = {"speedup_total": 2.18, "speedup_last": 3.66, "attention_share": 0.75}  # H200, 48 frames
 
@@ -112,7 +112,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=sorted(DTYPES), help="default: the config's")
     p.add_argument("--threads", type=int, help="CPU intra-op threads (default 1 on CPU)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--policies", default=",".join(POLICIES), help="comma list; full first")
+    p.add_argument(
+        "--policies",
+        default=",".join(LANES),
+        help=f"comma list of {', '.join(POLICIES)}; full first",
+    )
     p.add_argument("--no-fidelity", action="store_true", help="skip the teacher-forced lanes")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--plot", type=Path, help="PNG path (default: the JSON path with .png)")

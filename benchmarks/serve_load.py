@@ -56,7 +56,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 from benchmarks import report
 from benchmarks.configs import synthetic_image
 
-POLICIES = ("full", "sliding", "packcache")
+LANES = ("full", "sliding", "packcache")  # compared by default; any registered policy may run
 TRY_AGAIN = 1013  # websocket close code: queue full, starting or shutting down
 
 
@@ -310,7 +310,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="2 clients, 3 s per policy, tiny clips")
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--duration", type=float, default=60.0, help="seconds per policy")
-    p.add_argument("--policies", default=",".join(POLICIES))
+    p.add_argument("--policies", default=",".join(LANES), help="registered cache policies")
     p.add_argument("--size", default="128x128", help="WxH of the clip")
     p.add_argument("--latent-frames", type=int, default=5)
     p.add_argument("--steps", type=int, default=4)

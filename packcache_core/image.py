@@ -127,6 +127,10 @@ def _read_bytes(source: str | Path | bytes, max_bytes: int) -> bytes:
     return data
 
 
+# What uploads may be (Pillow format names; a GIF or TIFF gives its first frame).
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+
+
 def load_image(source: str | Path | bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     """Decode an untrusted image into RGB, refusing anything too large before decoding it.
 
@@ -140,11 +144,12 @@ def load_image(source: str | Path | bytes, max_pixels: int, max_bytes: int) -> I
     """
     data = _read_bytes(source, max_bytes)
     try:
-        img = Image.open(io.BytesIO(data))  # reads the header only
+        img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)  # reads the header only
     except Image.DecompressionBombError as e:
         raise ImageError(f"image has too many pixels ({e})") from e
     except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError
-        raise ImageError("not a recognised image format") from e
+        accepted = ", ".join(IMAGE_FORMATS)
+        raise ImageError(f"not a recognised image format (accepted: {accepted})") from e
     if img.width * img.height > max_pixels:
         raise ImageError(
             f"image is {img.width}x{img.height}, more than the limit of {max_pixels} pixels"

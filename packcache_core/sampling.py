@@ -4,7 +4,8 @@ What it is: classifier-free guidance, a categorical draw per code slot, confiden
 on the cosine schedule, and the reference's Gumbel temperature. What it is not: a forward
 pass, or anything that sees the full 129536-id vocabulary: logits arrive as (.., n_codes).
 
-Equivalence to the reference (lumos1-inference.md §4): the reference draws
+Equivalence to the reference (the official Lumos-1 sampler; its numbers are in
+`tests/fixtures/lumos_ref`): the reference draws
 `torch.multinomial(softmax(logits))` per slot over the whole vocabulary; we draw from the same
 distribution over the code range (everything else has probability 0) by inverting the CDF at
 one uniform per slot, without a per-entry random number or a normalised probability table.

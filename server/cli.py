@@ -68,6 +68,14 @@ def serve(args: argparse.Namespace) -> int:
         ws_max_size=2 * settings.max_upload_bytes + (1 << 20),  # base64 image + JSON
     )
     logging.getLogger("uvicorn.error").addFilter(_no_frames)  # set after uvicorn's own config
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    base = f"http://{host}:{settings.port}"
+    print(
+        f"packcache serve: {settings.model} | page {base}/ | API {base}/v1 (docs {base}/docs) | "
+        f"ready when {base}/ready answers 200",
+        file=sys.stderr,
+        flush=True,
+    )
     return drain.serve(config, app.state.runtime, settings.drain_timeout_s)  # SIGTERM drains
 
 

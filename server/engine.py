@@ -5,12 +5,13 @@ them (image -> codes, prompt -> ids, cache size), lets the scheduler admit them 
 and runs ticks: in each, the scheduler's next batch of running requests (all of them, up to
 `max_batch`, in round-robin order) does one unit of work each, so all of them progress. A
 request's prefill runs alone (prompts differ in length); the denoising steps of the others run
-as one batched forward per frame geometry (`batch.forward_together`: each request's two rows
-attend over its own fixed-size cache), then each request samples, writes back and decodes on
-its own. With `max_batch` 1 a tick is one request's step (round robin, no batching). Each event
-goes to the request's listeners at once (frames as soon as a latent frame decodes). What it is
-not: a web handler (nothing here awaits; routes await `submit`, which the engine answers
-through the caller's event loop) or a writer of files (the recorder listens).
+as one batched forward per frame geometry (the core's step loop, `batch.tick`: each request's
+two rows attend over its own fixed-size cache), then each request samples, writes back and
+decodes on its own; the engine accounts each request's outcome. With `max_batch` 1 a tick is
+one request's step (round robin, no batching). Each event goes to the request's listeners at
+once (frames as soon as a latent frame decodes). What it is not: a web handler (nothing here
+awaits; routes await `submit`, which the engine answers through the caller's event loop) or
+a writer of files (the recorder listens).
 
 Joining and leaving a batch: a newcomer's first tick is its prefill; it joins the batched
 forward in the next tick, at the start of its first frame, and leaves after its last frame (or
@@ -21,8 +22,8 @@ only delay its first frame.
 
 Invariants: device work happens only on the engine thread; a request's cancel flag and deadline
 are checked before every tick, so before each of its steps; a request that fails is finished
-and its cache freed without touching any other request (a batched forward that raises is run
-again one request at a time, so that only the faulty one fails); every accepted request gets
+and its cache freed without touching any other request (`tick` runs a batched forward that
+raises again one request at a time, so that only the faulty one fails); every accepted request gets
 exactly one `Finished` event.
 """
 
@@ -37,8 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
-from packcache_core.batch import forward_together
-from packcache_core.layout import FrameLayout
+from packcache_core.batch import tick
 from packcache_core.pipeline import FrameOutput, Pipeline
 from server.errors import InvalidRequest, Overloaded, ServerError, Unavailable
 from server.events import (
@@ -212,7 +212,7 @@ class Engine:
         try:
             prepared = self.pipeline.prepare(job.sub.image, job.sub.params)
             spec = self.pipeline.plan(prepared)
-            job.prepared, job.cache_bytes = prepared, spec.bytes
+            job.prepared, job.spec = prepared, spec
             job.step_memory = self.pipeline.step_memory(spec)
             decision = self.scheduler.offer(job, self._mean_request_s)
         except ServerError as e:  # can never fit, or the queue is full
@@ -253,7 +253,7 @@ class Engine:
         self.observer.on_start(job.started_at - job.sub.arrived)
         self._publish()
         try:
-            job.run = self.pipeline.start(job.prepared)
+            job.run = self.pipeline.start(job.prepared, job.spec)
             first = job.run.first_rgb()  # (1, H, W, 3)
             job.prepared = None  # the run holds what it needs
         except Exception as e:
@@ -280,78 +280,21 @@ class Engine:
                 self._finish(job, "timeout", "timeout", f"did not finish within {limit:g} s")
 
     def _tick(self, jobs: list[Job]) -> None:
-        """One unit of work for each job: prefills alone, then one forward per frame geometry."""
-        groups: dict[FrameLayout, list[Job]] = {}
-        for job in jobs:
-            assert job.run is not None
-            if job.run.needs_prefill:
-                self._step(job)
-            else:
-                groups.setdefault(job.run.layout, []).append(job)
-        for group in groups.values():
-            if len(group) == 1:
-                self._step(group[0])
-            else:
-                self._step_together(group)
-
-    def _step(self, job: Job) -> None:
-        """One unit of work of one request, alone: its prefill or a denoising step."""
-        assert job.run is not None
-        denoising = not job.run.needs_prefill
+        """One unit of work for each job (`batch.tick`), then each job's outcome accounted."""
+        runs = [job.run for job in jobs]
+        assert all(run is not None for run in runs)
         self.memory.begin_step()
-        t0 = time.perf_counter()
-        try:
-            out = job.run.step()
-        except Exception as e:
-            self._fail_step(job, e)
-            return
-        seconds = time.perf_counter() - t0
-        if denoising:
-            self.observer.on_batch(1)
-        self._stepped(job, out, seconds, self.memory.end_step(job.activation_bytes), denoising)
-
-    def _step_together(self, jobs: list[Job]) -> None:
-        """One denoising step of each job (one frame geometry) with one batched forward.
-
-        A failure of the forward cannot be blamed on one request, so the jobs then step alone
-        and only a faulty one fails. A failure in one job's own part (its inputs, sampling,
-        write-back or decoding) fails that job only. Each job's step time runs from the start
-        of the batch to the end of its own part (what the request waited for its step)."""
-        self.memory.begin_step()
-        t0 = time.perf_counter()
-        members, inputs = [], []
-        for job in jobs:
-            assert job.run is not None
-            try:
-                inputs.append(job.run.prepare_step())
-                members.append(job)
-            except Exception as e:
-                self._fail_step(job, e)
-        if not members:
-            return
-        try:
-            hidden = forward_together(self.pipeline.model, inputs)
-        except Exception:
-            n = len(members)
-            log.warning("a forward of %d requests failed; stepping them alone", n, exc_info=True)
-            for job in members:
-                self._step(job)
-            return
-        self.observer.on_batch(len(members))
-        estimate = tick_bytes([j.step_memory for j in members], len(members))
-        for job, h in zip(members, hidden, strict=True):
-            assert job.run is not None
-            try:
-                out = job.run.finish_step(h)
-            except Exception as e:
-                self._fail_step(job, e)
+        outcomes = tick(runs)  # type: ignore[arg-type]
+        batched = [j.step_memory for j, o in zip(jobs, outcomes, strict=True) if o.batch > 1]
+        for size in {o.forward: o.batch for o in outcomes if o.forward >= 0}.values():
+            self.observer.on_batch(size)
+        for job, o in zip(jobs, outcomes, strict=True):
+            if o.error is not None:
+                log.exception("step of %s failed", job.id, exc_info=o.error)
+                self._finish(job, "failed", "generation_error", f"generation failed: {o.error}")
                 continue
-            seconds = time.perf_counter() - t0
-            self._stepped(job, out, seconds, self.memory.end_step(estimate), True)
-
-    def _fail_step(self, job: Job, error: Exception) -> None:
-        log.exception("step of %s failed", job.id, exc_info=error)
-        self._finish(job, "failed", "generation_error", f"generation failed: {error}")
+            estimate = tick_bytes(batched, len(batched)) if o.batch > 1 else job.activation_bytes
+            self._stepped(job, o.result, o.seconds, self.memory.end_step(estimate), o.denoised)
 
     def _stepped(
         self, job: Job, out: FrameOutput | None, seconds: float, peak: int, denoised: bool

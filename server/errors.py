@@ -137,9 +137,18 @@ async def _on_server_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc)
 
 
+FORM_ROUTES = {("POST", "/v1/videos")}  # bodies are multipart/form-data (an image upload)
+
+
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     message, param = validation_message(exc)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if (request.method, request.url.path) in FORM_ROUTES and kind != "multipart/form-data":
+        message = (
+            f"send this request as multipart/form-data (the image in `input_reference`), "
+            f"not {kind or 'a body without a content type'}; {message}"
+        )
     return error_response(InvalidRequest(message, param=param))
 
 

@@ -64,6 +64,11 @@ class Frame:
     cache_bytes_used: int | None = None  # KV bytes holding tokens after its write-back
 
 
+def percent(steps_done: int, total_steps: int) -> int:
+    """Progress in whole percent, 100 only when every step is done."""
+    return 100 * steps_done // max(1, total_steps)
+
+
 @dataclass(frozen=True)
 class Progress:
     steps_done: int
@@ -71,7 +76,7 @@ class Progress:
 
     @property
     def percent(self) -> int:
-        return 100 * self.steps_done // max(1, self.total_steps)
+        return percent(self.steps_done, self.total_steps)
 
 
 @dataclass(frozen=True)

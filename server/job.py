@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from packcache_core.cache import CacheSpec
 from packcache_core.pipeline import Prepared, StepMemory, VideoParams, VideoRun
 from server.events import FinalStatus, FrameStats, JobListener, RequestStats
 
@@ -49,7 +50,7 @@ class Job:
     reply: asyncio.Future[Admission] | None = None
     cancel_requested: FinalStatus | None = None  # "cancelled" or "timeout"
     prepared: Prepared | None = None
-    cache_bytes: int = 0
+    spec: CacheSpec | None = None  # the cache planned at admission; allocation uses it
     step_memory: StepMemory = field(default_factory=lambda: StepMemory(0, 0, 0))  # estimated
     run: VideoRun | None = None
     started_at: float | None = None
@@ -60,6 +61,11 @@ class Job:
     step_seconds: float = 0.0
     peak_bytes: int = 0
     frame_peak_bytes: int = 0
+
+    @property
+    def cache_bytes(self) -> int:
+        """The request's fixed KV cache (0 before it is planned)."""
+        return 0 if self.spec is None else self.spec.bytes
 
     @property
     def id(self) -> str:

@@ -15,11 +15,11 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from packcache_core.policy import POLICIES
 from server.engine import Engine
 from server.events import FinalStatus, FrameStats, RequestStats
 
 PREFIX = "packcache"
-POLICIES = ("full", "sliding", "packcache")
 STATUSES = ("completed", "failed", "cancelled", "timeout")
 REJECT_REASONS = ("queue_full", "request_too_large", "unavailable")
 
@@ -111,9 +111,9 @@ class Metrics:
         self._registry = r
         # Create every known label set now, so series exist (at 0) before the first event.
         for family, values in [
-            (self.frame_latency, POLICIES),
-            (self.step, POLICIES),
-            (self.frames, POLICIES),
+            (self.frame_latency, tuple(POLICIES)),  # the registry as it is now
+            (self.step, tuple(POLICIES)),
+            (self.frames, tuple(POLICIES)),
             (self.duration, STATUSES),
             (self.requests, STATUSES),
             (self.rejected, REJECT_REASONS),

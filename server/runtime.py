@@ -31,7 +31,7 @@ from server.errors import Unavailable
 from server.events import Event, Finished
 from server.job import Submission
 from server.memory import memory_for, module_bytes, resolve_budget
-from server.metrics import PREFIX, Metrics
+from server.metrics import Metrics
 from server.recorder import JobRecorder, VideoFiles
 from server.security import ApiKeys
 from server.settings import Settings
@@ -59,6 +59,8 @@ class Runtime:
         self.exit_code: int | None = None  # set when only a restart helps; the runner exits
         self.engine: Engine | None = None
         self.metrics = Metrics(registry, str(settings.torch_device()))
+        self.open_streams = 0  # websockets open now (the stream route counts them)
+        self.metrics.ws_open.set_function(lambda: self.open_streams)
         # Set by open(), in the lifespan (they touch the disk):
         self.files: VideoFiles
         self.store: JobStore
@@ -171,8 +173,7 @@ class Runtime:
         if self.io is not None:  # the recorder's one thread runs in order: this waits for all
             await asyncio.to_thread(self.io.submit(lambda: None).result)
         end = loop.time() + STREAM_CLOSE_S
-        streams = lambda: self.registry.get_sample_value(f"{PREFIX}_websocket_streams_open")
-        while (streams() or 0) > 0 and loop.time() < end:
+        while self.open_streams > 0 and loop.time() < end:
             await asyncio.sleep(DRAIN_POLL_S)
 
     def shutdown(self) -> None:

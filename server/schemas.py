@@ -10,21 +10,22 @@ Invariant: extra fields are refused, so a misspelt option is a 400, never silent
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import UploadFile
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
+from packcache_core.policy import POLICIES, known_policy, policy_knobs
 from server.events import RequestStats
 
-PolicyName = Literal["full", "sliding", "packcache"]
 VideoStatus = Literal["queued", "in_progress", "completed", "failed"]
 VIDEO_ID_PATTERN = r"^video_[0-9a-f]{32}$"
 VideoId = Annotated[str, Field(pattern=VIDEO_ID_PATTERN, examples=["video_" + "0" * 32])]
 
 
-class GenerationOptions(BaseModel):
-    """What to generate. `seconds`, `latent_frames` and `frames` are alternatives (one at most)."""
+class _Options(BaseModel):
+    """What to generate. `seconds`, `latent_frames` and `frames` are alternatives (one at most).
+    The cache policy's parameters are added from the policy registry (`GenerationOptions`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -44,12 +45,33 @@ class GenerationOptions(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="default: random")
     steps: int | None = Field(None, ge=1, le=1000, description="denoising steps per frame")
     guidance_scale: float | None = Field(None, ge=0, le=100)
-    cache_policy: PolicyName | None = Field(None, description="KV cache policy")
-    window: int | None = Field(None, ge=1, le=1000, description="sliding / packcache window")
-    rho: float | None = Field(None, gt=0, le=1, description="packcache decay")
-    budget: float | None = Field(None, gt=0, le=16, description="packcache budget")
-    b_min: float | None = Field(None, ge=0, le=1, description="packcache floor")
-    drop_masked: bool | None = Field(None, description="packcache: skip history-masked tokens")
+    cache_policy: str | None = Field(
+        None, max_length=64, description=f"KV cache policy: {', '.join(POLICIES)}"
+    )
+
+    @field_validator("cache_policy")
+    @classmethod
+    def _registered(cls, value: str | None) -> str | None:
+        return None if value is None else known_policy(value)
+
+
+def _knob_fields() -> dict[str, Any]:
+    """One optional request field per policy parameter, typed and bounded as the policy
+    declares it (`packcache_core.policy.Knob`)."""
+    fields: dict[str, Any] = {}
+    for name, (kind, k) in policy_knobs().items():
+        ann: Any = Literal[k.choices] if k.choices else kind
+        bounds = {b: getattr(k, b) for b in ("ge", "gt", "le") if getattr(k, b) is not None}
+        fields[name] = (ann | None, Field(None, description=k.doc, **bounds))
+    return fields
+
+
+if TYPE_CHECKING:  # the knob fields are read with getattr; type checkers see the base
+    GenerationOptions = _Options
+else:
+    GenerationOptions = create_model(
+        "GenerationOptions", __base__=_Options, __module__=__name__, **_knob_fields()
+    )
 
 
 class CreateVideoForm(GenerationOptions):
@@ -150,6 +172,10 @@ class QueuedMessage(BaseModel):
 
 
 class StartedMessage(BaseModel):
+    # built from the engine's `Started` event field for field: a field added there and not
+    # here is an error, never silently left out of the message
+    model_config = ConfigDict(extra="forbid")
+
     type: Literal["started"] = "started"
     id: str
     width: int
@@ -178,6 +204,8 @@ class LatentFrameMessage(BaseModel):
     Never dropped (one per latent frame), so a live chart gets every point even when a slow
     client loses frames.
     """
+
+    model_config = ConfigDict(extra="forbid")  # built from `_LatentStats` field for field
 
     type: Literal["latent_frame"] = "latent_frame"
     id: str

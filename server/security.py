@@ -44,14 +44,18 @@ class ApiKeys:
             return
         header = conn.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
+        ws = conn.scope.get("type") == "websocket"
+        field = " or the request message's `api_key` field" if ws else ""
         if scheme.lower() != "bearer" or not token.strip():
-            if fallback is None:
+            if not fallback:
                 raise Unauthorized(
-                    "missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key"
+                    f"missing API key: send 'Authorization: Bearer <key>'{field}",
+                    code="missing_api_key",
                 )
             token = fallback
         if not self.matches(token.strip()):
-            raise Unauthorized("invalid API key", code="invalid_api_key")
+            where = " (from the Authorization header, else the `api_key` field)" if ws else ""
+            raise Unauthorized(f"invalid API key{where}", code="invalid_api_key")
 
 
 class BodyLimitMiddleware:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Literal
 
@@ -20,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from packcache_core.pipeline import VideoParams
 from server.errors import NotFound, NotReady, Unavailable
-from server.events import JobListener
+from server.events import JobListener, percent
 from server.job import Submission
 from server.params import decode_image, to_video_params
 from server.runtime import Runtime
@@ -82,36 +83,29 @@ async def create(
     return video_object(rt, record)
 
 
+# Fields a video object copies from its record as they are (the record is their one home).
+COPIED = tuple(f.name for f in fields(JobRecord) if f.name in VideoObject.model_fields)
+DERIVED = ("status", "created_at", "completed_at")  # the object's own form of these
+
+
 def video_object(rt: Runtime, record: JobRecord) -> VideoObject:
     status, progress = record.status, 100 if record.status == "completed" else 0
     live = rt.recorder.live.get(record.id)
     if live is not None and status in ("queued", "in_progress"):
         status = "in_progress" if live.started else "queued"
-        progress = min(99, 100 * live.steps_done // max(1, live.total_steps))
+        progress = min(99, percent(live.steps_done, live.total_steps))
     elif status == "failed" and record.stats is not None:
-        total = (record.latent_frames - 1) * record.steps
-        progress = min(99, 100 * record.stats.steps // max(1, total))
+        progress = min(99, percent(record.stats.steps, (record.latent_frames - 1) * record.steps))
     error = None
     if record.status == "failed":
         error = VideoError(code=record.error_code or "failed", message=record.error_message or "")
     return VideoObject(
-        id=record.id,
-        model=record.model,
+        **{name: getattr(record, name) for name in COPIED if name not in DERIVED},
         status=status,
         progress=progress,
         created_at=int(record.created_at),
         completed_at=None if record.completed_at is None else int(record.completed_at),
-        size=record.size,
-        seconds=record.seconds,
-        prompt=record.prompt,
         error=error,
-        frames=record.frames,
-        latent_frames=record.latent_frames,
-        fps=record.fps,
-        seed=record.seed,
-        steps=record.steps,
-        cache_policy=record.cache_policy,
-        stats=record.stats,
     )
 
 

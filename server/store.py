@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args, get_origin, get_type_hints
 
 from server.errors import InvalidRequest, StorageError
 from server.events import RequestStats
@@ -91,26 +91,31 @@ class JobStore(Protocol):
     def close(self) -> None: ...
 
 
-SCHEMA = """
+# Column type of each JobRecord field's Python type, per SQL backend (the record is the one
+# definition of the columns: the schemas below and the queries are derived from it).
+SQL_TYPES: dict[str, dict[type, str]] = {
+    "sqlite": {str: "TEXT", int: "INTEGER", float: "REAL", RequestStats: "TEXT"},
+    "postgres": {str: "TEXT", int: "BIGINT", float: "DOUBLE PRECISION", RequestStats: "TEXT"},
+}
+
+
+def record_columns(dialect: str) -> str:
+    """The `jobs` columns of every JobRecord field, as SQL (`id` unique, None-able = NULL)."""
+    hints = get_type_hints(JobRecord)
+    lines = []
+    for f in fields(JobRecord):
+        kinds = [k for k in get_args(hints[f.name]) or (hints[f.name],) if k is not type(None)]
+        kind = str if get_origin(hints[f.name]) is Literal else kinds[0]
+        nullable = type(None) in get_args(hints[f.name])
+        sql = f"{f.name} {SQL_TYPES[dialect][kind]}" + ("" if nullable else " NOT NULL")
+        lines.append("    " + sql + (" UNIQUE" if f.name == "id" else ""))
+    return ",\n".join(lines)
+
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    status TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    model TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    size TEXT NOT NULL,
-    seconds TEXT NOT NULL,
-    frames INTEGER NOT NULL,
-    latent_frames INTEGER NOT NULL,
-    fps INTEGER NOT NULL,
-    seed INTEGER NOT NULL,
-    steps INTEGER NOT NULL,
-    cache_policy TEXT NOT NULL,
-    completed_at REAL,
-    error_code TEXT,
-    error_message TEXT,
-    stats TEXT
+{record_columns("sqlite")}
 )
 """
 

@@ -26,32 +26,16 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from server.errors import StorageError
-from server.store import JobRecord, SqlJobStore
+from server.store import JobRecord, SqlJobStore, record_columns
 
 log = logging.getLogger(__name__)
 # Connection options the URL may override:
 DEFAULT_OPTIONS = {"connect_timeout": 10, "application_name": "packcache"}
 SCHEMA_LOCK = 0x7061636B63616368  # "packcach": serializes CREATE TABLE across replicas
-SCHEMA = """
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs (
     seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    status TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    model TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    size TEXT NOT NULL,
-    seconds TEXT NOT NULL,
-    frames INTEGER NOT NULL,
-    latent_frames INTEGER NOT NULL,
-    fps INTEGER NOT NULL,
-    seed BIGINT NOT NULL,
-    steps INTEGER NOT NULL,
-    cache_policy TEXT NOT NULL,
-    completed_at DOUBLE PRECISION,
-    error_code TEXT,
-    error_message TEXT,
-    stats TEXT,
+{record_columns("postgres")},
     lease BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (lease)

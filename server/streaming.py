@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
@@ -140,11 +140,11 @@ class StreamSender:
     def _message(self, item: Queued | Started | Progress | Finished | _LatentStats) -> BaseModel:
         job_id = self.job_id
         if isinstance(item, _LatentStats):
-            return LatentFrameMessage(id=job_id, **item.__dict__)
+            return LatentFrameMessage(id=job_id, **asdict(item))
         if isinstance(item, Queued):
             return QueuedMessage(id=job_id, position=item.position)
         if isinstance(item, Started):
-            return StartedMessage(id=job_id, **item.__dict__)
+            return StartedMessage(id=job_id, **asdict(item))
         if isinstance(item, Progress):
             return ProgressMessage(
                 id=job_id,

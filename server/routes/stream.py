@@ -117,7 +117,7 @@ async def _run(ws: WebSocket, rt: Runtime, request: StreamRequest, job_id: str) 
 @router.websocket("/v1/videos/stream")
 async def stream(ws: WebSocket, rt: RuntimeDep) -> None:
     await ws.accept()
-    rt.metrics.ws_open.inc()
+    rt.open_streams += 1
     job_id: str | None = None
     try:
         text = await _receive_text(ws, 2 * rt.settings.max_upload_bytes + 65536)
@@ -134,7 +134,7 @@ async def stream(ws: WebSocket, rt: RuntimeDep) -> None:
             rt.engine.cancel(job_id)
         await _refuse(ws, e, job_id)
     finally:
-        rt.metrics.ws_open.dec()
+        rt.open_streams -= 1
 
 
 async def _refuse(ws: WebSocket, error: ServerError, job_id: str | None) -> None:

@@ -22,6 +22,8 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
+from packcache_core.image import IMAGE_FORMATS
+from packcache_core.policy import POLICIES
 from server.deps import RuntimeDep
 from server.errors import NotFound
 
@@ -49,6 +51,8 @@ class UiConfig(BaseModel):
     default_steps: int
     max_steps: int
     default_policy: str
+    policies: list[str]  # every registered cache policy
+    image_formats: list[str]  # what an upload may be
 
 
 def _static(name: str) -> FileResponse:
@@ -71,13 +75,16 @@ def static_file(name: Annotated[str, PathParam(max_length=64)]) -> FileResponse:
 @router.get("/ui/config")
 def config(rt: RuntimeDep) -> UiConfig:
     s = rt.settings
+    d = s.generation_defaults
     return UiConfig(
         api_key_required=rt.keys.enabled,
         max_upload_bytes=s.max_upload_bytes,
         fps=s.fps,
-        default_latent_frames=min(s.latent_frames, s.max_latent_frames),
+        default_latent_frames=min(d.latent_frames, s.max_latent_frames),
         max_latent_frames=s.max_latent_frames,
-        default_steps=min(s.steps, s.max_steps),
+        default_steps=min(d.sampling.steps, s.max_steps),
         max_steps=s.max_steps,
-        default_policy=s.default_policy,
+        default_policy=d.cache_policy,
+        policies=list(POLICIES),
+        image_formats=list(IMAGE_FORMATS),
     )

@@ -64,6 +64,8 @@ async function loadConfig() {
   ui.frames.value = String(config.default_latent_frames);
   ui.steps.value = String(config.default_steps);
   ui.steps.max = String(config.max_steps);
+  for (const name of config.policies) ui.policy.add(new Option(name, name));
+  ui.imageInfo.textContent = `${config.image_formats.join(", ")}.`;
   ui.policy.value = config.default_policy;
   ui.keyRow.hidden = !config.api_key_required;
   state.config = config;
