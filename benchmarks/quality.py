@@ -1,377 +1,508 @@
-"""Quality of each cache policy against a known ground truth: `builtin:demo` on held-out clips.
+"""Does a fixed-size cache keep long videos good? Each policy at equal memory, on held-out clips.
 
-    python benchmarks/quality.py --json out/quality.json              # the full run
-    python benchmarks/quality.py --quick                              # a smoke run, minutes
-    python benchmarks/quality.py --lengths 1 --policies full --steps 8 --cfg-scale 2   # tuning
+    python benchmarks/quality.py --quick --json q.json       # minutes: teacher-forced on 32 clips
+    python benchmarks/quality.py --json benchmarks/results/quality-demo-long-cpu.json  # full run
 
-What it does: takes held-out synthetic clips (`make_clip("heldout", i)`, never seen in
-training; `--pans` per pan direction and `--others` per zoom / still / object clip), and for
-each clip, each policy (`full`, `sliding` with one frame, `packcache` with its defaults) and
-each length (`--lengths` times the trained length from the model card, e.g. 6, 12 and 24
-latent frames) generates a clip from the ground truth's first frame and the clip's caption,
-through `Pipeline.prepare` like a user request, with the same seed for every policy. It prints
-the machine and a markdown table, and writes a JSON file and a PNG plot.
+What it does: takes `builtin:demo-long` (trained on clips of up to 16 latent frames whose content
+needs memory: a camera that sways back over ground it left, objects that leave and come back;
+`packcache_core/demo/long.py`) and held-out clips it never saw, at the trained length (1x) and
+at twice it (2x), and compares cache policies that hold the same history memory as a one-frame
+window (history tokens within 1.0-1.1x of it, printed beside every row), with `full` above
+them and two references: "freeze" (copy the previous true frame) and "oracle" (copy each column
+from the latest true frame that showed it, knowing the camera's motion: perfect memory).
 
-What is measured:
-- PSNR (dB, RGB, peak 255) of each generated latent frame against the ground-truth picture at
-  that time, per frame index, averaged over the clips of a kind. Two references per frame:
-  "repeat" is the conditioning frame (as the tokenizer reconstructs it) held still, the
-  baseline a model must beat to have predicted anything; "ceiling" is the tokenizer's own
-  reconstruction of the true frame, the best any codes can do.
-- Motion: for pans the shift between consecutive frames of the generated clip (conditioning
-  frame included) by phase correlation (`demo/motion.py`), and whether its direction is the
-  one the caption asks for, with at least half of the true 8 px per latent frame. Objects the
-  same after removing the still background; still clips report the shift they should not have;
-  zoom has no single shift and is judged by PSNR only.
-A pan moves 8 px per latent frame, so after 16 frames (horizontal) or 8 (vertical) nothing of
-the conditioning frame is left in view: far beyond the trained length the PSNR against the
-truth of content that entered later measures plausibility, not recall, for every policy.
+Measures:
+- Teacher-forced accuracy (deterministic): for each frame, the share of its codes that the
+  guided argmax of the first denoising step (every code MASK) gets right, predicted from the
+  cache alone; then the true frame is written back exactly as inference writes a finished
+  frame (history mask, packing). `tf_accuracy` over all frames after the first, and
+  `tf_accuracy_reentry` over frames where content that had left the view comes back.
+- Free-running (sampled with the card's settings, several seeds): per frame pair, whether the
+  generated frame moved the way the camera did (the shift in whole columns that best matches
+  consecutive generated frames' codes), on frames after the policy first packs or evicts
+  history; code accuracy on re-entry frames; "revisit consistency", the share of codes a
+  generated frame shares with the generated frame the camera last showed at the same place
+  (1.0 in the truth).
+- Paired bootstrap 95% intervals over clips (and seeds) of `a - b` for the comparisons listed.
+- A quality-against-memory curve: teacher-forced accuracy against history tokens, one line per
+  policy family, as a PNG next to the JSON.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import platform
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
-from PIL import Image
 
-from packcache_core.demo.card import load_demo, read_card
-from packcache_core.demo.data import MOTIONS, PAN_DIRECTIONS, Clip, make_clip
-from packcache_core.demo.motion import (
-    content_shift,
-    direction_of,
-    expected_direction,
-    moved_psnr,
-    psnr,
-)
-from packcache_core.generate import SamplingConfig, VideoGeneration
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
+from packcache_core.batch import tick
+from packcache_core.cache import simulate_history
+from packcache_core.demo.card import WEIGHTS_DIR, load_demo, read_card
+from packcache_core.demo.long import LongClip, make_long_clip
+from packcache_core.demo.train import FPS
+from packcache_core.generate import SamplingConfig, VideoGeneration, VideoRequest
 from packcache_core.loading import build_model
-from packcache_core.pipeline import BUILTIN_TARGET_SIZE, Pipeline, VideoParams
-from packcache_core.policy import CachePolicy, make_policy
-from packcache_core.text import ByteTextTokenizer
+from packcache_core.model import LumosTransformer
+from packcache_core.pipeline import VideoParams
+from packcache_core.policy import CachePolicy, policy_from_spec
+from packcache_core.text import ByteTextTokenizer, build_prompt_ids
 from packcache_core.video import load_video_tokenizer
 
-POLICIES = ("full", "sliding", "packcache")  # each with its defaults
-
-
-def parse_policy(spec: str) -> CachePolicy:
-    """`name` or `name:key=value,...` (e.g. `packcache:drop_masked=false,window=6`)."""
-    name, _, rest = spec.partition(":")
-    params = {}
-    for item in filter(None, rest.split(",")):
-        key, _, value = item.partition("=")
-        params[key] = json.loads(value.lower() if value.lower() in ("true", "false") else value)
-    return make_policy(name, **params)
+MODEL = "demo-long"
+# Rows at the memory of a one-frame window; "packcache" is the registry's defaults.
+ROWS = {
+    "full": "full",
+    "packcache": "packcache",
+    "sliding": "sliding:window=1",
+    "sliding-norebase": "sliding:window=1,rebase=false",
+    "sink": "sink",
+    "packcache-norebase": "packcache:rebase=false",
+    "packcache-dropmasked": "packcache:drop_masked=true",
+    "packcache-knorm": "packcache:selector=knorm",
+    "packcache-w4": "packcache:window=4",  # the paper's window
+}
+FREE_ROWS = ("full", "packcache", "sliding", "sliding-norebase", "sink")
+SWEEP = {  # teacher-forced only
+    "packcache-rho0.25": "packcache:rho=0.25",
+    "packcache-rho0.75": "packcache:rho=0.75",
+    "packcache-rho1": "packcache:rho=1.0",
+    "packcache-bmin0": "packcache:b_min=0",
+    "packcache-bmin0.25": "packcache:b_min=0.25",
+    "packcache-w3": "packcache:window=3",
+    "packcache-w8": "packcache:window=8",
+    "packcache-w4-bmin0-rho0.25": "packcache:window=4,b_min=0,rho=0.25",
+    "packcache-w4-norebase": "packcache:window=4,rebase=false",
+    "packcache-w4-dropmasked": "packcache:window=4,drop_masked=true",
+    "packcache-w4-knorm": "packcache:window=4,selector=knorm",
+}
+MEMORY = (1, 2, 4)  # frames of history memory on the curve
+CURVE = {  # family -> specs at growing memory (teacher-forced only)
+    "sliding": [f"sliding:window={m}" for m in MEMORY],
+    "sliding-norebase": [f"sliding:window={m},rebase=false" for m in MEMORY],
+    "packcache": [f"packcache:budget={m},window={2 * m}" for m in MEMORY],
+    "packcache-norebase": [f"packcache:budget={m},window={2 * m},rebase=false" for m in MEMORY],
+    "sink": [f"sink:budget={m},window={m}" for m in MEMORY],
+}
+QUICK_ROWS = ("full", "packcache", "sliding", "sliding-norebase", "sink")
+COMPARISONS = [  # (a, b, metric)
+    ("packcache", "sliding", "tf_accuracy_reentry"),
+    ("packcache", "sliding-norebase", "tf_accuracy_reentry"),
+    ("packcache", "sink", "tf_accuracy_reentry"),
+    ("packcache", "sliding", "tf_accuracy"),
+    ("packcache", "sliding-norebase", "tf_accuracy"),
+    ("full", "packcache", "tf_accuracy_reentry"),
+    ("packcache", "packcache-dropmasked", "tf_accuracy"),
+    ("packcache", "packcache-knorm", "tf_accuracy"),
+    ("packcache", "packcache-norebase", "tf_accuracy"),
+    ("packcache", "sliding", "free_direction"),
+    ("packcache", "sliding-norebase", "free_direction"),
+    ("sliding-norebase", "sliding", "tf_accuracy"),  # what rebasing costs a window
+    ("sliding-norebase", "packcache-norebase", "tf_accuracy"),
+    ("packcache", "packcache-w4", "tf_accuracy"),
+    ("sliding-norebase", "sliding", "free_direction"),
+]
 
 
 @dataclass(frozen=True)
-class Run:
-    """One generated clip and how it compares with the truth."""
+class Bed:
+    """The model under test and what its requests share."""
 
-    index: int  # held-out clip index
-    kind: str
-    direction: str | None
-    caption: str
-    policy: str
-    factor: int  # length in multiples of the trained length
-    latent_frames: int
-    psnr: list[float]  # generated frame f vs truth f, f = 1 .. n-1
-    repeat: list[float]  # conditioning frame vs truth f
-    ceiling: list[float]  # tokenizer reconstruction of truth f vs truth f
-    # Pans and still clips: generated frame f against generated frame f-1 moved by the true
-    # step ("does it keep moving right?"), and the same for a clip frozen at the truth.
-    consistency: list[float]
-    frozen: list[float]
-    shift: tuple[float, float]  # (dy, dx) px per latent frame of the generated clip
-    follows: bool | None  # direction as asked (pans and objects), else None
-    seconds: float  # generation wall time
+    model: LumosTransformer
+    trained: int  # latent frames, conditioning included
+    sampling: SamplingConfig
+    size: tuple[int, int]  # (width, height)
+
+    def request(self, clip: LongClip, codes: torch.Tensor) -> VideoRequest:
+        n = codes.shape[0]
+        W, H = self.size
+        seconds = VideoParams(clip.caption, latent_frames=n, fps=FPS).seconds
+        ids = build_prompt_ids(ByteTextTokenizer(), clip.caption, W, H, FPS, seconds)
+        return VideoRequest(ids, codes[0], n, FPS, seconds)
 
 
-def heldout_clips(pans: int, others: int, max_latent: int) -> list[tuple[int, Clip]]:
-    """The first `pans` held-out clips of each pan direction and `others` of each other kind."""
-    want = {("pan", d): pans for d in PAN_DIRECTIONS}
-    want.update({(k, None): others for k in MOTIONS if k != "pan"})
-    out: list[tuple[int, Clip]] = []
-    index = 0
-    while any(want.values()):
-        clip = make_clip("heldout", index, max_latent)
-        key = (clip.motion.kind, clip.motion.direction if clip.motion.kind == "pan" else None)
-        if want.get(key, 0) > 0:
-            want[key] -= 1
-            out.append((index, clip))
-        index += 1
-    return out
+def load_bed(folder: Path) -> Bed:
+    cfg, state = load_demo(folder, MODEL)
+    card = read_card(folder, MODEL)
+    assert card.defaults.size is not None
+    model = build_model(cfg, state, "cpu", torch.float32)
+    return Bed(model, card.defaults.latent_frames, card.defaults.sampling, card.defaults.size)
 
 
-def generate_codes(
-    pipe: Pipeline,
-    clip: Clip,
-    truth0: torch.Tensor,
-    n: int,
-    policy: CachePolicy,
-    sampling: SamplingConfig,
-    seed: int,
-) -> torch.Tensor:
-    """(n, h, w) codes: the conditioning frame's, then the n - 1 generated ones."""
-    params = VideoParams(
-        prompt=clip.caption,
-        latent_frames=n,
-        size=(clip.width, clip.height),
-        seed=seed,
-        policy=policy,
-        sampling=sampling,
-    )
-    prepared = pipe.prepare(Image.fromarray(truth0.numpy()), params)
-    gen = VideoGeneration(pipe.model, prepared.request, sampling, policy, seed)
-    codes = [prepared.request.first_frame]
-    while not gen.done:
-        result = gen.step()
-        if result is not None:
-            codes.append(result.codes)
-    return torch.stack(codes)
+def teacher_forced(
+    bed: Bed, clip: LongClip, codes: torch.Tensor, policy: CachePolicy
+) -> np.ndarray:
+    """(n - 1,) accuracy per frame 1 .. n-1 (see the module docstring)."""
+    gen = VideoGeneration(bed.model, bed.request(clip, codes), bed.sampling, policy)
+    acc = []
+    for t in range(1, codes.shape[0]):
+        logits = gen.predict_frame()  # (h w, n_codes)
+        acc.append((logits.argmax(-1) == codes[t].flatten()).float().mean().item())
+        gen.replay_frame(codes[t])
+    gen.close()
+    return np.array(acc)
 
 
-def run_clip(
-    pipe: Pipeline,
-    index: int,
-    clip: Clip,
-    policy: str,
-    factor: int,
-    trained: int,
-    sampling: SamplingConfig,
-    seed: int,
-) -> Run:
-    n = factor * trained
-    truth = clip.latent_frames(n)  # (n, H, W, 3) uint8
-    vt = pipe.video_tokenizer
-    t0 = time.perf_counter()
-    codes = generate_codes(pipe, clip, truth[0], n, parse_policy(policy), sampling, seed + index)
-    seconds = time.perf_counter() - t0
-    frames = vt.decode(codes)[:: vt.temporal_stride]  # (n, H, W, 3): one per latent frame
-    truth_codes = torch.stack([vt.encode_image(f) for f in truth])
-    recon = vt.decode(truth_codes)[:: vt.temporal_stride]
-    kind = clip.motion.kind
-    shift = content_shift(frames, moving_object=kind == "object")
-    follows = None
-    if kind in ("pan", "object"):
-        follows = direction_of(shift) == expected_direction(clip.motion)
-    consistency, frozen = [], []
-    if kind in ("pan", "still"):
-        step = clip.motion.content_step()
-        consistency = [moved_psnr(frames[f - 1], frames[f], step) for f in range(1, n)]
-        frozen = [moved_psnr(recon[f - 1], recon[f - 1], step) for f in range(1, n)]
-    return Run(
-        index,
-        kind,
-        clip.motion.direction,
-        clip.caption,
-        policy,
-        factor,
-        n,
-        [psnr(frames[f], truth[f]) for f in range(1, n)],
-        [psnr(frames[0], truth[f]) for f in range(1, n)],
-        [psnr(recon[f], truth[f]) for f in range(1, n)],
-        consistency,
-        frozen,
-        shift,
-        follows,
-        seconds,
-    )
+def column_shift(a: torch.Tensor, b: torch.Tensor) -> int:
+    """Whole-column shift s in {-1, 0, 1} of the camera from frame a to frame b (b's column j
+    shows what a's column j + s showed) that makes the most codes equal."""
+    w = a.shape[1]
+    score = {
+        s: (b[:, max(0, -s) : w - max(0, s)] == a[:, max(0, s) : w + min(0, s)]).float().mean()
+        for s in (-1, 0, 1)
+    }
+    return max(score, key=lambda s: (float(score[s]), -abs(s)))
 
 
-def _mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs) if xs else math.nan
+def first_packed(policy: CachePolicy, bed: Bed, codes: torch.Tensor, clip: LongClip, n: int) -> int:
+    """First frame generated from a history the policy has cut (packed or evicted)."""
+    gen = VideoGeneration(bed.model, bed.request(clip, codes[:2]), bed.sampling, policy)
+    layout, vis = gen.layout, gen.visible
+    gen.close()
+    for t in range(2, n):
+        if simulate_history(policy, layout, vis, t - 1) < (t - 1) * layout.tokens:
+            return t
+    return n
 
 
-def summarize(runs: list[Run]) -> dict[str, dict[str, object]]:
-    """Per (factor, policy, kind): mean PSNR per frame index and overall, references, motion."""
-    groups: dict[tuple[int, str, str], list[Run]] = {}
-    for r in runs:
-        groups.setdefault((r.factor, r.policy, r.kind), []).append(r)
-    out: dict[str, dict[str, object]] = {}
-    for (factor, policy, kind), rs in sorted(groups.items()):
-        per_frame = {
-            name: [
-                _mean([getattr(r, name)[f] for r in rs]) for f in range(len(getattr(rs[0], name)))
-            ]
-            for name in ("psnr", "repeat", "ceiling", "consistency", "frozen")
+def generate_together(
+    bed: Bed, runs: list[tuple[LongClip, torch.Tensor, int]], policy: CachePolicy
+) -> list[torch.Tensor]:
+    """Free-running codes (n, h, w) of each (clip, true codes, seed), all advanced by the
+    server's step loop (`batch.tick`: one forward per tick for every run's step). A run's
+    codes do not depend on which runs share its ticks (`tests/core/test_batch.py`)."""
+    gens = [
+        VideoGeneration(bed.model, bed.request(clip, codes), bed.sampling, policy, seed)
+        for clip, codes, seed in runs
+    ]
+    out: list[list[torch.Tensor]] = [[codes[0]] for _, codes, _ in runs]
+    while live := [i for i, g in enumerate(gens) if not g.done]:
+        for i, outcome in zip(live, tick([gens[i] for i in live]), strict=True):
+            assert outcome.error is None, outcome.error
+            if outcome.result is not None:
+                out[i].append(outcome.result.codes)
+    for g in gens:
+        g.close()
+    return [torch.stack(codes) for codes in out]
+
+
+def free_scores(clip: LongClip, codes: torch.Tensor, g: torch.Tensor, start: int) -> dict[str, Any]:
+    """Direction, re-entry accuracy and revisit consistency of generated codes `g` against
+    the truth `codes` (see the module docstring); direction on frames `start` ..."""
+    n = codes.shape[0]
+    cols = clip.camera_columns(n)
+    camera = clip.motion in ("sway", "pan")
+    moves = [(column_shift(g[t - 1], g[t]) == cols[t] - cols[t - 1]) for t in range(start, n)]
+    reentry = clip.reentry(n)
+    acc = (g == codes).float().mean((1, 2)).numpy()
+    revisit = []
+    for t in range(2, n):
+        same = [s for s in range(t - 1) if cols[s] == cols[t]]
+        if same and camera:
+            revisit.append(float((g[t] == g[same[-1]]).float().mean()))
+    return {
+        "direction": float(np.mean(moves)) if moves and camera else None,
+        "reentry_accuracy": float(acc[reentry].mean()) if reentry.any() else None,
+        "consistency": float(np.mean(revisit)) if revisit else None,
+    }
+
+
+def bootstrap(diff: np.ndarray, rng: np.random.Generator, n: int = 2000) -> tuple[float, float]:
+    idx = rng.integers(0, diff.size, (n, diff.size))
+    means = diff[idx].mean(1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def per_clip(rows: dict[str, list[dict[str, Any]]], name: str, metric: str) -> np.ndarray:
+    return np.array([r[metric] if r[metric] is not None else np.nan for r in rows[name]])
+
+
+def evaluate(bed: Bed, factor: int, args: argparse.Namespace, tok: Any) -> dict[str, Any]:
+    n = factor * bed.trained
+    clips = [make_long_clip("heldout", i, 2 * bed.trained) for i in range(args.clips)]
+    codes = [
+        torch.stack([tok.encode_image(f) for f in c.latent_frames(n)]) for c in clips
+    ]  # (n, h, w) each
+    reentry = [c.reentry(n)[1:] for c in clips]
+    specs = {k: v for k, v in ROWS.items() if k in QUICK_ROWS} if args.quick else {**ROWS, **SWEEP}
+    tf: dict[str, list[dict[str, Any]]] = {}
+    history: dict[str, int] = {}
+    for name, spec in specs.items():
+        policy = policy_from_spec(spec)
+        gen = VideoGeneration(bed.model, bed.request(clips[0], codes[0]), bed.sampling, policy)
+        history[name] = gen.cache.spec.history_capacity
+        gen.close()
+        tf[name] = []
+        for clip, c, re in zip(clips, codes, reentry, strict=True):
+            acc = teacher_forced(bed, clip, c, policy)
+            tf[name].append(
+                {
+                    "per_frame": acc,
+                    "tf_accuracy": acc.mean(),
+                    "tf_accuracy_reentry": acc[re].mean() if re.any() else None,
+                }
+            )
+    refs = {
+        "freeze": [(c[:-1] == c[1:]).float().mean((1, 2)).numpy() for c in codes],
+        "oracle": [
+            (cl.oracle_codes(c) == c[1:]).float().mean((1, 2)).numpy()
+            for cl, c in zip(clips, codes, strict=True)
+        ],
+    }
+    for name, accs in refs.items():
+        tf[name] = [
+            {
+                "per_frame": a,
+                "tf_accuracy": a.mean(),
+                "tf_accuracy_reentry": a[re].mean() if re.any() else None,
+            }
+            for a, re in zip(accs, reentry, strict=True)
+        ]
+    free: dict[str, list[dict[str, Any]]] = {}
+    k = min(args.free_clips, len(clips))
+    runs = [(clips[i], codes[i], seed) for i in range(k) for seed in range(args.seeds)]
+    start = first_packed(policy_from_spec(ROWS["packcache"]), bed, codes[0], clips[0], n)
+    for name in FREE_ROWS:
+        generated = generate_together(bed, runs, policy_from_spec(ROWS[name])) if runs else []
+        free[name] = [
+            free_scores(clip, c, g, start) for (clip, c, _), g in zip(runs, generated, strict=True)
+        ]
+        print(f"  {factor}x free-running {name}: done", flush=True)
+    window = history["sliding"]
+    summary: dict[str, Any] = {}
+    for name in tf:
+        row = {
+            "tf_accuracy": float(np.mean(per_clip(tf, name, "tf_accuracy"))),
+            "tf_accuracy_reentry": float(np.nanmean(per_clip(tf, name, "tf_accuracy_reentry"))),
+            "tf_per_frame": np.mean([r["per_frame"] for r in tf[name]], axis=0).round(4).tolist(),
         }
-        judged = [r.follows for r in rs if r.follows is not None]
-        out[f"{factor}x/{policy}/{kind}"] = {
-            "factor": factor,
-            "policy": policy,
-            "kind": kind,
-            "clips": len(rs),
-            "latent_frames": rs[0].latent_frames,
-            "psnr": _mean(per_frame["psnr"]),
-            "repeat": _mean(per_frame["repeat"]),
-            "ceiling": _mean(per_frame["ceiling"]),
-            "consistency": _mean(per_frame["consistency"]),
-            "frozen": _mean(per_frame["frozen"]),
-            "per_frame": per_frame,
-            "direction_accuracy": _mean([float(j) for j in judged]) if judged else None,
-            "mean_abs_shift": _mean([max(abs(r.shift[0]), abs(r.shift[1])) for r in rs]),
-            "seconds_per_clip": _mean([r.seconds for r in rs]),
-        }
-    return out
-
-
-def table(summary: dict[str, dict[str, object]]) -> str:
-    head = (
-        "| length | policy | kind | clips | PSNR gen | PSNR repeat | PSNR ceiling | gen - repeat "
-        "| direction | mean shift px | consistency | frozen | s/clip |\n|" + "---|" * 13
-    )
-    rows = [head]
-    for s in summary.values():
-        acc = s["direction_accuracy"]
-        rows.append(
-            f"| {s['factor']}x ({s['latent_frames']}) | {s['policy']} | {s['kind']} | {s['clips']} "
-            f"| {s['psnr']:.2f} | {s['repeat']:.2f} | {s['ceiling']:.2f} "
-            f"| {s['psnr'] - s['repeat']:+.2f} | {'-' if acc is None else f'{acc:.0%}'} "  # type: ignore[operator]
-            f"| {s['mean_abs_shift']:.1f} | {s['consistency']:.2f} | {s['frozen']:.2f} "
-            f"| {s['seconds_per_clip']:.1f} |"
+        if name in history:
+            row["history_tokens"] = history[name]
+            row["memory_vs_window"] = round(history[name] / window, 3)
+            row["spec"] = specs[name]
+        row["tf_per_clip"] = [round(float(x), 4) for x in per_clip(tf, name, "tf_accuracy")]
+        if free.get(name):
+            for m, key in (
+                ("direction", "free_direction"),
+                ("reentry_accuracy", "free_reentry_accuracy"),
+                ("consistency", "free_consistency"),
+            ):
+                row[key] = float(np.nanmean(per_clip(free, name, m)))
+        summary[name] = row
+    rng = np.random.default_rng(0)
+    comparisons = []
+    for a, b, metric in COMPARISONS:
+        if a not in tf or b not in tf:
+            continue
+        if metric.startswith("free_"):
+            if not free.get(a) or not free.get(b):
+                continue
+            m = metric.removeprefix("free_")
+            da, db = per_clip(free, a, m), per_clip(free, b, m)
+        else:
+            da, db = per_clip(tf, a, metric), per_clip(tf, b, metric)
+        d = (da - db)[~np.isnan(da - db)]
+        lo, hi = bootstrap(d, rng)
+        comparisons.append(
+            {
+                "a": a,
+                "b": b,
+                "metric": metric,
+                "diff": float(d.mean()),
+                "ci_low": lo,
+                "ci_high": hi,
+                "n": int(d.size),
+            }
         )
-    return "\n".join(rows)
+    curve = {}
+    for family, family_specs in CURVE.items():
+        points = []
+        for spec in family_specs:
+            policy = policy_from_spec(spec)
+            gen = VideoGeneration(bed.model, bed.request(clips[0], codes[0]), bed.sampling, policy)
+            tokens = gen.cache.spec.history_capacity
+            gen.close()
+            some = zip(clips[: args.curve_clips], codes, strict=False)
+            accs = [teacher_forced(bed, cl, c, policy).mean() for cl, c in some]
+            points.append(
+                {"spec": spec, "history_tokens": tokens, "tf_accuracy": float(np.mean(accs))}
+            )
+        curve[family] = points
+    references = {name: summary.pop(name) for name in refs}
+    info = {
+        "latent_frames": n,
+        "clips": len(clips),
+        "free_clips": k,
+        "seeds": args.seeds,
+        "window_tokens": window,
+        "curve_clips": args.curve_clips,
+    }
+    # one dict per policy row, then what is not a policy under its own keys
+    return {
+        **summary,
+        "references": references,
+        "comparisons": comparisons,
+        "curve": curve,
+        "info": info,
+    }
 
 
-def plot(summary: dict[str, dict[str, object]], path: Path) -> None:
-    """Pans: PSNR against the truth (top) and frame-to-frame consistency (bottom) per frame,
-    one column per length, one line per policy, references dashed and dotted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pans = [s for s in summary.values() if s["kind"] == "pan"]
-    factors = sorted({int(s["factor"]) for s in pans})  # type: ignore[call-overload]
-    rows = (
-        ("psnr", "PSNR vs truth, dB", ("repeat", "ceiling")),
-        ("consistency", "frame f vs f-1 moved, dB", ("frozen",)),
-    )
-    fig, axes = plt.subplots(2, len(factors), figsize=(5 * len(factors), 7), squeeze=False)
-    for col, factor in enumerate(factors):
-        group = [s for s in pans if s["factor"] == factor]
-        for row, (key, label, refs) in enumerate(rows):
-            ax = axes[row][col]
-            for s in group:
-                y = s["per_frame"][key]  # type: ignore[index]
-                ax.plot(range(1, len(y) + 1), y, marker="o", ms=3, label=str(s["policy"]))
-            for ref, style in zip(refs, ("k--", "k:"), strict=False):
-                y = group[0]["per_frame"][ref]  # type: ignore[index]
-                ax.plot(range(1, len(y) + 1), y, style, label=ref)
-            ax.set(title=f"pans, {factor}x trained length", xlabel="latent frame", ylabel=label)
-            ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    axes[1][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+NOT_ROWS = ("references", "comparisons", "curve", "info")
 
 
-def load_pipeline(model: str, tokenizer: str, demo_folder: Path | None) -> Pipeline:
-    """`Pipeline.load(model, tokenizer)`, or the demo model from another folder (a training
-    run's checkpoint) with the same tokenizers and its own card's defaults."""
-    if demo_folder is None:
-        return Pipeline.load(model, tokenizer)
-    cfg, state = load_demo(demo_folder)
-    lm = build_model(cfg, state, "cpu", torch.float32)
-    vt = load_video_tokenizer(tokenizer)
-    return Pipeline(
-        lm, vt, ByteTextTokenizer(), BUILTIN_TARGET_SIZE, read_card(demo_folder).defaults
-    )
+def policy_rows(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k not in NOT_ROWS}
+
+
+def table(factor: str, result: dict[str, Any]) -> str:
+    rows = []
+    for name, r in {**policy_rows(result), **result["references"]}.items():
+        rows.append(
+            [
+                name,
+                r.get("history_tokens", "-"),
+                r.get("memory_vs_window", "-"),
+                f"{r['tf_accuracy']:.3f}",
+                f"{r['tf_accuracy_reentry']:.3f}",
+                f"{r['free_direction']:.2f}" if "free_direction" in r else "-",
+                f"{r['free_reentry_accuracy']:.3f}" if "free_reentry_accuracy" in r else "-",
+                f"{r['free_consistency']:.3f}" if "free_consistency" in r else "-",
+            ]
+        )
+    head = [
+        "policy",
+        "history tokens",
+        "x window",
+        "TF acc",
+        "TF acc re-entry",
+        "free direction",
+        "free re-entry acc",
+        "revisit consistency",
+    ]
+    info = result["info"]
+    out = f"\n{factor} ({info['latent_frames']} latent frames, {info['clips']} clips)\n"
+    out += markdown_table(head, rows) + "\n\n"
+    comp = [
+        [
+            c["a"],
+            c["b"],
+            c["metric"],
+            f"{c['diff']:+.3f}",
+            f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]",
+            c["n"],
+        ]
+        for c in result["comparisons"]
+    ]
+    return out + markdown_table(["a", "b", "metric", "a - b", "95% CI", "n"], comp)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    factors = list(results["summary"])
+    fig, axes = plt.subplots(1, len(factors), figsize=(6 * len(factors), 4.5), squeeze=False)
+    for ax, factor in zip(axes[0], factors, strict=True):
+        res = results["summary"][factor]
+        for family, points in res["curve"].items():
+            ax.plot(
+                [p["history_tokens"] for p in points],
+                [p["tf_accuracy"] for p in points],
+                "o-",
+                label=family,
+            )
+        for ref in ("full", "freeze", "oracle"):
+            row = res["full"] if ref == "full" else res["references"][ref]
+            ax.axhline(
+                row["tf_accuracy"],
+                ls="--",
+                lw=1,
+                label=ref,
+                color={"full": "k", "freeze": "grey", "oracle": "g"}[ref],
+            )
+        ax.axvline(res["info"]["window_tokens"], ls=":", color="grey")
+        n = min(res["info"]["clips"], res["info"]["curve_clips"])
+        ax.set(
+            title=f"{factor}: {res['info']['latent_frames']} latent frames (curves: {n} clips)",
+            xlabel="history tokens (per branch)",
+            ylabel="teacher-forced accuracy",
+        )
+        ax.legend(fontsize=8)
+    save_figure(fig, "builtin:demo-long, held-out clips: quality against cache memory", path)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="builtin:demo")
-    p.add_argument("--tokenizer", default="builtin:patch-small")
-    p.add_argument("--demo-folder", type=Path, help="demo.json + demo.safetensors to use instead")
-    p.add_argument("--lengths", default="1,2,4", help="multiples of the trained length")
+    p.add_argument("--folder", type=Path, default=WEIGHTS_DIR, help="where demo-long.* are")
     p.add_argument(
-        "--policies",
-        default=";".join(POLICIES),
-        help="';'-separated, each `name` or `name:key=value,...` (policy parameters)",
+        "--quick", action="store_true", help="main rows only; free-running on 6 clips, 1 seed"
     )
-    p.add_argument("--pans", type=int, default=8, help="clips per pan direction")
-    p.add_argument("--others", type=int, default=4, help="clips per zoom / still / object")
-    p.add_argument("--long-pans", type=int, help="clips per pan direction beyond 1x")
-    p.add_argument("--steps", type=int, help="denoising steps (default: the model card's)")
-    p.add_argument("--cfg-scale", type=float, help="guidance (default: the model card's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads (1 suits shared CPUs)")
-    p.add_argument("--quick", action="store_true", help="1 clip per kind, 1x and 2x")
-    p.add_argument("--json", type=Path, help="write the runs and the summary here")
-    p.add_argument("--plot", type=Path, help="PNG path (default: the JSON path with .png)")
-    return p.parse_args(argv)
+    p.add_argument("--clips", type=int, default=32)
+    p.add_argument(
+        "--free-clips", type=int, default=None, help="clips run free (0: teacher-forced only)"
+    )
+    p.add_argument("--seeds", type=int, default=None)
+    p.add_argument("--curve-clips", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--jobs", type=int, default=1, help="processes (one per length at most)")
+    p.add_argument(
+        "--factors",
+        type=lambda text: [int(f) for f in text.split(",")],
+        default=[1, 2],
+        help="lengths as multiples of the trained one",
+    )
+    p.add_argument("--json", type=Path)
+    p.add_argument("--png", type=Path)
+    args = p.parse_args(argv)
+    if args.free_clips is None:
+        args.free_clips = 6 if args.quick else args.clips
+    if args.curve_clips is None:
+        args.curve_clips = 12 if args.quick else args.clips
+    if args.seeds is None:
+        args.seeds = 1 if args.quick else 3
+    return args
+
+
+def run_factor(args: argparse.Namespace, factor: int) -> dict[str, Any]:
+    """One length's results, in this process or a worker (each loads its own model)."""
+    torch.set_num_threads(args.threads)
+    bed = load_bed(args.folder)
+    result = evaluate(bed, factor, args, load_video_tokenizer("builtin:patch-small"))
+    print(table(f"{factor}x", result), flush=True)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.quick:
-        args.pans, args.others, args.lengths = 1, 1, "1,2"
-    pipe = load_pipeline(args.model, args.tokenizer, args.demo_folder)
-    d = pipe.defaults
-    sampling = SamplingConfig(
-        steps=args.steps or d.sampling.steps,
-        cfg_scale=d.sampling.cfg_scale if args.cfg_scale is None else args.cfg_scale,
-    )
-    factors = [int(f) for f in args.lengths.split(",")]
-    policies = args.policies.split(";")
-    clips = heldout_clips(args.pans, args.others, max(factors) * d.latent_frames)
-    long_pans = args.pans if args.long_pans is None else args.long_pans
-    print(
-        f"# {args.model} on {platform.machine()} {platform.processor() or ''}, torch "
-        f"{torch.__version__}, {torch.get_num_threads()} thread(s); trained length "
-        f"{d.latent_frames}; {sampling.steps} steps, cfg {sampling.cfg_scale}",
-        flush=True,
-    )
-    runs: list[Run] = []
-    for factor in factors:
-        seen: dict[str, int] = {}
-        for index, clip in clips:
-            key = f"{clip.motion.kind}/{clip.motion.direction}"
-            seen[key] = seen.get(key, 0) + 1
-            if factor > 1 and clip.motion.kind == "pan" and seen[key] > long_pans:
-                continue
-            for policy in policies:
-                r = run_clip(
-                    pipe, index, clip, policy, factor, d.latent_frames, sampling, args.seed
-                )
-                runs.append(r)
-                print(
-                    f"{factor}x {policy:9s} #{index:3d} {r.caption!r}: PSNR "
-                    f"{_mean(r.psnr):.2f} (repeat {_mean(r.repeat):.2f}) shift {r.shift} "
-                    f"follows {r.follows} {r.seconds:.1f}s",
-                    flush=True,
-                )
-    summary = summarize(runs)
-    print(table(summary))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "model": args.model,
-            "demo_folder": str(args.demo_folder) if args.demo_folder else None,
-            "trained_latent_frames": d.latent_frames,
-            "sampling": asdict(sampling),
-            "factors": factors,
-            "policies": policies,
-            "seed": args.seed,
-            "machine": {
-                "platform": platform.platform(),
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-            },
-        }
-        payload = {"meta": meta, "summary": summary, "runs": [asdict(r) for r in runs]}
-        args.json.write_text(json.dumps(payload, indent=1))
-        plot(summary, args.plot or args.json.with_suffix(".png"))
+    bed = load_bed(args.folder)
+    info = machine_info(torch.device("cpu"), torch.float32)
+    print_machine(info)
+    t0 = time.perf_counter()
+    if args.jobs > 1:  # one process per length, results the same as in one process
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+            futures = {f: pool.submit(run_factor, args, f) for f in args.factors}
+            summary = {f"{f}x": fut.result() for f, fut in futures.items()}
+    else:
+        summary = {f"{f}x": run_factor(args, f) for f in args.factors}
+    meta = {
+        "machine": info,
+        "trained_latent_frames": bed.trained,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "command": " ".join(["python", *sys.argv]),
+        "defaults": ROWS["packcache"],
+        "sampling": asdict(bed.sampling),
+    }
+    print(f"took {meta['seconds']} s")
+    save({"meta": meta, "summary": summary}, args.json, args.png, plot)
     return 0
 
 

@@ -166,11 +166,16 @@ class KVCache:
         return 1 + self.frames_written
 
     def frame_mask(self) -> torch.Tensor:
-        """(2, 1, 1, used_tokens) bool: the frame being fed sees every valid slot and itself."""
+        """(2, 1, 1, used_tokens) additive mask in the cache dtype: 0 where the frame being fed
+        may attend (every valid slot and itself), -inf on the unconditional row's unused text
+        slots. Additive rather than boolean: SDPA gives the same bits either way, and a float
+        mask is the faster path on a CPU (benchmarks/README.md)."""
         rest = torch.ones(
             2, self.used_tokens - self.spec.anchor_tokens, dtype=torch.bool, device=self.device
         )
-        return torch.cat((self.anchor_valid, rest), dim=1)[:, None, None, :]
+        valid = torch.cat((self.anchor_valid, rest), dim=1)[:, None, None, :]
+        mask = torch.zeros(valid.shape, dtype=self.dtype, device=self.device)
+        return mask.masked_fill_(~valid, float("-inf"))
 
     def commit_frame(self, frame: int, visible: torch.Tensor) -> None:
         """Register the frame just written back at `current_start` and pack the history."""

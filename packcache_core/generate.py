@@ -36,7 +36,7 @@ from packcache_core.layout import (
     text_positions,
 )
 from packcache_core.model import LumosTransformer, Segment
-from packcache_core.policy import CachePolicy, FullPolicy
+from packcache_core.policy import DEFAULT_POLICY, CachePolicy, FullPolicy
 from packcache_core.rope import RotaryTables
 from packcache_core.sampling import (
     SAMPLE_CHUNK,
@@ -78,7 +78,7 @@ class GenerationDefaults:
     size: tuple[int, int] | None = None  # (width, height); None: Lumos-1's bucket of the image
     latent_frames: int = 7  # conditioning frame included; 7 = "24 frames at 12 fps"
     # cache policy and parameters; {} = the registry's defaults (`policy.py`)
-    cache_policy: str = "packcache"
+    cache_policy: str = DEFAULT_POLICY
     policy_params: dict[str, object] = field(default_factory=dict)
 
 

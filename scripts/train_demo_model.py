@@ -56,6 +56,7 @@ from packcache_core.demo.train import (
 from packcache_core.generate import GenerationDefaults, SamplingConfig
 from packcache_core.layout import FrameLayout
 from packcache_core.model import LumosTransformer
+from packcache_core.policy import DEFAULT_POLICY
 from packcache_core.rope import RotaryTables
 from packcache_core.video import VideoTokenizer, load_video_tokenizer
 
@@ -108,6 +109,11 @@ PRESETS = {
     ),
 }
 FRAME_SIZES = {"demo": (FRAME_WIDTH, FRAME_HEIGHT), "demo-long": (LONG_WIDTH, LONG_HEIGHT)}
+# The cache policy a model's card recommends: the best `benchmarks/quality.py` measured on it at
+# the memory of a one-frame window (benchmarks/README.md); absent: the registry's default.
+CARD_POLICY: dict[str, tuple[str, dict[str, object]]] = {
+    "demo-long": ("sliding", {"window": 1, "rebase": False}),
+}
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -176,7 +182,9 @@ def write(
     cfg: TrainConfig,
     record: dict[str, object],
 ) -> None:
-    defaults = GenerationDefaults(DEMO_SAMPLING, FRAME_SIZES[cfg.model], cfg.latent_frames)
+    policy, params = CARD_POLICY.get(cfg.model, (DEFAULT_POLICY, {}))
+    size = FRAME_SIZES[cfg.model]
+    defaults = GenerationDefaults(DEMO_SAMPLING, size, cfg.latent_frames, policy, params)
     training = {"train_config": asdict(cfg), **record}
     card = ModelCard(DEMO_CONFIG, TOKENIZER, defaults, FPS, training)
     save_demo(card, pack_state(model, vocab), out, cfg.model)

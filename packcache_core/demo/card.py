@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from packcache_core.config import CODE_OFFSET, LumosConfig
 from packcache_core.generate import GenerationDefaults, SamplingConfig
 from packcache_core.model import LumosTransformer
+from packcache_core.policy import DEFAULT_POLICY
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "builtin"
 
@@ -73,7 +74,7 @@ class ModelCard:
     def from_json(cls, text: str) -> ModelCard:
         raw = json.loads(text)
         size = (int(raw["size"][0]), int(raw["size"][1])) if raw.get("size") else None
-        policy = raw.get("cache_policy", {"name": "packcache", "params": {}})
+        policy = raw.get("cache_policy", {"name": DEFAULT_POLICY, "params": {}})
         defaults = GenerationDefaults(
             SamplingConfig(**raw["sampling"]),
             size,

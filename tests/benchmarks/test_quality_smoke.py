@@ -1,32 +1,38 @@
-"""Smoke test of `benchmarks/quality.py`: a small run as a subprocess, then its JSON and PNG.
+"""Smoke test of `benchmarks/quality.py` on the shipped `builtin:demo-long`: a tiny run as a
+subprocess, then its JSON (the keys the quality issue names) and PNG.
 
-Numbers are the script's to print; only their presence and consistency are checked here.
+Numbers are the script's to print; only their presence, ranges and consistency are checked.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from tests.helpers import run_repo_script
 
 
-def test_quality_writes_a_table_json_and_plot(tmp_path: Path) -> None:
-    out = tmp_path / "quality.json"
-    args = ["--pans", "1", "--others", "0", "--lengths", "1,2", "--steps", "2"]
-    args += ["--policies", "full;packcache", "--json", str(out)]
-    proc = run_repo_script("benchmarks/quality.py", *args)
-    assert "| length | policy | kind |" in proc.stdout
+def test_quality_writes_rows_comparisons_and_a_curve(tmp_path: Path) -> None:
+    out = tmp_path / "q.json"
+    args = ["--quick", "--clips", "3", "--free-clips", "1", "--curve-clips", "1"]
+    proc = run_repo_script("benchmarks/quality.py", *args, "--json", str(out))
+    assert "| policy | history tokens |" in proc.stdout
     data = json.loads(out.read_text())
-    trained = data["meta"]["trained_latent_frames"]
-    assert set(data["summary"]) == {f"{f}x/{p}/pan" for f in (1, 2) for p in ("full", "packcache")}
-    assert len(data["runs"]) == 4 * 2 * 2  # four pan directions, two policies, two lengths
-    for s in data["summary"].values():
-        n = s["factor"] * trained
-        assert s["latent_frames"] == n and s["clips"] == 4
-        for key in ("psnr", "repeat", "ceiling", "consistency"):
-            assert len(s["per_frame"][key]) == n - 1
-            assert all(math.isfinite(v) for v in s["per_frame"][key])
-        assert 0.0 <= s["direction_accuracy"] <= 1.0
+    for factor in ("1x", "2x"):
+        res = data["summary"][factor]
+        window = res["sliding"]["history_tokens"]
+        for name in ("full", "packcache", "sliding", "sliding-norebase", "sink"):
+            row = res[name]
+            assert 0.0 <= row["tf_accuracy"] <= 1.0 and 0.0 <= row["tf_accuracy_reentry"] <= 1.0
+            if name != "full":  # equal memory: within 1.0-1.1x of the one-frame window
+                assert 1.0 <= row["history_tokens"] / window <= 1.1
+        assert res["full"]["history_tokens"] > 5 * window
+        pairs = {(c["a"], c["b"]) for c in res["comparisons"]}
+        assert {("packcache", "sliding"), ("packcache", "sliding-norebase")} <= pairs
+        for c in res["comparisons"]:
+            assert c["ci_low"] <= c["diff"] <= c["ci_high"]
+        assert (
+            res["references"]["oracle"]["tf_accuracy"] >= res["references"]["freeze"]["tf_accuracy"]
+        )
+        assert {"sliding", "packcache", "sink"} <= set(res["curve"])
     assert out.with_suffix(".png").stat().st_size > 10_000

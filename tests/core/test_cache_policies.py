@@ -32,7 +32,7 @@ POLICIES: list[CachePolicy] = [
     SlidingPolicy(window=1),
     SlidingPolicy(window=3, rebase=False),
     PackCachePolicy(),
-    PackCachePolicy(window=2),
+    PackCachePolicy(window=4),
     PackCachePolicy(drop_masked=False, b_min=0.3),
     PackCachePolicy(window=3, rho=0.7, budget=0.5, rebase=False),
     PackCachePolicy(drop_masked=True),
@@ -139,7 +139,7 @@ def test_packcache_capacity_formula() -> None:
     lay = FrameLayout(48, 84)
     masked = history_mask_positions(lay.grid_tokens, 0.7)
     vis = visible_tokens(lay, masked)
-    p = PackCachePolicy()
+    p = PackCachePolicy(window=4)
     v = p.visible_count(lay, vis)
     assert v == 4080  # masked tokens are kept by default: every grid token is a candidate
     assert PackCachePolicy(drop_masked=True).visible_count(lay, vis) == 1224  # 30% survive
@@ -162,7 +162,8 @@ def test_budget_is_history_memory_in_frames(budget: float, layout: FrameLayout) 
         held = simulate_history(p, layout, vis, write_backs=30)
         W = p.window  # type: ignore[attr-defined]
         floors = W * (4 + math.ceil(p.b_min * layout.grid_tokens))  # type: ignore[attr-defined]
-        target = max(budget * layout.tokens, floors)  # below the floors only if they exceed it
+        # below the floors only if they exceed it; at most W whole frames
+        target = min(max(budget * layout.tokens, floors), W * layout.tokens)
         assert target <= held <= target + W
     sink = SinkPolicy(budget=budget, window=2)
     held = simulate_history(sink, layout, vis, write_backs=30)

@@ -62,3 +62,36 @@ def test_one_image_pans_the_way_each_prompt_says(pipe: Pipeline, direction: str)
     image = Image.fromarray(clip.latent_frames(1)[0].numpy())
     frames = _generate(pipe, image, f"the camera pans {direction}", 4)
     assert follows(Motion("pan", direction), frames)
+
+
+def test_demo_long_ships_and_remembers_what_a_window_forgets() -> None:
+    """`builtin:demo-long`: its files and card, and on held-out sways (the camera returning
+    over ground it left) the full cache predicts more codes than a one-frame window, which
+    predicts more than copying the previous frame (teacher-forced, first denoising step)."""
+    from packcache_core.demo.long import make_long_clip
+    from packcache_core.generate import VideoGeneration, VideoRequest
+    from packcache_core.policy import FullPolicy, SlidingPolicy
+    from packcache_core.text import ByteTextTokenizer, build_prompt_ids
+    from packcache_core.video import load_video_tokenizer
+
+    card = read_card(WEIGHTS_DIR, "demo-long")
+    assert card.defaults == model_defaults("builtin:demo-long")
+    assert card.defaults.size == (64, 32) and card.defaults.latent_frames == 16
+    assert (WEIGHTS_DIR / "demo-long.safetensors").stat().st_size < 5 << 20
+    model = load_model("builtin:demo-long")
+    tok = load_video_tokenizer(card.tokenizer)
+    sways = [c for c in (make_long_clip("heldout", i, 32) for i in range(40)) if c.motion == "sway"]
+    acc: dict[str, list[float]] = {"full": [], "window": [], "freeze": []}
+    for clip in sways[:4]:
+        codes = torch.stack([tok.encode_image(f) for f in clip.latent_frames(16)])
+        ids = build_prompt_ids(ByteTextTokenizer(), clip.caption, 64, 32, 12, 5)
+        for name, policy in (("full", FullPolicy()), ("window", SlidingPolicy(window=1))):
+            req = VideoRequest(ids, codes[0], 16, 12, 5)
+            gen = VideoGeneration(model, req, card.defaults.sampling, policy)
+            for t in range(1, 16):
+                hit = gen.predict_frame().argmax(-1) == codes[t].flatten()
+                acc[name].append(hit.float().mean().item())
+                gen.replay_frame(codes[t])
+        acc["freeze"] += (codes[1:] == codes[:-1]).float().mean((1, 2)).tolist()
+    mean = {k: sum(v) / len(v) for k, v in acc.items()}
+    assert mean["full"] > mean["window"] > mean["freeze"], mean
