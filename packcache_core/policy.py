@@ -334,10 +334,11 @@ class SinkPolicy:
 
 # What a request gets where neither it nor the model's card names a policy (a real Lumos-1
 # checkpoint). The parameters' defaults are those on each class; PackCache's are the best
-# `benchmarks/quality.py` measured at the memory of a one-frame window (window 2; masked
-# tokens kept; uniform selection; rho and b_min made no measurable difference), except
-# `rebase`, which cost accuracy there but is what keeps positions in the trained range for
-# any length (see benchmarks/README.md).
+# PackCache `benchmarks/quality.py` measured at the memory of a one-frame window (window 2 over
+# 4: +0.017 and +0.030 teacher-forced accuracy at 1x and 2x; keeping or dropping MASK tokens,
+# rho and b_min made no significant difference; knorm selection lost 0.04-0.05), with `rebase`
+# kept on: it cost 0.03-0.06 there, but it is what keeps positions in the trained range for any
+# length (benchmarks/README.md).
 DEFAULT_POLICY = "packcache"
 POLICIES: dict[str, type] = {
     "full": FullPolicy,
