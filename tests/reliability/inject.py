@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from packcache_core.cache import CacheSpec
 from packcache_core.pipeline import Pipeline, Prepared, VideoRun
 
 STEP_ERROR = "fault: step error"
@@ -48,11 +49,11 @@ def _sabotage(run: VideoRun, fault: str) -> None:
         run.close = close  # type: ignore[method-assign]
 
 
-def faulty(real_start: Callable[[Pipeline, Prepared], VideoRun]) -> Callable[..., VideoRun]:
+def faulty(real_start: Callable[..., VideoRun]) -> Callable[..., VideoRun]:
     """`Pipeline.start` that sabotages runs whose prompt names a fault; the rest are untouched."""
 
-    def start(self: Pipeline, prepared: Prepared) -> VideoRun:
-        run = real_start(self, prepared)
+    def start(self: Pipeline, prepared: Prepared, spec: CacheSpec | None = None) -> VideoRun:
+        run = real_start(self, prepared, spec)
         if prepared.params.prompt in FAULTS:
             _sabotage(run, prepared.params.prompt)
         return run
