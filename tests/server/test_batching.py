@@ -23,6 +23,7 @@ from torch.profiler import ProfilerActivity
 from websockets.sync.client import connect
 
 from packcache_core.batch import forward_together
+from packcache_core.cache import CacheSpec
 from packcache_core.generate import SamplingConfig, StepInputs
 from packcache_core.pipeline import FrameOutput, Pipeline, Prepared, VideoParams, VideoRun
 from packcache_core.policy import make_policy
@@ -186,8 +187,8 @@ def test_the_batched_estimate_covers_a_batched_tick(pipeline: Pipeline) -> None:
 class FaultyPipeline(Pipeline):
     """The real pipeline, except runs whose prompt names a fault (`sabotage`)."""
 
-    def start(self, prepared: Prepared) -> VideoRun:
-        run = super().start(prepared)
+    def start(self, prepared: Prepared, spec: CacheSpec | None = None) -> VideoRun:
+        run = super().start(prepared, spec)
         sabotage(run, prepared.params.prompt, self.model.config.vocab_size)
         return run
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from packcache_core.cache import CacheSpec
 from packcache_core.generate import SamplingConfig
 from packcache_core.pipeline import Pipeline, Prepared, VideoParams, VideoRun
 from server.engine import Engine, EngineConfig
@@ -181,8 +182,8 @@ class HookedPipeline(Pipeline):
 
     hook: Callable[[str, int], None] = lambda prompt, n: None
 
-    def start(self, prepared: Prepared) -> VideoRun:
-        run = super().start(prepared)
+    def start(self, prepared: Prepared, spec: CacheSpec | None = None) -> VideoRun:
+        run = super().start(prepared, spec)
         real, calls, prompt = run.prepare_step, [0], prepared.params.prompt
 
         def prepare_step() -> Any:
