@@ -47,11 +47,17 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
 from packcache_core.batch import tick
-from packcache_core.cache import simulate_history
+from packcache_core.cache import simulate_history, visible_tokens
 from packcache_core.demo.card import WEIGHTS_DIR, load_demo, read_card
 from packcache_core.demo.long import LongClip, make_long_clip
 from packcache_core.demo.train import FPS
-from packcache_core.generate import SamplingConfig, VideoGeneration, VideoRequest
+from packcache_core.generate import (
+    SamplingConfig,
+    VideoGeneration,
+    VideoRequest,
+    cache_plan_for,
+)
+from packcache_core.layout import FrameLayout, history_mask_positions
 from packcache_core.loading import build_model
 from packcache_core.model import LumosTransformer
 from packcache_core.pipeline import VideoParams
@@ -164,11 +170,18 @@ def column_shift(a: torch.Tensor, b: torch.Tensor) -> int:
     return max(score, key=lambda s: (float(score[s]), -abs(s)))
 
 
+def history_capacity(bed: Bed, clip: LongClip, codes: torch.Tensor, policy: CachePolicy) -> int:
+    """History tokens per branch the policy's cache is planned for (nothing allocated)."""
+    request = bed.request(clip, codes)
+    return cache_plan_for(bed.model, request, policy, bed.sampling).history_capacity
+
+
 def first_packed(policy: CachePolicy, bed: Bed, codes: torch.Tensor, clip: LongClip, n: int) -> int:
     """First frame generated from a history the policy has cut (packed or evicted)."""
-    gen = VideoGeneration(bed.model, bed.request(clip, codes[:2]), bed.sampling, policy)
-    layout, vis = gen.layout, gen.visible
-    gen.close()
+    layout = FrameLayout(*codes.shape[1:])
+    vis = visible_tokens(
+        layout, history_mask_positions(layout.grid_tokens, bed.sampling.history_mask_ratio)
+    )
     for t in range(2, n):
         if simulate_history(policy, layout, vis, t - 1) < (t - 1) * layout.tokens:
             return t
@@ -239,9 +252,7 @@ def evaluate(bed: Bed, factor: int, args: argparse.Namespace, tok: Any) -> dict[
     history: dict[str, int] = {}
     for name, spec in specs.items():
         policy = policy_from_spec(spec)
-        gen = VideoGeneration(bed.model, bed.request(clips[0], codes[0]), bed.sampling, policy)
-        history[name] = gen.cache.spec.history_capacity
-        gen.close()
+        history[name] = history_capacity(bed, clips[0], codes[0], policy)
         tf[name] = []
         for clip, c, re in zip(clips, codes, reentry, strict=True):
             acc = teacher_forced(bed, clip, c, policy)
@@ -329,9 +340,7 @@ def evaluate(bed: Bed, factor: int, args: argparse.Namespace, tok: Any) -> dict[
         points = []
         for spec in family_specs:
             policy = policy_from_spec(spec)
-            gen = VideoGeneration(bed.model, bed.request(clips[0], codes[0]), bed.sampling, policy)
-            tokens = gen.cache.spec.history_capacity
-            gen.close()
+            tokens = history_capacity(bed, clips[0], codes[0], policy)
             some = zip(clips[: args.curve_clips], codes, strict=False)
             accs = [teacher_forced(bed, cl, c, policy).mean() for cl, c in some]
             points.append(

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 
 from packcache_core.batch import tick
-from packcache_core.pipeline import FrameOutput, Pipeline
+from packcache_core.pipeline import FrameOutput, Pipeline, StepMemory
 from server.errors import InvalidRequest, Overloaded, ServerError, Unavailable
 from server.events import (
     EngineObserver,
@@ -285,7 +285,10 @@ class Engine:
         assert all(run is not None for run in runs)
         self.memory.begin_step()
         outcomes = tick(runs)  # type: ignore[arg-type]
-        batched = [j.step_memory for j, o in zip(jobs, outcomes, strict=True) if o.batch > 1]
+        forwards: dict[int, list[StepMemory]] = {}  # each batched forward's members
+        for job, o in zip(jobs, outcomes, strict=True):
+            if o.batch > 1:
+                forwards.setdefault(o.forward, []).append(job.step_memory)
         for size in {o.forward: o.batch for o in outcomes if o.forward >= 0}.values():
             self.observer.on_batch(size)
         for job, o in zip(jobs, outcomes, strict=True):
@@ -293,7 +296,8 @@ class Engine:
                 log.exception("step of %s failed", job.id, exc_info=o.error)
                 self._finish(job, "failed", "generation_error", f"generation failed: {o.error}")
                 continue
-            estimate = tick_bytes(batched, len(batched)) if o.batch > 1 else job.activation_bytes
+            batch = forwards.get(o.forward, [])
+            estimate = tick_bytes(batch, len(batch)) if o.batch > 1 else job.activation_bytes
             self._stepped(job, o.result, o.seconds, self.memory.end_step(estimate), o.denoised)
 
     def _stepped(
