@@ -273,7 +273,7 @@ def start_server(args: argparse.Namespace, data_dir: str) -> tuple[subprocess.Po
     """`packcache serve` on a free loopback port; returns (process, base URL) once ready."""
     port = free_port()
     cmd = [
-        sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+        sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port),
         "--model", args.model, "--device", args.device, "--data-dir", data_dir,
         "--max-running", str(args.max_running), "--log-level", "warning",
     ]  # fmt: skip

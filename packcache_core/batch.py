@@ -22,17 +22,25 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 import torch
 
-from packcache_core.generate import StepInputs
 from packcache_core.layout import FrameLayout
 from packcache_core.model import LumosTransformer, Segment
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", covariant=True)
 U = TypeVar("U")
+
+
+class StepInputs(NamedTuple):
+    """One request's share of a denoising forward: 2 rows (cond, uncond)."""
+
+    tokens: torch.Tensor  # (2, F)
+    cos: torch.Tensor  # (2, F, D)
+    sin: torch.Tensor
+    segment: Segment
 
 
 class Steppable(Protocol[T]):

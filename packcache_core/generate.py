@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import torch
 
+from packcache_core.batch import StepInputs, tick
 from packcache_core.cache import CacheSpec, KVCache, plan_cache, visible_tokens
 from packcache_core.config import CODE_OFFSET
 from packcache_core.layout import (
@@ -124,15 +124,6 @@ class FrameResult:
     frame_position: int  # temporal frame index the frame was generated at (after rebase)
 
 
-class StepInputs(NamedTuple):
-    """One request's share of a denoising forward: 2 rows (cond, uncond)."""
-
-    tokens: torch.Tensor  # (2, F)
-    cos: torch.Tensor  # (2, F, D)
-    sin: torch.Tensor
-    segment: Segment
-
-
 @dataclass
 class _FrameState:
     ids: torch.Tensor  # (N,) code-slot ids, MASK = unknown
@@ -208,8 +199,6 @@ class VideoGeneration:
 
     def step(self) -> FrameResult | None:
         """Run the next unit of work alone; returns the frame it finished, if any."""
-        from packcache_core.batch import tick  # the step loop drives this class
-
         assert not self.done, "generation already finished"
         (outcome,) = tick([self])
         if outcome.error is not None:

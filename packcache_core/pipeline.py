@@ -20,14 +20,13 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from packcache_core.batch import tick
+from packcache_core.batch import StepInputs, tick
 from packcache_core.builtin import model_defaults, model_tokenizer
 from packcache_core.cache import CacheSpec
 from packcache_core.generate import (
     FrameResult,
     GenerationDefaults,
     SamplingConfig,
-    StepInputs,
     VideoGeneration,
     VideoRequest,
     cache_plan_for,

@@ -1,44 +1,19 @@
-"""Domain exceptions and their one mapping to HTTP statuses, OpenAI error bodies and ws close codes.
+"""Domain exceptions: what went wrong, in words a client can act on, free of any transport.
 
-What it is: `ServerError` subclasses raised anywhere in the server (engine, store, routes), the
-OpenAI error envelope `{"error": {"message", "type", "param", "code"}}`, and
-`install_error_handlers`, which the app factory calls once. What it is not: validation rules
-(those live in `schemas.py` and `params.py`).
-
-Invariant: every error a client sees, REST or websocket, comes from this table; bad input is a
-4xx with a message, and only a bug in the server is a 500.
+What it is: `ServerError` and its subclasses, raised by the engine, the scheduler, the store and
+the routes, each with a client-facing message, the offending parameter, a machine-readable
+`code` and, for overload, when to retry. What it is not: HTTP. Statuses, OpenAI error types and
+websocket close codes are assigned once, in `server/api/errors.py`, so the engine and the store
+know nothing of the protocol their errors travel over.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any, Protocol
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from server.schemas import ErrorBody
-
-log = logging.getLogger(__name__)
-
-# Websocket close codes (RFC 6455 §7.4.1).
-WS_NORMAL = 1000
-WS_POLICY = 1008  # authentication
-WS_INVALID = 1007  # a message that is not a valid request
-WS_TOO_BIG = 1009
-WS_INTERNAL = 1011
-WS_TRY_AGAIN = 1013  # "Try Again Later": overloaded or not ready
-
 
 class ServerError(Exception):
-    """An error with a client-facing message; subclasses fix status, type and default code."""
+    """An error with a client-facing message; subclasses name the kind and its default code."""
 
-    status = 500
-    type = "server_error"
     code = "internal_error"
-    ws_close = WS_INTERNAL
 
     def __init__(
         self,
@@ -57,120 +32,40 @@ class ServerError(Exception):
 
 
 class InvalidRequest(ServerError):
-    status, type, code, ws_close = 400, "invalid_request_error", "invalid_request", WS_INVALID
+    code = "invalid_request"
 
 
 class Unauthorized(ServerError):
-    status, type, code, ws_close = 401, "authentication_error", "invalid_api_key", WS_POLICY
+    code = "invalid_api_key"
 
 
 class NotFound(ServerError):
-    status, type, code, ws_close = 404, "invalid_request_error", "not_found", WS_INVALID
+    code = "not_found"
 
 
 class NotReady(ServerError):
     """The job exists but has no content yet."""
 
-    status, type, code, ws_close = 409, "invalid_request_error", "video_not_ready", WS_INVALID
+    code = "video_not_ready"
 
 
 class PayloadTooLarge(ServerError):
-    status, type, code, ws_close = 413, "invalid_request_error", "payload_too_large", WS_TOO_BIG
+    code = "payload_too_large"
 
 
 class Overloaded(ServerError):
     """No room in the waiting queue; the client should retry after `retry_after` seconds."""
 
-    status, type, code, ws_close = 429, "rate_limit_error", "queue_full", WS_TRY_AGAIN
+    code = "queue_full"
 
 
 class Unavailable(ServerError):
     """The server is starting up or draining."""
 
-    status, type, code, ws_close = 503, "server_error", "unavailable", WS_TRY_AGAIN
+    code = "unavailable"
 
 
 class StorageError(ServerError):
     """The job store or data directory cannot be written (full, read-only, failing disk)."""
 
-    status, type, code, ws_close = 503, "server_error", "storage_error", WS_TRY_AGAIN
-
-
-def error_body(message: str, type: str, code: str, param: str | None = None) -> dict:
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
-
-
-def error_response(exc: ServerError) -> JSONResponse:
-    headers = {}
-    if exc.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-    if exc.status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    body = error_body(exc.message, exc.type, exc.code, exc.param)
-    return JSONResponse(body, status_code=exc.status, headers=headers)
-
-
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for error statuses, all with the OpenAI error body."""
-    return {status: {"model": ErrorBody} for status in statuses}
-
-
-class HasErrors(Protocol):
-    def errors(self) -> Any: ...
-
-
-def validation_message(exc: HasErrors) -> tuple[str, str | None]:
-    """First validation error as (message, param); the body/query/path prefix is dropped."""
-    errors = exc.errors()
-    if not errors:
-        return "invalid request", None
-    first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-    param = ".".join(loc) or None
-    message = str(first.get("msg", "invalid value"))
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return (f"{param}: {message}{more}" if param else message + more), param
-
-
-async def _on_server_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ServerError)
-    return error_response(exc)
-
-
-FORM_ROUTES = {("POST", "/v1/videos")}  # bodies are multipart/form-data (an image upload)
-
-
-async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    message, param = validation_message(exc)
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if (request.method, request.url.path) in FORM_ROUTES and kind != "multipart/form-data":
-        message = (
-            f"send this request as multipart/form-data (the image in `input_reference`), "
-            f"not {kind or 'a body without a content type'}; {message}"
-        )
-    return error_response(InvalidRequest(message, param=param))
-
-
-async def _on_http(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-    code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
-        exc.status_code, f"http_{exc.status_code}"
-    )
-    body = error_body(str(exc.detail), kind, code)
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-
-async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    body = error_body("internal server error", "server_error", "internal_error")
-    return JSONResponse(body, status_code=500)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Map every exception to the OpenAI error envelope; called once by the app factory."""
-    app.add_exception_handler(ServerError, _on_server_error)
-    app.add_exception_handler(RequestValidationError, _on_validation)
-    app.add_exception_handler(StarletteHTTPException, _on_http)
-    app.add_exception_handler(Exception, _on_unexpected)
+    code = "storage_error"

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from packcache_core.policy import POLICIES
-from server.engine import Engine
-from server.events import FinalStatus, FrameStats, RequestStats
+from server.engine.engine import Engine
+from server.engine.events import FinalStatus, FrameStats, RequestStats
 
 PREFIX = "packcache"
 STATUSES = ("completed", "failed", "cancelled", "timeout")

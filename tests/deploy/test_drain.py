@@ -24,13 +24,13 @@ import pytest
 from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import connect
 
-from server.store import SqliteJobStore
+from server.storage.store import SqliteJobStore
 from tests.deploy.conftest import ROOT
 from tests.server.conftest import free_port, png_bytes, wait_until
 
 
 class Served:
-    """`python -m server.cli serve` on a free loopback port, its log in `data_dir/serve.log`."""
+    """`python -m server serve` on a free loopback port, its log in `data_dir/serve.log`."""
 
     def __init__(self, data_dir: Path, drain_timeout_s: float) -> None:
         self.data_dir, port = data_dir, free_port()
@@ -44,7 +44,7 @@ class Served:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PACKCACHE_")}
         self.log = (data_dir / "serve.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", *argv],
+            [sys.executable, "-m", "server", *argv],
             cwd=ROOT,
             env=env,
             stdout=self.log,

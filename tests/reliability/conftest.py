@@ -54,7 +54,7 @@ class Served:
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/v1/videos/stream"
         self.log_path = log_dir / f"serve-{self.port}.log"  # never on a filesystem under test
-        module = "tests.reliability.inject" if inject else "server.cli"
+        module = "tests.reliability.inject" if inject else "server"
         argv = [sys.executable, "-m", module, "serve", "--port", str(self.port)]
         argv += ["--data-dir", str(data_dir), "--log-level", "info"]
         argv += ["--model", "builtin:tiny-random", *args]  # later flags win

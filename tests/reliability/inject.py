@@ -62,7 +62,7 @@ def faulty(real_start: Callable[..., VideoRun]) -> Callable[..., VideoRun]:
 
 
 if __name__ == "__main__":
-    from server.cli import main
+    from server.entry.cli import main
 
     Pipeline.start = faulty(Pipeline.start)  # type: ignore[method-assign]
     sys.exit(main(sys.argv[1:]))

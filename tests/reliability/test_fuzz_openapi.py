@@ -32,7 +32,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from server.main import create_app
+from server.api.main import create_app
 from server.settings import Settings
 from tests.server.conftest import LiveServer, png_bytes
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from server.schemas import ErrorMessage
+from server.api.schemas import ErrorMessage
 from tests.reliability.conftest import SMALL
 from tests.server.conftest import LiveServer, png_bytes, wait_until
 

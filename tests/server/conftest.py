@@ -26,7 +26,7 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.main import create_app
+from server.api.main import create_app
 from server.settings import Settings
 
 # Tiny requests: 64x64 frames, 3 latent frames (9 RGB frames), 2 steps per frame.

@@ -22,16 +22,16 @@ from PIL import Image
 from torch.profiler import ProfilerActivity
 from websockets.sync.client import connect
 
-from packcache_core.batch import forward_together
+from packcache_core.batch import StepInputs, forward_together
 from packcache_core.cache import CacheSpec
-from packcache_core.generate import SamplingConfig, StepInputs
+from packcache_core.generate import SamplingConfig
 from packcache_core.pipeline import FrameOutput, Pipeline, Prepared, VideoParams, VideoRun
 from packcache_core.policy import make_policy
-from server.engine import Engine, EngineConfig
-from server.events import Event, Finished, Frame, JobListener, NullObserver
-from server.job import Submission
-from server.memory import TrackedMemory, module_bytes
-from server.scheduler import tick_bytes
+from server.engine.engine import Engine, EngineConfig
+from server.engine.events import Event, Finished, Frame, JobListener, NullObserver
+from server.engine.job import Submission
+from server.engine.memory import TrackedMemory, module_bytes
+from server.engine.scheduler import tick_bytes
 from tests.server.conftest import LiveServer, png_bytes
 from tests.server.test_stream import request
 

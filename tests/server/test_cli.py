@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from packcache_core.demo.card import read_card
-from server.cli import build_parser
+from server.entry.cli import build_parser
 from server.settings import Settings
 from tests.server.conftest import free_port
 
@@ -81,7 +81,7 @@ def test_defaults_run_the_builtin_demo_model_on_cpu_with_its_card() -> None:
 def test_serve_runs_until_interrupted(tmp_path: Path) -> None:
     """`packcache serve` as users run it: a process that gets ready, then stops on Ctrl-C."""
     port = free_port()
-    cmd = [sys.executable, "-m", "server.cli", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "server", "serve", "--port", str(port)]
     cmd += ["--data-dir", str(tmp_path / "data"), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

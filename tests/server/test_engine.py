@@ -16,11 +16,11 @@ from PIL import Image
 from packcache_core.cache import CacheSpec
 from packcache_core.generate import SamplingConfig
 from packcache_core.pipeline import Pipeline, Prepared, VideoParams, VideoRun
-from server.engine import Engine, EngineConfig
+from server.engine.engine import Engine, EngineConfig
+from server.engine.events import Event, Finished, Frame, Progress, Queued, Started
+from server.engine.job import Admission, Submission
+from server.engine.memory import TrackedMemory, module_bytes
 from server.errors import InvalidRequest, Overloaded
-from server.events import Event, Finished, Frame, Progress, Queued, Started
-from server.job import Admission, Submission
-from server.memory import TrackedMemory, module_bytes
 
 IMAGE = Image.new("RGB", (96, 64), (180, 60, 60))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.main import create_app
+from server.api.main import create_app
 from server.settings import Settings
 
 

@@ -17,7 +17,7 @@ from websockets.sync.client import connect
 from packcache_core.generate import SamplingConfig
 from packcache_core.pipeline import Pipeline, StepMemory, VideoParams
 from packcache_core.policy import make_policy
-from server.scheduler import tick_bytes
+from server.engine.scheduler import tick_bytes
 from tests.server.conftest import LiveServer, png_bytes
 from tests.server.test_stream import request
 

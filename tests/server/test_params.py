@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 
 from packcache_core.policy import PackCachePolicy, SlidingPolicy
+from server.api.errors import wire
+from server.api.params import to_video_params
+from server.api.schemas import GenerationOptions
 from server.errors import InvalidRequest
-from server.params import to_video_params
-from server.schemas import GenerationOptions
 from server.settings import Settings
 
 SETTINGS = Settings(model="builtin:tiny-random", default_policy_params={"window": 3})
@@ -60,4 +61,4 @@ def test_limits(fields: dict[str, Any], param: str) -> None:
     fields.setdefault("prompt", "a cat")
     with pytest.raises(InvalidRequest) as e:
         to_video_params(GenerationOptions(**fields), SETTINGS)
-    assert e.value.param == param and e.value.status == 400
+    assert e.value.param == param and wire(e.value).status == 400

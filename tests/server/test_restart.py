@@ -9,7 +9,7 @@ from pathlib import Path
 
 import av
 
-from server.store import JobRecord, SqliteJobStore, Status
+from server.storage.store import JobRecord, SqliteJobStore, Status
 from tests.server.conftest import LiveServer
 
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import pytest
 
 from packcache_core.pipeline import StepMemory
+from server.api.errors import wire
+from server.engine.scheduler import FifoScheduler, reservation, tick_bytes
 from server.errors import InvalidRequest, Overloaded
-from server.scheduler import FifoScheduler, reservation, tick_bytes
 
 
 @dataclass(eq=False)
@@ -69,7 +70,7 @@ def test_admits_by_memory_then_queues_then_refuses() -> None:
     assert s.reserved_bytes == 250 and s.kv_bytes == 200
     with pytest.raises(Overloaded) as e:
         s.offer(j[4], retry_after=3)
-    assert e.value.retry_after == 3 and e.value.status == 429
+    assert e.value.retry_after == 3 and wire(e.value).status == 429
     assert [s.position(x) for x in j[:4]] == [0, 0, 1, 2]
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from server.engine.events import RequestStats
 from server.errors import InvalidRequest, StorageError
-from server.events import RequestStats
-from server.store import JobRecord, JobStore, open_store
+from server.storage.open import open_store
+from server.storage.store import JobRecord, JobStore
 
 STATS = RequestStats(0.1, 0.5, 2.0, 1.9, 9, 3, 4, 0.4, 2.5, "full", 1000, 2000, 3000)
 

@@ -7,8 +7,8 @@ import json
 
 import torch
 
-from server.events import Finished, Frame, Progress, Queued, RequestStats, Started
-from server.streaming import StreamSender
+from server.api.streaming import StreamSender
+from server.engine.events import Finished, Frame, Progress, Queued, RequestStats, Started
 
 STATS = RequestStats(0, 1, 2, 2, 9, 3, 4, 0.5, 1.0, "packcache", 10, 20, 30)
 

@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from server.main import create_app
-from server.routes.ui import STATIC
+from server.api.main import create_app
+from server.api.routes.ui import STATIC
 from server.settings import Settings
 
 

@@ -1,14 +1,14 @@
 """The demo page: `GET /` and its static files, plus the few settings the page needs.
 
 What it is: `GET /` (the page), `GET /static/<name>` (its scripts, stylesheet and the sample
-image, straight from `server/static/`, no build step, nothing fetched from elsewhere, so the
+image, straight from `server/api/static/`, no build step, nothing fetched from elsewhere, so the
 page works offline) and `GET /ui/config` (whether an API key is needed, the upload limit and
 the generation defaults). The page itself talks to the public API only: the websocket
 `/v1/videos/stream` and `GET /v1/videos/{id}/content`. What it is not: an API; none of these
 routes is in the OpenAPI document.
 
 Invariant: all three are public and reveal no secret: `/ui/config` says whether keys are
-configured, never a key. Only plain files directly inside `server/static/` are served.
+configured, never a key. Only plain files directly inside `server/api/static/` are served.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from packcache_core.image import IMAGE_FORMATS
 from packcache_core.policy import POLICIES
-from server.deps import RuntimeDep
+from server.api.deps import RuntimeDep
 from server.errors import NotFound
 
 router = APIRouter(include_in_schema=False)

@@ -26,16 +26,17 @@ from prometheus_client import CollectorRegistry
 from packcache_core.generate import SamplingConfig
 from packcache_core.host import keep_freed_blocks
 from packcache_core.pipeline import Pipeline, VideoParams
-from server.engine import Engine, EngineConfig
+from server.api.security import ApiKeys
+from server.engine.engine import Engine, EngineConfig
+from server.engine.events import Event, Finished
+from server.engine.job import Submission
+from server.engine.memory import memory_for, module_bytes, resolve_budget
 from server.errors import Unavailable
-from server.events import Event, Finished
-from server.job import Submission
-from server.memory import memory_for, module_bytes, resolve_budget
 from server.metrics import Metrics
-from server.recorder import JobRecorder, VideoFiles
-from server.security import ApiKeys
 from server.settings import Settings
-from server.store import JobStore, open_store
+from server.storage.open import open_store
+from server.storage.recorder import JobRecorder, VideoFiles
+from server.storage.store import JobStore
 
 log = logging.getLogger(__name__)
 WARMUP_TIMEOUT_S = 600.0

@@ -19,7 +19,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import Unauthorized, error_body
+from server.api.errors import error_body
+from server.errors import Unauthorized
 
 
 class ApiKeys:

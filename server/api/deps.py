@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from server.runtime import Runtime
+from server.entry.runtime import Runtime
 
 
 def runtime(conn: HTTPConnection) -> Runtime:

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packcache_core.video.output import Mp4Writer, thumbnail
-from server.events import Event, Finished, Frame, JobListener, Progress, Queued, Started
-from server.store import JobStore
+from server.engine.events import Event, Finished, Frame, JobListener, Progress, Queued, Started
+from server.storage.store import JobStore
 
 log = logging.getLogger(__name__)
 PROBE_BYTES = 1 << 20  # written and removed at start-up: the data directory takes a write

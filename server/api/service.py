@@ -20,13 +20,13 @@ from typing import Literal
 from fastapi.concurrency import run_in_threadpool
 
 from packcache_core.pipeline import VideoParams
+from server.api.params import decode_image, to_video_params
+from server.api.schemas import GenerationOptions, VideoDeleted, VideoError, VideoList, VideoObject
+from server.engine.events import JobListener, percent
+from server.engine.job import Submission
+from server.entry.runtime import Runtime
 from server.errors import NotFound, NotReady, Unavailable
-from server.events import JobListener, percent
-from server.job import Submission
-from server.params import decode_image, to_video_params
-from server.runtime import Runtime
-from server.schemas import GenerationOptions, VideoDeleted, VideoError, VideoList, VideoObject
-from server.store import JobRecord
+from server.storage.store import JobRecord
 
 
 def new_video_id() -> str:

@@ -3,7 +3,7 @@
 What it is: create (multipart with an `input_reference` image), retrieve, list, content and
 delete, each declaring its error responses. What it is not: the job logic (`service.py`).
 
-Invariant: every route answers errors with the OpenAI envelope (mapped in `errors.py`).
+Invariant: every route answers errors with the OpenAI envelope (mapped in `api/errors.py`).
 """
 
 from __future__ import annotations
@@ -13,16 +13,17 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Form, Path, Query
 from fastapi.responses import FileResponse
 
-from server import service
-from server.deps import RuntimeDep, require_key
-from server.errors import PayloadTooLarge, errors
-from server.schemas import (
+from server.api import service
+from server.api.deps import RuntimeDep, require_key
+from server.api.errors import errors
+from server.api.schemas import (
     VIDEO_ID_PATTERN,
     CreateVideoForm,
     VideoDeleted,
     VideoList,
     VideoObject,
 )
+from server.errors import PayloadTooLarge
 
 router = APIRouter(
     prefix="/v1/videos",

@@ -2,8 +2,8 @@
 
 What it is: `JobRecord` (one video job as stored), the `JobStore` protocol every backend
 implements, `SqlJobStore` (the queries both SQL backends share), `SqliteJobStore` (the
-single-machine default), and `open_store(url)`, which picks the backend from a URL
-(`sqlite:///path`, or `postgresql://...` for several replicas: `store_postgres.py`). What it is
+single-machine default; `open.py` picks a backend from a URL, `postgres.py` is the one for
+several replicas). What it is
 not: the video files (the recorder writes those under the data directory) or live progress
 (the recorder keeps that until a record is final).
 
@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args, get_origin, get_type_hints
 
+from server.engine.events import RequestStats
 from server.errors import InvalidRequest, StorageError
-from server.events import RequestStats
 
 Status = Literal["queued", "in_progress", "completed", "failed"]
 log = logging.getLogger(__name__)
@@ -237,19 +237,3 @@ def _record(row: Sequence[Any]) -> JobRecord:
     values = dict(zip(COLUMNS, row, strict=True))
     stats = values.pop("stats")
     return JobRecord(**values, stats=None if stats is None else RequestStats(**json.loads(stats)))
-
-
-def open_store(url: str) -> JobStore:
-    """`sqlite:///relative/or/absolute/path.sqlite3`, or `postgresql://user@host/db` (libpq
-    URL; needs the `postgres` extra). Other schemes are refused."""
-    if url.startswith("sqlite:///"):
-        return SqliteJobStore(Path(url.removeprefix("sqlite:///")))
-    if url.startswith(("postgresql://", "postgres://")):
-        from server.store_postgres import PostgresJobStore  # psycopg is an optional extra
-
-        return PostgresJobStore(url)
-    scheme = url.split(":", 1)[0]
-    raise ValueError(
-        f"unsupported job store URL scheme {scheme!r} "
-        "(supported: sqlite:///PATH, postgresql://USER@HOST/DB)"
-    )

@@ -15,9 +15,9 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 
-from server.deps import RuntimeDep
-from server.errors import errors
-from server.schemas import Health, Readiness
+from server.api.deps import RuntimeDep
+from server.api.errors import errors
+from server.api.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from packcache_core.cache import CacheSpec
 from packcache_core.pipeline import Prepared, StepMemory, VideoParams, VideoRun
-from server.events import FinalStatus, FrameStats, JobListener, RequestStats
+from server.engine.events import FinalStatus, FrameStats, JobListener, RequestStats
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from packcache_core.image import ImageError, load_image
 from packcache_core.pipeline import VideoParams
 from packcache_core.policy import policy_knobs
 from packcache_core.request import Ask, RequestError, resolve
+from server.api.schemas import GenerationOptions
 from server.errors import InvalidRequest
-from server.schemas import GenerationOptions
 from server.settings import Settings
 
 POLICY_FIELDS = tuple(policy_knobs())

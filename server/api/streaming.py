@@ -25,8 +25,7 @@ import torch
 from pydantic import BaseModel
 
 from packcache_core.video.output import encode_frame
-from server.events import Event, Finished, Frame, JobListener, Progress, Queued, Started
-from server.schemas import (
+from server.api.schemas import (
     CompletedMessage,
     ErrorDetail,
     ErrorMessage,
@@ -36,6 +35,7 @@ from server.schemas import (
     QueuedMessage,
     StartedMessage,
 )
+from server.engine.events import Event, Finished, Frame, JobListener, Progress, Queued, Started
 
 
 @dataclass(frozen=True, eq=False)  # identity: the queue removes a frame by identity

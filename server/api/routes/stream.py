@@ -6,7 +6,7 @@ the client sends one `StreamRequest` (JSON text, image inline as base64); the se
 message with the encoded image, a `latent_frame` (latency, cache bytes in use) after each
 generated latent frame's images, `progress` after every denoising step, and finally `completed`
 (with the request's statistics) or `error`, then closes (1000 after `completed` or a cancel,
-1011 after a failure or timeout, otherwise the code from `errors.py`: 1007 invalid request,
+1011 after a failure or timeout, otherwise the code from `api/errors.py`: 1007 invalid request,
 1008 bad API key, 1009 too big, 1013 try again later). The client may send `{"type": "cancel"}`
 at any time; closing the socket cancels too. Either frees the request's cache before its next
 step. A slow client loses the oldest unsent frames (see `streaming.py`), never the final message.
@@ -25,19 +25,13 @@ from typing import Literal
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from server import service
-from server.deps import RuntimeDep
-from server.errors import (
-    WS_INTERNAL,
-    WS_NORMAL,
-    InvalidRequest,
-    PayloadTooLarge,
-    ServerError,
-    validation_message,
-)
-from server.runtime import Runtime
-from server.schemas import CancelMessage, ErrorDetail, ErrorMessage, StreamRequest
-from server.streaming import StreamSender
+from server.api import service
+from server.api.deps import RuntimeDep
+from server.api.errors import WS_INTERNAL, WS_NORMAL, validation_message, wire
+from server.api.schemas import CancelMessage, ErrorDetail, ErrorMessage, StreamRequest
+from server.api.streaming import StreamSender
+from server.entry.runtime import Runtime
+from server.errors import InvalidRequest, PayloadTooLarge, ServerError
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["stream"])
@@ -138,12 +132,13 @@ async def stream(ws: WebSocket, rt: RuntimeDep) -> None:
 
 
 async def _refuse(ws: WebSocket, error: ServerError, job_id: str | None) -> None:
-    detail = ErrorDetail(message=error.message, type=error.type, param=error.param, code=error.code)
+    _, kind, close_code = wire(error)
+    detail = ErrorDetail(message=error.message, type=kind, param=error.param, code=error.code)
     try:
         await ws.send_text(ErrorMessage(id=job_id, error=detail).model_dump_json())
     except (WebSocketDisconnect, RuntimeError, OSError):
         log.debug("client of %s left before its error was sent", job_id)
-    await _close(ws, error.ws_close, error.code)
+    await _close(ws, close_code, error.code)
 
 
 async def _close(ws: WebSocket, code: int, reason: str | None = None) -> None:

@@ -22,11 +22,11 @@ from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry
 from pydantic import TypeAdapter
 
-from server.errors import install_error_handlers
-from server.routes import health, stream, ui, videos
-from server.runtime import Runtime
-from server.schemas import ClientMessage, ServerMessage
-from server.security import BodyLimitMiddleware
+from server.api.errors import install_error_handlers
+from server.api.routes import health, stream, ui, videos
+from server.api.schemas import ClientMessage, ServerMessage
+from server.api.security import BodyLimitMiddleware
+from server.entry.runtime import Runtime
 from server.settings import Settings
 
 log = logging.getLogger(__name__)

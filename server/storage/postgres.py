@@ -26,7 +26,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from server.errors import StorageError
-from server.store import JobRecord, SqlJobStore, record_columns
+from server.storage.store import JobRecord, SqlJobStore, record_columns
 
 log = logging.getLogger(__name__)
 # Connection options the URL may override:

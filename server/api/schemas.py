@@ -16,7 +16,7 @@ from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from packcache_core.policy import POLICIES, known_policy, policy_knobs
-from server.events import RequestStats
+from server.engine.events import RequestStats
 
 VideoStatus = Literal["queued", "in_progress", "completed", "failed"]
 VIDEO_ID_PATTERN = r"^video_[0-9a-f]{32}$"

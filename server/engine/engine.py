@@ -40,8 +40,7 @@ import torch
 
 from packcache_core.batch import tick
 from packcache_core.pipeline import FrameOutput, Pipeline, StepMemory
-from server.errors import InvalidRequest, Overloaded, ServerError, Unavailable
-from server.events import (
+from server.engine.events import (
     EngineObserver,
     Event,
     FinalStatus,
@@ -52,9 +51,10 @@ from server.events import (
     Queued,
     Started,
 )
-from server.job import Admission, Job, Submission
-from server.memory import DeviceMemory
-from server.scheduler import FifoScheduler, tick_bytes
+from server.engine.job import Admission, Job, Submission
+from server.engine.memory import DeviceMemory
+from server.engine.scheduler import FifoScheduler, tick_bytes
+from server.errors import InvalidRequest, Overloaded, ServerError, Unavailable
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.25

@@ -26,7 +26,7 @@ from types import FrameType
 import uvicorn
 from uvicorn.server import STARTUP_FAILURE
 
-from server.runtime import Runtime
+from server.entry.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any, Literal, NoReturn, get_args, get_origin
 import uvicorn
 from pydantic.fields import FieldInfo
 
-from server.generate_command import add_generate_arguments, run_generate
+from server.entry.generate_command import add_generate_arguments, run_generate
 from server.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -53,8 +53,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     """Run the server until interrupted."""
-    from server import drain  # imports torch and the app only for this command
-    from server.main import create_app
+    from server.api.main import create_app
+    from server.entry import drain  # imports torch and the app only for this command
 
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
     settings = Settings(**overrides)

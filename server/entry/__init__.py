@@ -1,0 +1,1 @@
+"""Process entry points: the `packcache` CLI, the runtime that wires the server, draining."""

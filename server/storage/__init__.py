@@ -1,0 +1,1 @@
+"""Storage: job records (SQLite or PostgreSQL, `open.py` picks one) and each job's files."""
