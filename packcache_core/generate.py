@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -114,6 +115,13 @@ class CacheStats:
     bytes_capacity: int
 
 
+class SamplerState(NamedTuple):
+    """What the sampler carries from one frame to the next (a video's record keeps it)."""
+
+    rng: torch.Tensor  # the request's torch.Generator state (uint8)
+    temperature: float  # the running Gumbel temperature (see `SamplingConfig`)
+
+
 @dataclass(frozen=True)
 class FrameResult:
     index: int  # latent frame number (1 = first generated frame)
@@ -122,6 +130,7 @@ class FrameResult:
     steps: int
     cache: CacheStats
     frame_position: int  # temporal frame index the frame was generated at (after rebase)
+    state: SamplerState | None = None  # right after the frame; None with injected noise
 
 
 @dataclass
@@ -153,9 +162,12 @@ class VideoGeneration:
         self.device, self.dtype = m.device, m.dtype
         self.layout = req.layout
         self.rope = RotaryTables(m.config.head_dim, m.config.rope_theta, self.device)
+        # The generation owns its generator unless noise is injected; only then can its
+        # sampler state be recorded and restored (`sampler_state`, `resume`).
+        self.generator: torch.Generator | None = None
         if self.noise is None:
-            gen = torch.Generator(device=self.device).manual_seed(self.seed)
-            self.noise = GeneratorNoise(gen)
+            self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
+            self.noise = GeneratorNoise(self.generator)
         masked = history_mask_positions(self.layout.grid_tokens, self.sampling.history_mask_ratio)
         self.history_masked = masked.to(self.device)
         self.visible = visible_tokens(self.layout, masked)
@@ -249,6 +261,24 @@ class VideoGeneration:
             self._frame = self._start_frame()
         self._frame.ids = codes.to(self.device).flatten() + CODE_OFFSET
         return self._finish_frame(self._frame)
+
+    def resume(self, codes: list[torch.Tensor], state: SamplerState | None) -> list[FrameResult]:
+        """Rebuild the cache from recorded frames (one write-back forward each) and restore
+        the sampler as it was after the last: the frames that follow are those an
+        uninterrupted run draws. `state` is None only when no frame is recorded."""
+        assert self.frames_done == 0 and self._frame is None, "resume a fresh generation"
+        assert len(codes) <= self.total_frames, "more frames recorded than requested"
+        results = [self.replay_frame(c) for c in codes]
+        if codes:
+            assert state is not None and self.generator is not None, "no sampler to restore"
+            self.generator.set_state(state.rng)
+            self.temperature = state.temperature
+        return results
+
+    def sampler_state(self) -> SamplerState | None:
+        if self.generator is None:
+            return None
+        return SamplerState(self.generator.get_state(), self.temperature)
 
     # -- phases ---------------------------------------------------------------------------
 
@@ -344,6 +374,7 @@ class VideoGeneration:
             self.sampling.steps,
             self.cache_stats(),
             fs.position,
+            self.sampler_state(),
         )
 
     def cache_stats(self) -> CacheStats:

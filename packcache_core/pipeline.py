@@ -26,6 +26,7 @@ from packcache_core.cache import CacheSpec
 from packcache_core.generate import (
     FrameResult,
     GenerationDefaults,
+    SamplerState,
     SamplingConfig,
     VideoGeneration,
     VideoRequest,
@@ -143,6 +144,15 @@ class VideoRun:
             return None
         rgb = self.decoder.push(result.codes.to(self._first_codes.device))
         return FrameOutput(result, rgb)
+
+    def resume(self, codes: list[torch.Tensor], state: SamplerState | None) -> list[FrameOutput]:
+        """Carry on from recorded frames (after `first_rgb`): the cache is rebuilt by replaying
+        them, and each is decoded again, so the video's frames are whole from the start."""
+        device = self._first_codes.device
+        return [
+            FrameOutput(r, self.decoder.push(r.codes.to(device)))
+            for r in self.generation.resume(codes, state)
+        ]
 
     def close(self) -> None:
         self.generation.close()

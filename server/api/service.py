@@ -25,7 +25,7 @@ from server.api.schemas import GenerationOptions, VideoDeleted, VideoError, Vide
 from server.engine.events import JobListener, percent
 from server.engine.job import Submission
 from server.entry.runtime import Runtime
-from server.errors import NotFound, NotReady, Unavailable
+from server.errors import NotFound, NotReady, StorageError, Unavailable
 from server.storage.store import JobRecord
 
 
@@ -75,12 +75,21 @@ async def create(
     await run_in_threadpool(rt.store.create, record)
     listener = rt.recorder.listener(job_id, params.fps, then=stream)
     try:
+        await run_in_threadpool(_save_request, rt, job_id, params, image_bytes)
         await engine.submit(Submission(job_id, image, params, (listener,)))
     except BaseException:  # refused, or the caller went away: no record, no work
         engine.cancel(job_id)
         rt.store.delete(job_id)
+        rt.files.remove(job_id)
         raise
     return video_object(rt, record)
+
+
+def _save_request(rt: Runtime, job_id: str, params: VideoParams, image: bytes) -> None:
+    try:
+        rt.files.save_request(job_id, params, image)
+    except OSError as e:
+        raise StorageError(f"the server cannot store the request now: {e.strerror}") from e
 
 
 # Fields a video object copies from its record as they are (the record is their one home).

@@ -40,6 +40,7 @@ import torch
 
 from packcache_core.batch import tick
 from packcache_core.pipeline import FrameOutput, Pipeline, StepMemory
+from packcache_core.record import Recorded
 from server.engine.events import (
     EngineObserver,
     Event,
@@ -268,6 +269,27 @@ class Engine:
         self._emit(job, started)
         self._emit(job, Frame(0, 0, first))
         job.rgb_frames = int(first.shape[0])
+        if job.sub.resume is not None:
+            self._resume(job, job.sub.resume)
+
+    def _resume(self, job: Job, recorded: Recorded) -> None:
+        """Rebuild a resumed job's cache from its record and send the frames again (the MP4 is
+        written anew); the job then continues with its next frame."""
+        assert job.run is not None
+        try:
+            outs = job.run.resume(recorded.codes, recorded.state)
+        except Exception as e:
+            log.exception("resuming %s failed", job.id)
+            self._finish(job, "failed", "resume_failed", f"could not resume: {e}")
+            return
+        for out in outs:
+            index, job.rgb_frames = job.rgb_frames, job.rgb_frames + int(out.rgb.shape[0])
+            self._emit(job, Frame(index, out.result.index, out.rgb))
+        generation = job.run.generation
+        self._emit(job, Progress(generation.steps_done, generation.total_steps))
+        log.info("%s resumed after %d recorded frames", job.id, len(outs))
+        if job.run.done:
+            self._finish(job, "completed")
 
     def _reap(self) -> None:
         """Finish cancelled and timed-out requests (running or waiting) before the next step."""
@@ -313,8 +335,10 @@ class Engine:
         if out is not None:
             index = job.rgb_frames  # frame_done counts this frame's RGB frames
             stats = job.frame_done(time.monotonic(), int(out.rgb.shape[0]))
-            used = out.result.cache.bytes_used
-            self._emit(job, Frame(index, out.result.index, out.rgb, stats.latency_s, used))
+            r = out.result
+            used = r.cache.bytes_used
+            frame = Frame(index, r.index, out.rgb, stats.latency_s, used, r.codes, r.state)
+            self._emit(job, frame)
             self.observer.on_frame(stats)
         if job.run.done:
             self._finish(job, "completed")

@@ -16,6 +16,8 @@ from typing import Literal, Protocol
 
 import torch
 
+from packcache_core.generate import SamplerState
+
 FinalStatus = Literal["completed", "failed", "cancelled", "timeout"]
 
 
@@ -62,6 +64,10 @@ class Frame:
     # Generated latent frames only (None for the conditioning frame):
     latency_s: float | None = None  # since the previous latent frame of the request (or start)
     cache_bytes_used: int | None = None  # KV bytes holding tokens after its write-back
+    # What the video's record keeps of a frame just generated (None for the conditioning
+    # frame and for frames replayed from the record when a job resumes):
+    codes: torch.Tensor | None = None  # (h, w) int64 latent codes
+    sampler: SamplerState | None = None  # the sampler's state right after the frame
 
 
 def percent(steps_done: int, total_steps: int) -> int:

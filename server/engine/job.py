@@ -20,6 +20,7 @@ from PIL import Image
 
 from packcache_core.cache import CacheSpec
 from packcache_core.pipeline import Prepared, StepMemory, VideoParams, VideoRun
+from packcache_core.record import Recorded
 from server.engine.events import FinalStatus, FrameStats, JobListener, RequestStats
 
 
@@ -30,6 +31,7 @@ class Submission:
     params: VideoParams
     listeners: tuple[JobListener, ...] = ()
     arrived: float = field(default_factory=time.monotonic)
+    resume: Recorded | None = None  # frames already made (a job picked up after a restart)
 
 
 @dataclass(frozen=True)

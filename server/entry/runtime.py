@@ -26,17 +26,18 @@ from prometheus_client import CollectorRegistry
 from packcache_core.generate import SamplingConfig
 from packcache_core.host import keep_freed_blocks
 from packcache_core.pipeline import Pipeline, VideoParams
+from server.api.params import decode_image
 from server.api.security import ApiKeys
 from server.engine.engine import Engine, EngineConfig
 from server.engine.events import Event, Finished
 from server.engine.job import Submission
 from server.engine.memory import memory_for, module_bytes, resolve_budget
-from server.errors import Unavailable
+from server.errors import ServerError, Unavailable
 from server.metrics import Metrics
 from server.settings import Settings
 from server.storage.open import open_store
 from server.storage.recorder import JobRecorder, VideoFiles
-from server.storage.store import JobStore
+from server.storage.store import JobRecord, JobStore
 
 log = logging.getLogger(__name__)
 WARMUP_TIMEOUT_S = 600.0
@@ -44,10 +45,7 @@ WATCH_S = 0.2  # how often the supervisor looks at the engine thread
 ENGINE_DIED_EXIT = 1  # the process's exit status after the engine thread died
 DRAIN_POLL_S = 0.05
 STREAM_CLOSE_S = 5.0  # after a drain, for websockets to send their final message and close
-RESTART_ERROR = (
-    "server_restarted",
-    "the server stopped before this job finished; submit it again",
-)
+RESTART_CODE = "server_restarted"  # a job a stopped process left that cannot be resumed
 
 
 class Runtime:
@@ -67,14 +65,14 @@ class Runtime:
         self.store: JobStore
         self.recorder: JobRecorder
         self.io: ThreadPoolExecutor | None = None
+        self.orphans: list[JobRecord] = []  # unfinished jobs a stopped process left
 
     def open(self) -> None:
         """Store, files and recorder: enough to serve stored videos while the model loads."""
         s = self.settings
         self.files = VideoFiles(s.data_dir / "videos")
         self.store = open_store(s.job_store_url())
-        for job_id in self.store.fail_unfinished(*RESTART_ERROR):
-            self.files.remove(job_id)
+        self.orphans = self.store.claim_unfinished()  # resumed once the engine runs
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packcache-io")
         self.recorder = JobRecorder(self.store, self.files, self.io, self._cancel)
 
@@ -151,6 +149,40 @@ class Runtime:
         )
         self.engine.set_budget(budget)
         self.engine.observer = self.metrics  # warm-up stays out of the metrics
+        await self.resume(self.orphans)
+
+    async def resume(self, records: list[JobRecord]) -> None:
+        """Submit again, from their records, the jobs a stopped process left queued or
+        running; each carries on from its last recorded frame. One that cannot (its model
+        changed, its record is gone) fails with the reason."""
+        assert self.engine is not None
+        for record in records:
+            try:
+                submission = await asyncio.to_thread(self._resubmission, record)
+                await self.engine.submit(submission)
+            except (OSError, ValueError, KeyError, ServerError) as e:
+                reason = "its saved request is gone" if isinstance(e, FileNotFoundError) else e
+                message = (
+                    f"the server stopped before this job finished and could not resume it "
+                    f"({reason}); submit it again"
+                )
+                log.warning("%s: %s", record.id, message)
+                await asyncio.to_thread(self._fail_orphan, record.id, message)
+            else:
+                log.info("%s: resumed", record.id)
+
+    def _resubmission(self, record: JobRecord) -> Submission:
+        model = self.settings.model_name
+        if record.model != model:
+            raise ValueError(f"it was made by model {record.model!r}, this server runs {model!r}")
+        params, image, recorded = self.files.load_request(record.id)
+        decoded = decode_image(image, self.settings, "input_reference")
+        listener = self.recorder.listener(record.id, params.fps)
+        return Submission(record.id, decoded, params, (listener,), resume=recorded)
+
+    def _fail_orphan(self, job_id: str, message: str) -> None:
+        self.store.finish(job_id, "failed", (RESTART_CODE, message))
+        self.files.remove(job_id)
 
     async def drain(self, grace_s: float, hurry: asyncio.Event) -> None:
         """Stop admitting, let accepted requests finish for up to `grace_s` (until `hurry` is

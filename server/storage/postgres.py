@@ -9,10 +9,10 @@ the replica running a job knows its steps; the others report its stored status).
 
 Invariant: a store holds a session-level advisory lock on a random 63-bit *lease* for as long
 as its connection lives, and stamps every record it creates with that lease.
-`fail_unfinished` fails only unfinished records whose lease no live session holds: a replica
-that starts never fails the jobs of one that runs, and the jobs of a replica that died (its
-connection gone) are failed by the next replica to start. Session locks need a direct
-connection or session pooling (not PgBouncer's transaction pooling).
+`claim_unfinished` takes over (re-stamps with its own lease) only unfinished records whose lease
+no live session holds: a replica never takes the jobs of one that runs, and the jobs of a
+replica that died (its connection gone) go to the next replica that claims them, once.
+Session locks need a direct connection or session pooling (not PgBouncer's transaction pooling).
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-import time
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from server.errors import StorageError
-from server.storage.store import JobRecord, SqlJobStore, record_columns
+from server.storage.store import COLUMNS, JobRecord, SqlJobStore, record_columns, row_record
 
 log = logging.getLogger(__name__)
 # Connection options the URL may override:
@@ -99,14 +98,13 @@ class PostgresJobStore(SqlJobStore):
     def create(self, record: JobRecord) -> None:
         self._insert(record, {"lease": self._lease})
 
-    def fail_unfinished(self, code: str, message: str) -> list[str]:
+    def claim_unfinished(self) -> list[JobRecord]:
         rows = self._exec(
-            "UPDATE jobs SET status = 'failed', completed_at = ?, error_code = ?, "
-            "error_message = ? WHERE status IN ('queued', 'in_progress') "
-            f"AND lease NOT IN ({LIVE_LEASES}) RETURNING id",
-            (time.time(), code, message),
+            "UPDATE jobs SET lease = ? WHERE status IN ('queued', 'in_progress') "
+            f"AND lease NOT IN ({LIVE_LEASES}) RETURNING seq, {', '.join(COLUMNS)}",
+            (self._lease,),
         ).fetchall()
-        return [r[0] for r in rows]
+        return [row_record(r[1:]) for r in sorted(rows)]
 
     def close(self) -> None:
         with self._lock:

@@ -16,6 +16,7 @@ only after its files and record are final, so a client told "completed" can down
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Callable
@@ -23,6 +24,14 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
+from packcache_core.pipeline import VideoParams
+from packcache_core.record import (
+    FrameRecord,
+    Recorded,
+    request_from_json,
+    request_to_json,
+    write_json,
+)
 from packcache_core.video.output import Mp4Writer, thumbnail
 from server.engine.events import Event, Finished, Frame, JobListener, Progress, Queued, Started
 from server.storage.store import JobStore
@@ -39,7 +48,9 @@ class LiveProgress:
 
 
 class VideoFiles:
-    """`<root>/<job id>/{video.mp4, video.part.mp4, thumbnail.jpg}`."""
+    """`<root>/<job id>/{video.mp4, video.part.mp4, thumbnail.jpg, request.json, input,
+    frames/}`: the video, and the record a job resumes from (the request as resolved, the
+    uploaded image, each finished latent frame: `packcache_core.record`)."""
 
     def __init__(self, root: Path) -> None:
         """Makes `root` and writes a probe there, so an unwritable or full data directory
@@ -65,6 +76,29 @@ class VideoFiles:
 
     def thumbnail(self, job_id: str) -> Path:
         return self.folder(job_id) / "thumbnail.jpg"
+
+    def request(self, job_id: str) -> Path:
+        return self.folder(job_id) / "request.json"
+
+    def input(self, job_id: str) -> Path:
+        return self.folder(job_id) / "input"
+
+    def frames(self, job_id: str) -> FrameRecord:
+        return FrameRecord(self.folder(job_id) / "frames")
+
+    def save_request(self, job_id: str, params: VideoParams, image: bytes) -> None:
+        """What a job needs to start again after a crash; written before it is submitted."""
+        self.folder(job_id).mkdir(parents=True, exist_ok=True)
+        part = self.input(job_id).with_suffix(".part")
+        part.write_bytes(image)
+        part.replace(self.input(job_id))
+        write_json(self.request(job_id), request_to_json(params))
+
+    def load_request(self, job_id: str) -> tuple[VideoParams, bytes, Recorded]:
+        """The saved request, image and recorded frames; OSError / ValueError / KeyError
+        when they are missing or unreadable."""
+        params = request_from_json(json.loads(self.request(job_id).read_text()))
+        return params, self.input(job_id).read_bytes(), self.frames(job_id).read()
 
     def remove(self, job_id: str) -> None:
         shutil.rmtree(self.folder(job_id), ignore_errors=True)
@@ -140,6 +174,8 @@ class _Recording:
         if event.index == 0:
             self.r.files.thumbnail(self.job_id).write_bytes(thumbnail(event.rgb[0]))
         self.writer.write(event.rgb)
+        if event.codes is not None and event.sampler is not None:
+            self.r.files.frames(self.job_id).append(event.latent_index, event.codes, event.sampler)
 
     def _finish(self, event: Finished) -> Finished:
         files, store = self.r.files, self.r.store

@@ -8,8 +8,8 @@ not: the video files (the recorder writes those under the data directory) or liv
 (the recorder keeps that until a record is final).
 
 Invariants: a record's status only moves queued -> in_progress -> completed | failed;
-`fail_unfinished` runs at start-up, so no record claims to be running in a process that died
-(and, with a shared database, never touches a record a live replica runs).
+`claim_unfinished` runs at start-up, so every record a process that died left queued or running
+is resumed or failed by the next (and, with a shared database, never one a live replica runs).
 All methods are thread-safe and blocking (call them off the event loop).
 """
 
@@ -84,8 +84,9 @@ class JobStore(Protocol):
 
     def delete(self, job_id: str) -> bool: ...
 
-    def fail_unfinished(self, code: str, message: str) -> list[str]:
-        """Mark every queued or running record failed; returns their ids."""
+    def claim_unfinished(self) -> list[JobRecord]:
+        """Queued or running records no live process runs, now this store's to resume (or to
+        fail); in the order they were created."""
         ...
 
     def close(self) -> None: ...
@@ -135,7 +136,7 @@ class SqlJobStore:
     """The queries every SQL backend shares, written with `?` marks; `_exec` runs one.
 
     A backend supplies the connection (`_exec`), the insert (it may add private columns),
-    `fail_unfinished` (which records count as its own) and `close`.
+    `claim_unfinished` (which records count as its own) and `close`.
     """
 
     def _exec(self, sql: str, args: tuple = ()) -> Cursor:
@@ -149,7 +150,7 @@ class SqlJobStore:
 
     def get(self, job_id: str) -> JobRecord | None:
         row = self._exec(f"{SELECT} WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else _record(row)
+        return None if row is None else row_record(row)
 
     def page(
         self, limit: int, after: str | None, order: Literal["asc", "desc"]
@@ -164,7 +165,7 @@ class SqlJobStore:
             where, args = f"WHERE seq {op} ?", (row[0],)
         sql = f"{SELECT} {where} ORDER BY seq {direction} LIMIT ?"
         rows = self._exec(sql, (*args, limit + 1)).fetchall()
-        return [_record(r) for r in rows[:limit]], len(rows) > limit
+        return [row_record(r) for r in rows[:limit]], len(rows) > limit
 
     def mark_started(self, job_id: str) -> None:
         sql = "UPDATE jobs SET status = 'in_progress' WHERE id = ? AND status = 'queued'"
@@ -212,17 +213,9 @@ class SqliteJobStore(SqlJobStore):
     def create(self, record: JobRecord) -> None:
         self._insert(record)
 
-    def fail_unfinished(self, code: str, message: str) -> list[str]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id FROM jobs WHERE status IN ('queued', 'in_progress')"
-            ).fetchall()
-            self._db.execute(
-                "UPDATE jobs SET status = 'failed', completed_at = ?, error_code = ?, "
-                "error_message = ? WHERE status IN ('queued', 'in_progress')",
-                (time.time(), code, message),
-            )
-        return [r[0] for r in rows]
+    def claim_unfinished(self) -> list[JobRecord]:
+        sql = f"{SELECT} WHERE status IN ('queued', 'in_progress') ORDER BY seq"
+        return [row_record(r) for r in self._exec(sql).fetchall()]  # one process owns the file
 
     def close(self) -> None:
         with self._lock:
@@ -233,7 +226,7 @@ def _dump(stats: RequestStats | None) -> str | None:
     return None if stats is None else json.dumps(asdict(stats))
 
 
-def _record(row: Sequence[Any]) -> JobRecord:
+def row_record(row: Sequence[Any]) -> JobRecord:
     values = dict(zip(COLUMNS, row, strict=True))
     stats = values.pop("stats")
     return JobRecord(**values, stats=None if stats is None else RequestStats(**json.loads(stats)))

@@ -65,7 +65,7 @@ def test_restart_keeps_completed_videos(tmp_path: Path) -> None:
             left = second.client.get(f"/v1/videos/{job_id}").json()
             assert left["status"] == "failed"
             assert left["error"]["code"] == "server_restarted"
-            assert "stopped before this job finished" in left["error"]["message"]
+            assert "could not resume it (its saved request is gone)" in left["error"]["message"]
         assert not partial.exists()
         listed = [v["id"] for v in second.client.get("/v1/videos").json()["data"]]
         assert set(listed) == {video["id"], queued, running}

@@ -1,0 +1,107 @@
+"""A video's durable record: the request as resolved, and every finished latent frame.
+
+What it is: `request_to_json` / `request_from_json` (a `VideoParams` as plain JSON, the cache
+policy by name and parameters), and `FrameRecord`, a folder holding one small file per finished
+latent frame: its codes and the sampler's state right after it (the request's random generator
+and the running temperature). With the conditioning image, that is everything needed to rebuild
+a request's cache and carry on where it stopped: `VideoRun.resume` replays the recorded frames
+through the write-back forward (one forward per frame instead of `steps`) and restores the
+sampler, so the frames that follow are the ones an uninterrupted run would have drawn. What it
+is not: the MP4 or the job's status (the server's storage keeps those).
+
+Invariant: a frame file appears whole or not at all (written aside, then renamed), and frames
+are read back only as the unbroken run 1..n, so a crash mid-write loses at most that frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from packcache_core.generate import SamplerState, SamplingConfig
+from packcache_core.pipeline import VideoParams
+from packcache_core.policy import make_policy, policy_knobs
+
+FRAME_FILE = "{:06d}.safetensors"  # latent frame 1 is the first generated frame
+
+
+class Recorded(NamedTuple):
+    """The unbroken run of recorded frames: codes (h, w) each, and the state after the last."""
+
+    codes: list[torch.Tensor]
+    state: SamplerState | None  # None when no frame is recorded
+
+
+def request_to_json(params: VideoParams) -> dict[str, Any]:
+    policy = params.policy
+    return {
+        "prompt": params.prompt,
+        "latent_frames": params.latent_frames,
+        "fps": params.fps,
+        "size": None if params.size is None else list(params.size),
+        "seed": params.seed,
+        "policy": {
+            "name": policy.name,
+            "params": {k: getattr(policy, k) for k in policy_knobs(policy.name)},
+        },
+        "sampling": dataclasses.asdict(params.sampling),
+    }
+
+
+def request_from_json(data: dict[str, Any]) -> VideoParams:
+    """The inverse of `request_to_json`; ValueError (or KeyError) for a record it cannot read."""
+    size = data["size"]
+    return VideoParams(
+        prompt=data["prompt"],
+        latent_frames=int(data["latent_frames"]),
+        fps=int(data["fps"]),
+        size=None if size is None else (int(size[0]), int(size[1])),
+        seed=int(data["seed"]),
+        policy=make_policy(data["policy"]["name"], **data["policy"]["params"]),
+        sampling=SamplingConfig(**data["sampling"]),
+    )
+
+
+class FrameRecord:
+    """`<folder>/000001.safetensors`, ...: one file per finished latent frame."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path(self, index: int) -> Path:
+        return self.folder / FRAME_FILE.format(index)
+
+    def append(self, index: int, codes: torch.Tensor, state: SamplerState) -> None:
+        """Record latent frame `index` (1-based); rewriting a frame with itself is harmless."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            "codes": codes.to(torch.int32).contiguous(),
+            "rng": state.rng.contiguous(),
+            "temperature": torch.tensor(state.temperature, dtype=torch.float64),
+        }
+        final = self.path(index)
+        part = final.with_suffix(".part")
+        save_file(tensors, str(part))
+        os.replace(part, final)  # atomic: readers never see half a frame
+
+    def read(self) -> Recorded:
+        codes: list[torch.Tensor] = []
+        state: SamplerState | None = None
+        while (path := self.path(len(codes) + 1)).is_file():
+            t = load_file(str(path))
+            codes.append(t["codes"].to(torch.int64))
+            state = SamplerState(t["rng"], float(t["temperature"]))
+        return Recorded(codes, state)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON whole or not at all (aside, then renamed)."""
+    part = path.with_suffix(".part")
+    part.write_text(json.dumps(data))
+    os.replace(part, path)
