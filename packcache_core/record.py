@@ -90,6 +90,13 @@ class FrameRecord:
         save_file(tensors, str(part))
         os.replace(part, final)  # atomic: readers never see half a frame
 
+    def count(self) -> int:
+        """Frames recorded so far (the unbroken run), without reading them."""
+        n = 0
+        while self.path(n + 1).is_file():
+            n += 1
+        return n
+
     def read(self) -> Recorded:
         codes: list[torch.Tensor] = []
         state: SamplerState | None = None

@@ -103,6 +103,9 @@ def video_object(rt: Runtime, record: JobRecord) -> VideoObject:
     if live is not None and status in ("queued", "in_progress"):
         status = "in_progress" if live.started else "queued"
         progress = min(99, percent(live.steps_done, live.total_steps))
+    elif status == "in_progress":  # another replica runs it: the frames it has recorded
+        done = rt.files.frames(record.id).count() * record.steps
+        progress = min(99, percent(done, (record.latent_frames - 1) * record.steps))
     elif status == "failed" and record.stats is not None:
         progress = min(99, percent(record.stats.steps, (record.latent_frames - 1) * record.steps))
     error = None

@@ -148,6 +148,11 @@ class Engine:
         self._wake.set()
         return True
 
+    def job_ids(self) -> list[str]:
+        """Every request accepted and not finished: waiting, queued or running."""
+        with self._lock:
+            return list(self._jobs)
+
     @property
     def alive(self) -> bool:
         return self._thread.is_alive() and not self._stopping

@@ -41,7 +41,8 @@ from server.storage.store import JobRecord, JobStore
 
 log = logging.getLogger(__name__)
 WARMUP_TIMEOUT_S = 600.0
-WATCH_S = 0.2  # how often the supervisor looks at the engine thread
+WATCH_S = 0.2  # how often the supervisor looks at the engine thread and the job store
+CLAIM_S = 2.0  # how often it looks for jobs a replica that died left unfinished
 ENGINE_DIED_EXIT = 1  # the process's exit status after the engine thread died
 DRAIN_POLL_S = 0.05
 STREAM_CLOSE_S = 5.0  # after a drain, for websockets to send their final message and close
@@ -110,14 +111,39 @@ class Runtime:
 
     async def _supervise(self) -> None:
         """If the engine thread dies, fail: /health and /ready answer 503 and `exit_code` is set,
-        so the runner (`drain.py`) exits and an orchestrator starts a fresh process."""
+        so the runner (`drain.py`) exits and an orchestrator starts a fresh process. Meanwhile,
+        follow the job store (`_follow_store`)."""
         engine = self.engine
         assert engine is not None
+        loop = asyncio.get_running_loop()
+        next_claim = loop.time() + CLAIM_S
         while engine.failure is None:
             await asyncio.sleep(WATCH_S)
+            if self.phase != "ready":  # draining: take on nothing new
+                continue
+            claim = loop.time() >= next_claim
+            if claim:
+                next_claim = loop.time() + CLAIM_S
+            try:
+                await self._follow_store(engine, claim)
+            except ServerError as e:  # the database is away: try again on the next round
+                log.warning("following the job store: %s", e.message)
         self.failure = f"the engine thread died ({engine.failure}); the process must restart"
         self.phase, self.exit_code = "failed", ENGINE_DIED_EXIT
         log.critical(self.failure)
+
+    async def _follow_store(self, engine: Engine, claim: bool) -> None:
+        """What other replicas sharing the store did: a job whose record was deleted (through
+        any replica) stops here before its next step; with `claim`, jobs that a replica which
+        died left unfinished are resumed here (with SQLite, only this process's own, once)."""
+        ids = engine.job_ids()
+        if ids:
+            known = await asyncio.to_thread(self.store.known, ids)
+            for job_id in set(ids) - known:
+                log.info("%s: deleted elsewhere; cancelling it", job_id)
+                engine.cancel(job_id)
+        if claim:
+            await self.resume(await asyncio.to_thread(self.store.claim_unfinished))
 
     async def _boot(self) -> None:
         s = self.settings

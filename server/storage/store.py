@@ -86,7 +86,12 @@ class JobStore(Protocol):
 
     def claim_unfinished(self) -> list[JobRecord]:
         """Queued or running records no live process runs, now this store's to resume (or to
-        fail); in the order they were created."""
+        fail); in the order they were created. Called at start-up and then periodically:
+        a record is claimed once."""
+        ...
+
+    def known(self, job_ids: Sequence[str]) -> set[str]:
+        """Those of `job_ids` that still have a record (a job deleted elsewhere has none)."""
         ...
 
     def close(self) -> None: ...
@@ -189,6 +194,13 @@ class SqlJobStore:
     def delete(self, job_id: str) -> bool:
         return self._exec("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
 
+    def known(self, job_ids: Sequence[str]) -> set[str]:
+        if not job_ids:
+            return set()
+        marks = ", ".join("?" * len(job_ids))
+        rows = self._exec(f"SELECT id FROM jobs WHERE id IN ({marks})", tuple(job_ids))
+        return {r[0] for r in rows.fetchall()}
+
 
 class SqliteJobStore(SqlJobStore):
     """One SQLite file in WAL mode; one connection behind a lock. One process at a time."""
@@ -199,6 +211,7 @@ class SqliteJobStore(SqlJobStore):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(SCHEMA)
         self._lock = threading.Lock()
+        self._claimed = False  # one process owns the file: what it left is claimed once
 
     def _exec(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         with self._lock:
@@ -214,8 +227,11 @@ class SqliteJobStore(SqlJobStore):
         self._insert(record)
 
     def claim_unfinished(self) -> list[JobRecord]:
+        if self._claimed:
+            return []
+        self._claimed = True
         sql = f"{SELECT} WHERE status IN ('queued', 'in_progress') ORDER BY seq"
-        return [row_record(r) for r in self._exec(sql).fetchall()]  # one process owns the file
+        return [row_record(r) for r in self._exec(sql).fetchall()]
 
     def close(self) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ request loop is bounded in count and time and talks only to 127.0.0.1.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -23,15 +24,48 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import av
 import httpx
+import numpy as np
 import psutil
 import pytest
+import torch
 
+from packcache_core.record import FrameRecord
 from tests.server.conftest import TINY, free_port, png_bytes, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 # The smallest useful request: 64x64, 2 latent frames (5 RGB frames), 1 step per frame.
 SMALL: dict[str, Any] = TINY | {"latent_frames": 2, "steps": 1}
+
+
+# Long enough that two jobs are mid-video when the process is killed.
+LONG = SMALL | {"latent_frames": 12, "steps": 6}
+
+
+def assert_same_video(served: Served, data_dir: Path, a: str, b: str) -> None:
+    """Jobs `a` and `b` made the same latent codes (their records) and the same MP4 frames."""
+    codes_a, codes_b = recorded_codes(data_dir, a), recorded_codes(data_dir, b)
+    assert len(codes_a) == len(codes_b) > 0
+    assert all(torch.equal(x, y) for x, y in zip(codes_a, codes_b, strict=True)), (a, b)
+    got, want = (
+        decoded_frames(served.client.get(f"/v1/videos/{i}/content").content) for i in (a, b)
+    )
+    assert len(got) == len(want) == 1 + 4 * len(codes_a)
+    assert all(np.array_equal(x, y) for x, y in zip(got, want, strict=True)), (a, b)
+
+
+def decoded_frames(mp4: bytes) -> list[np.ndarray]:
+    with av.open(io.BytesIO(mp4)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def recorded_codes(data_dir: Path, job_id: str) -> list[torch.Tensor]:
+    return FrameRecord(data_dir / "videos" / job_id / "frames").read().codes
+
+
+def recorded_frames(data_dir: Path, job_id: str) -> int:
+    return len(list((data_dir / "videos" / job_id / "frames").glob("*.safetensors")))
 
 
 def in_ci() -> bool:

@@ -82,7 +82,7 @@ def test_a_dead_engine_finishes_every_request_and_refuses_new_ones(
         wait_until(lambda: server.client.get("/health").status_code == 503, timeout=30)
         reason = server.client.get("/ready").json()["reason"]
         assert "engine thread died" in reason and "InjectedFault" in reason, reason
-        assert server.entry.runtime.exit_code == 1  # `packcache serve` exits with it (next test)
+        assert server.runtime.exit_code == 1  # `packcache serve` exits with it (next test)
         assert server.wait_done(first["id"])["status"] == "completed"
         dead = server.wait_done(dying["id"])
         assert dead["status"] == "failed" and dead["error"]["code"] == "generation_error"

@@ -83,4 +83,4 @@ def test_list_and_delete(client: openai.OpenAI, server: LiveServer) -> None:
     assert deleted.deleted and deleted.id == ids[0]
     with pytest.raises(openai.NotFoundError):
         client.videos.retrieve(ids[0])
-    assert not server.entry.runtime.files.folder(ids[0]).exists()
+    assert not server.runtime.files.folder(ids[0]).exists()
