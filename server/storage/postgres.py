@@ -26,7 +26,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from server.errors import StorageError
-from server.storage.store import JobRecord, SqlJobStore, record_columns
+from server.storage.store import JobRecord, SqlJobStore, record_columns, schema_upgrades
 
 log = logging.getLogger(__name__)
 # Connection options the URL may override:
@@ -40,6 +40,11 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (lease)
     WHERE status IN ('queued', 'in_progress');
+"""
+# The columns of `jobs` as it is, to add those a table made by an older version lacks.
+COLUMNS_NOW = """
+SELECT column_name FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = 'jobs'
 """
 # Leases held by live sessions of this database: a bigint advisory key is (classid, objid).
 LIVE_LEASES = """
@@ -65,6 +70,9 @@ class PostgresJobStore(SqlJobStore):
         with db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
             db.execute(SCHEMA)
+            existing = [row[0] for row in db.execute(COLUMNS_NOW).fetchall()]
+            for statement in schema_upgrades(existing, "postgres"):
+                db.execute(statement)
         if self._lease:  # reconnecting: the same lease, so our records stay ours
             if not _try_lock(db, self._lease):
                 db.close()
