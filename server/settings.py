@@ -102,7 +102,14 @@ class Settings(BaseSettings):
         "and /ready turns false at once); the rest then fail with code 'shutdown'",
     )
     api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="accepted Bearer keys, comma-separated (none: open)"
+        default_factory=list,
+        description="accepted Bearer keys, comma-separated (none: open); each key sees only "
+        "the jobs it made",
+    )
+    admin_api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Bearer keys that also see, download and delete every key's jobs, "
+        "comma-separated",
     )
     metrics_public: bool = Field(True, description="serve /metrics without an API key")
     cors_origins: Annotated[list[str], NoDecode] = Field(
@@ -153,7 +160,7 @@ class Settings(BaseSettings):
         "info", description="uvicorn and server log level"
     )
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "admin_api_keys", "cors_origins", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)

@@ -1,6 +1,7 @@
-"""FastAPI dependencies: the runtime of the app serving a request, and the API-key check.
+"""FastAPI dependencies: the runtime of the app serving a request, and who calls.
 
-What it is: `runtime` (the `Runtime` the app factory stored on `app.state`) and `require_key`,
+What it is: `runtime` (the `Runtime` the app factory stored on `app.state`), `caller` (the
+checked API key's `Caller`: routes that name jobs pass its `scope` on) and `require_key`,
 which routers list as a dependency. What it is not: the key logic itself (`security.py`).
 
 Invariant: routes never build their own runtime parts; tests override `runtime` to inject one.
@@ -13,6 +14,7 @@ from typing import Annotated
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
+from server.api.security import Caller
 from server.entry.runtime import Runtime
 
 
@@ -24,6 +26,13 @@ def runtime(conn: HTTPConnection) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
 
 
-def require_key(conn: HTTPConnection, rt: RuntimeDep) -> None:
-    """Raises `Unauthorized` unless the request carries a configured API key (if any)."""
-    rt.keys.check(conn)
+def caller(conn: HTTPConnection, rt: RuntimeDep) -> Caller:
+    """Who calls; raises `Unauthorized` unless the request carries a configured API key (if any)."""
+    return rt.keys.check(conn)
+
+
+CallerDep = Annotated[Caller, Depends(caller)]
+
+
+def require_key(_: CallerDep) -> None:
+    """The key check for a whole router (FastAPI runs `caller` once per request)."""

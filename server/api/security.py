@@ -1,19 +1,23 @@
 """Who may call, and how much they may send: API keys and the request-body limit.
 
-What it is: `ApiKeys` (Bearer tokens compared in constant time against every configured key)
+What it is: `ApiKeys` (Bearer tokens compared in constant time against every configured key;
+`check` names the caller: the owner its jobs are stored under and whether it is an admin key)
 and `BodyLimitMiddleware` (refuses a body over the limit from its Content-Length, and stops
 reading a chunked body at the limit, before any multipart parsing spools it to disk). Image
 pixel limits live with the decoder (`params.decode_image`). What it is not: per-key quotas or
 rate limits (a gateway's job).
 
-Invariant: with keys configured, every `/v1` route and the websocket need one; `/health` and
-`/ready` never do, `/metrics` only when `metrics_public` is off.
+Invariants: with keys configured, every `/v1` route and the websocket need one; `/health` and
+`/ready` never do, `/metrics` only when `metrics_public` is off. A key's jobs are its own: an
+owner is a hash of the key (`owner_of`), never the key; only admin keys reach every owner's
+jobs. With no keys at all every caller is the anonymous owner and reaches every job.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
@@ -21,28 +25,54 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.errors import error_body
 from server.errors import Unauthorized
+from server.storage.store import ANONYMOUS
+
+OWNER_LABEL = b"packcache job owner"  # the HMAC key: an owner hash means nothing elsewhere
+
+
+def owner_of(key: str) -> str:
+    """The owner a key's jobs are stored under: 32 hex digits of HMAC-SHA256, never the key."""
+    return hmac.new(OWNER_LABEL, key.encode(), "sha256").hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: the owner of the jobs it makes, and whether it reaches every job."""
+
+    owner: str
+    admin: bool = False
+
+    @property
+    def scope(self) -> str | None:
+        """The owner whose jobs this caller may see and delete; None: every owner's."""
+        return None if self.admin else self.owner
 
 
 class ApiKeys:
-    def __init__(self, keys: list[str]) -> None:
+    def __init__(self, keys: list[str], admin_keys: list[str] | None = None) -> None:
         self._keys = [k.encode() for k in keys]
+        self._admin = [k.encode() for k in admin_keys or []]
 
     @property
     def enabled(self) -> bool:
-        return bool(self._keys)
+        return bool(self._keys or self._admin)
 
-    def matches(self, presented: str) -> bool:
-        """Compares with every key, whatever matches, so timing tells nothing."""
+    def identify(self, presented: str) -> Caller | None:
+        """The caller a key names, or None if it is no key. Compares with every key, whatever
+        matches, so timing tells nothing."""
         token = presented.encode()
-        found = False
+        user = admin = False
         for key in self._keys:
-            found |= hmac.compare_digest(key, token)
-        return found
+            user |= hmac.compare_digest(key, token)
+        for key in self._admin:
+            admin |= hmac.compare_digest(key, token)
+        return Caller(owner_of(presented), admin) if user or admin else None
 
-    def check(self, conn: HTTPConnection, fallback: str | None = None) -> None:
-        """Raises `Unauthorized` unless the Bearer header (or `fallback`) holds a valid key."""
+    def check(self, conn: HTTPConnection, fallback: str | None = None) -> Caller:
+        """The caller, from the Bearer header (or `fallback`); raises `Unauthorized` unless that
+        holds a valid key. Without keys: the anonymous owner, reaching every job."""
         if not self.enabled:
-            return
+            return Caller(ANONYMOUS, admin=True)
         header = conn.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         ws = conn.scope.get("type") == "websocket"
@@ -54,9 +84,11 @@ class ApiKeys:
                     code="missing_api_key",
                 )
             token = fallback
-        if not self.matches(token.strip()):
+        caller = self.identify(token.strip())
+        if caller is None:
             where = " (from the Authorization header, else the `api_key` field)" if ws else ""
             raise Unauthorized(f"invalid API key{where}", code="invalid_api_key")
+        return caller
 
 
 class BodyLimitMiddleware:

@@ -5,8 +5,10 @@ becomes checked `VideoParams`, a stored `JobRecord` and an engine submission; st
 plus the engine's live progress become OpenAI video objects. What it is not: HTTP parsing
 (routes) or generation (engine).
 
-Invariant: a record exists for every request the engine accepted, and for no request it
-refused; `progress` is 100 only for completed videos.
+Invariants: a record exists for every request the engine accepted, and for no request it
+refused; `progress` is 100 only for completed videos. A job is stored with the `owner` that
+made it; every operation naming jobs takes the caller's scope (an owner, or None for an admin)
+and treats another owner's job exactly as a missing one.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ def new_video_id() -> str:
 
 
 def _record(
-    job_id: str, model: str, params: VideoParams, seconds: str | None, size: str
+    job_id: str, model: str, params: VideoParams, seconds: str | None, size: str, owner: str
 ) -> JobRecord:
     return JobRecord(
+        owner=owner,
         id=job_id,
         status="queued",
         created_at=time.time(),
@@ -60,8 +63,10 @@ async def create(
     image_bytes: bytes,
     stream: JobListener | None = None,
     image_param: str = "input_reference",
+    *,
+    owner: str,
 ) -> VideoObject:
-    """Check, store and submit a request; returns once the engine has admitted it."""
+    """Check, store (as `owner`'s) and submit a request; returns once the engine admitted it."""
     try:
         engine = rt.require_engine()
     except Unavailable:
@@ -71,7 +76,7 @@ async def create(
     image = await run_in_threadpool(decode_image, image_bytes, rt.settings, image_param)
     width, height = engine.pipeline.output_size(image.width, image.height, params)
     size = f"{width}x{height}"
-    record = _record(job_id, rt.settings.model_name, params, opts.seconds, size)
+    record = _record(job_id, rt.settings.model_name, params, opts.seconds, size, owner)
     await run_in_threadpool(rt.store.create, record)
     listener = rt.recorder.listener(job_id, params.fps, then=stream)
     try:
@@ -121,22 +126,27 @@ def video_object(rt: Runtime, record: JobRecord) -> VideoObject:
     )
 
 
-def lookup(rt: Runtime, job_id: str) -> JobRecord:
-    record = rt.store.get(job_id)
+def lookup(rt: Runtime, job_id: str, scope: str | None) -> JobRecord:
+    """The record, if `scope` (an owner; None: any) reaches it; else `NotFound`."""
+    record = rt.store.get(job_id, owner=scope)
     if record is None:
         raise NotFound(f"no video with id {job_id!r}", param="video_id", code="video_not_found")
     return record
 
 
-def page(rt: Runtime, limit: int, after: str | None, order: Literal["asc", "desc"]) -> VideoList:
-    records, has_more = rt.store.page(limit, after, order)
+def page(
+    rt: Runtime, scope: str | None, limit: int, after: str | None, order: Literal["asc", "desc"]
+) -> VideoList:
+    records, has_more = rt.store.page(limit, after, order, owner=scope)
     data = [video_object(rt, r) for r in records]
     first, last = (data[0].id, data[-1].id) if data else (None, None)
     return VideoList(data=data, first_id=first, last_id=last, has_more=has_more)
 
 
-def content(rt: Runtime, job_id: str, variant: Literal["video", "thumbnail"]) -> Path:
-    record = lookup(rt, job_id)
+def content(
+    rt: Runtime, job_id: str, scope: str | None, variant: Literal["video", "thumbnail"]
+) -> Path:
+    record = lookup(rt, job_id, scope)
     if record.status != "completed":
         raise NotReady(f"video {job_id} is {record.status}; content exists once it completed")
     path = rt.files.video(job_id) if variant == "video" else rt.files.thumbnail(job_id)
@@ -145,11 +155,11 @@ def content(rt: Runtime, job_id: str, variant: Literal["video", "thumbnail"]) ->
     return path
 
 
-def delete(rt: Runtime, job_id: str) -> VideoDeleted:
+def delete(rt: Runtime, job_id: str, scope: str | None) -> VideoDeleted:
     """Cancel the job if it runs (its cache is freed before its next step), then forget it."""
-    lookup(rt, job_id)
+    lookup(rt, job_id, scope)
     running = rt.engine is not None and rt.engine.cancel(job_id)
-    rt.store.delete(job_id)
+    rt.store.delete(job_id, owner=scope)
     if not running:  # a running job's files are being written: its recorder removes them
         rt.files.remove(job_id)
     return VideoDeleted(id=job_id)

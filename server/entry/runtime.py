@@ -53,7 +53,7 @@ class Runtime:
     def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
         self.settings = settings
         self.registry = registry
-        self.keys = ApiKeys(settings.api_keys)
+        self.keys = ApiKeys(settings.api_keys, settings.admin_api_keys)
         self.phase: Literal["starting", "ready", "failed", "draining", "stopping"] = "starting"
         self.failure: str | None = None
         self.exit_code: int | None = None  # set when only a restart helps; the runner exits

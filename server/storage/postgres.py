@@ -25,7 +25,14 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from server.errors import StorageError
-from server.storage.store import COLUMNS, JobRecord, SqlJobStore, record_columns, row_record
+from server.storage.store import (
+    COLUMNS,
+    JobRecord,
+    SqlJobStore,
+    record_columns,
+    row_record,
+    schema_upgrades,
+)
 
 log = logging.getLogger(__name__)
 # Connection options the URL may override:
@@ -39,6 +46,11 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (lease)
     WHERE status IN ('queued', 'in_progress');
+"""
+# The columns of `jobs` as it is, to add those a table made by an older version lacks.
+COLUMNS_NOW = """
+SELECT column_name FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = 'jobs'
 """
 # Leases held by live sessions of this database: a bigint advisory key is (classid, objid).
 LIVE_LEASES = """
@@ -64,6 +76,9 @@ class PostgresJobStore(SqlJobStore):
         with db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
             db.execute(SCHEMA)
+            existing = [row[0] for row in db.execute(COLUMNS_NOW).fetchall()]
+            for statement in schema_upgrades(existing, "postgres"):
+                db.execute(statement)
         if self._lease:  # reconnecting: the same lease, so our records stay ours
             if not _try_lock(db, self._lease):
                 db.close()

@@ -8,6 +8,8 @@ not: the video files (the recorder writes those under the data directory) or liv
 (the recorder keeps that until a record is final).
 
 Invariants: a record's status only moves queued -> in_progress -> completed | failed;
+a record belongs to one `owner` (a hash of the API key that made it, never the key), and
+`get`, `page` and `delete` given an owner see only that owner's records (None: every record);
 `claim_unfinished` runs at start-up, so every record a process that died left queued or running
 is resumed or failed by the next (and, with a shared database, never one a live replica runs).
 All methods are thread-safe and blocking (call them off the event loop).
@@ -20,8 +22,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Collection, Sequence
+from dataclasses import Field, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args, get_origin, get_type_hints
 
@@ -32,6 +34,8 @@ Status = Literal["queued", "in_progress", "completed", "failed"]
 log = logging.getLogger(__name__)
 # SQLite's result codes for a disk that is full, read-only or failing (extended codes too).
 DISK_ERRORS = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN")
+# The owner of jobs made while no API keys are configured, and of rows stored before owners.
+ANONYMOUS = ""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class JobRecord:
     error_code: str | None = None
     error_message: str | None = None
     stats: RequestStats | None = None
+    owner: str = ANONYMOUS  # who may see it: `security.owner_of(key)`; never in the API
 
 
 COLUMNS = [f.name for f in fields(JobRecord)]
@@ -62,12 +67,19 @@ SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
 class JobStore(Protocol):
     def create(self, record: JobRecord) -> None: ...
 
-    def get(self, job_id: str) -> JobRecord | None: ...
+    def get(self, job_id: str, *, owner: str | None = None) -> JobRecord | None:
+        """The record if it exists and belongs to `owner` (None: whoever owns it)."""
+        ...
 
     def page(
-        self, limit: int, after: str | None, order: Literal["asc", "desc"]
+        self,
+        limit: int,
+        after: str | None,
+        order: Literal["asc", "desc"],
+        *,
+        owner: str | None = None,
     ) -> tuple[list[JobRecord], bool]:
-        """A page of records by creation order, and whether more follow."""
+        """A page of `owner`'s records (None: all) by creation order, and whether more follow."""
         ...
 
     def mark_started(self, job_id: str) -> None: ...
@@ -82,7 +94,7 @@ class JobStore(Protocol):
         """Record the outcome; False if the record is gone (deleted meanwhile)."""
         ...
 
-    def delete(self, job_id: str) -> bool: ...
+    def delete(self, job_id: str, *, owner: str | None = None) -> bool: ...
 
     def claim_unfinished(self) -> list[JobRecord]:
         """Queued or running records no live process runs, now this store's to resume (or to
@@ -105,17 +117,34 @@ SQL_TYPES: dict[str, dict[type, str]] = {
 }
 
 
+def column_sql(f: Field[Any], dialect: str) -> str:
+    """One field's column, as SQL (`id` unique, None-able = NULL, a str or int default kept)."""
+    hint = get_type_hints(JobRecord)[f.name]
+    kinds = [k for k in get_args(hint) or (hint,) if k is not type(None)]
+    kind = str if get_origin(hint) is Literal else kinds[0]
+    sql = f"{f.name} {SQL_TYPES[dialect][kind]}"
+    sql += "" if type(None) in get_args(hint) else " NOT NULL"
+    if isinstance(f.default, str):
+        sql += " DEFAULT '" + f.default.replace("'", "''") + "'"
+    elif isinstance(f.default, int):
+        sql += f" DEFAULT {f.default}"
+    return sql + (" UNIQUE" if f.name == "id" else "")
+
+
 def record_columns(dialect: str) -> str:
-    """The `jobs` columns of every JobRecord field, as SQL (`id` unique, None-able = NULL)."""
-    hints = get_type_hints(JobRecord)
-    lines = []
-    for f in fields(JobRecord):
-        kinds = [k for k in get_args(hints[f.name]) or (hints[f.name],) if k is not type(None)]
-        kind = str if get_origin(hints[f.name]) is Literal else kinds[0]
-        nullable = type(None) in get_args(hints[f.name])
-        sql = f"{f.name} {SQL_TYPES[dialect][kind]}" + ("" if nullable else " NOT NULL")
-        lines.append("    " + sql + (" UNIQUE" if f.name == "id" else ""))
-    return ",\n".join(lines)
+    """The `jobs` columns of every JobRecord field, as SQL."""
+    return ",\n".join("    " + column_sql(f, dialect) for f in fields(JobRecord))
+
+
+OWNER_INDEX = "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq)"  # a key's pages
+
+
+def schema_upgrades(existing: Collection[str], dialect: str) -> list[str]:
+    """What brings a `jobs` table made by an older version up to date: `ALTER TABLE` for each
+    field it lacks (such a field has a default or is None-able; its old rows then hold that),
+    then the index of each owner's pages (which needs `owner`). Idempotent."""
+    add = [f for f in fields(JobRecord) if f.name not in existing]
+    return [f"ALTER TABLE jobs ADD COLUMN {column_sql(f, dialect)}" for f in add] + [OWNER_INDEX]
 
 
 SCHEMA = f"""
@@ -153,22 +182,28 @@ class SqlJobStore:
         marks = ", ".join("?" * len(values))
         self._exec(f"INSERT INTO jobs ({', '.join(values)}) VALUES ({marks})", (*values.values(),))
 
-    def get(self, job_id: str) -> JobRecord | None:
-        row = self._exec(f"{SELECT} WHERE id = ?", (job_id,)).fetchone()
+    def get(self, job_id: str, *, owner: str | None = None) -> JobRecord | None:
+        where, args = _owned("id = ?", (job_id,), owner)
+        row = self._exec(f"{SELECT} WHERE {where}", args).fetchone()
         return None if row is None else row_record(row)
 
     def page(
-        self, limit: int, after: str | None, order: Literal["asc", "desc"]
+        self,
+        limit: int,
+        after: str | None,
+        order: Literal["asc", "desc"],
+        *,
+        owner: str | None = None,
     ) -> tuple[list[JobRecord], bool]:
         op, direction = (">", "ASC") if order == "asc" else ("<", "DESC")
-        where: str = ""
-        args: tuple[int, ...] = ()
-        if after is not None:
-            row = self._exec("SELECT seq FROM jobs WHERE id = ?", (after,)).fetchone()
+        where, args = _owned("1 = 1", (), owner)
+        if after is not None:  # another owner's id is as unknown as a made-up one
+            seq_of, seq_args = _owned("id = ?", (after,), owner)
+            row = self._exec(f"SELECT seq FROM jobs WHERE {seq_of}", seq_args).fetchone()
             if row is None:
                 raise InvalidRequest(f"after: no video {after!r}", param="after")
-            where, args = f"WHERE seq {op} ?", (row[0],)
-        sql = f"{SELECT} {where} ORDER BY seq {direction} LIMIT ?"
+            where, args = f"{where} AND seq {op} ?", (*args, row[0])
+        sql = f"{SELECT} WHERE {where} ORDER BY seq {direction} LIMIT ?"
         rows = self._exec(sql, (*args, limit + 1)).fetchall()
         return [row_record(r) for r in rows[:limit]], len(rows) > limit
 
@@ -191,8 +226,9 @@ class SqlJobStore:
         )
         return cur.rowcount > 0
 
-    def delete(self, job_id: str) -> bool:
-        return self._exec("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
+    def delete(self, job_id: str, *, owner: str | None = None) -> bool:
+        where, args = _owned("id = ?", (job_id,), owner)
+        return self._exec(f"DELETE FROM jobs WHERE {where}", args).rowcount > 0
 
     def known(self, job_ids: Sequence[str]) -> set[str]:
         if not job_ids:
@@ -210,6 +246,9 @@ class SqliteJobStore(SqlJobStore):
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(SCHEMA)
+        existing = [row[1] for row in self._db.execute("PRAGMA table_info(jobs)")]
+        for statement in schema_upgrades(existing, "sqlite"):
+            self._db.execute(statement)
         self._lock = threading.Lock()
         self._claimed = False  # one process owns the file: what it left is claimed once
 
@@ -236,6 +275,11 @@ class SqliteJobStore(SqlJobStore):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _owned(where: str, args: tuple, owner: str | None) -> tuple[str, tuple]:
+    """`where` narrowed to `owner`'s records (unless None: every owner)."""
+    return (where, args) if owner is None else (f"{where} AND owner = ?", (*args, owner))
 
 
 def _dump(stats: RequestStats | None) -> str | None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import sqlite3
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ import pytest
 from server.engine.events import RequestStats
 from server.errors import InvalidRequest, StorageError
 from server.storage.open import open_store
-from server.storage.store import JobRecord, JobStore
+from server.storage.store import ANONYMOUS, JobRecord, JobStore
 
 STATS = RequestStats(0.1, 0.5, 2.0, 1.9, 9, 3, 4, 0.4, 2.5, "full", 1000, 2000, 3000)
 
@@ -126,6 +128,77 @@ def test_claim_unfinished(store_url: str) -> None:
     assert [r.status for r in claimed] == ["queued", "in_progress"]
     assert again.get(c.id).status == "completed"  # type: ignore[union-attr]
     again.close()
+
+
+def test_owners_see_only_their_records(store: JobStore) -> None:
+    a1, b1, a2 = (replace(record(i), owner=o) for i, o in ((1, "a"), (2, "b"), (3, "a")))
+    for r in (a1, b1, a2):
+        store.create(r)
+    assert store.get(a1.id, owner="a") == a1 and store.get(a1.id, owner="b") is None
+    assert store.get(b1.id) == b1  # no owner: an admin's view
+    page, more = store.page(10, None, "asc", owner="a")
+    assert [r.id for r in page] == [a1.id, a2.id] and not more
+    page, _ = store.page(10, a1.id, "asc", owner="a")
+    assert [r.id for r in page] == [a2.id]  # b's record in between is skipped, not counted
+    assert [r.id for r in store.page(10, None, "asc")[0]] == [a1.id, b1.id, a2.id]
+    with pytest.raises(InvalidRequest, match="no video"):  # as if b's id did not exist
+        store.page(10, b1.id, "asc", owner="a")
+    assert not store.delete(b1.id, owner="a") and store.get(b1.id) == b1
+    assert store.delete(b1.id, owner="b") and store.get(b1.id) is None
+    assert store.delete(a2.id) and store.page(10, None, "asc", owner="a")[0] == [a1]
+
+
+# `jobs` as versions before owners made it, in each dialect.
+OLD_COLUMNS = (
+    "id TEXT NOT NULL UNIQUE, status TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, "
+    "model TEXT NOT NULL, prompt TEXT NOT NULL, size TEXT NOT NULL, seconds TEXT NOT NULL, "
+    "frames BIGINT NOT NULL, latent_frames BIGINT NOT NULL, fps BIGINT NOT NULL, "
+    "seed BIGINT NOT NULL, steps BIGINT NOT NULL, cache_policy TEXT NOT NULL, "
+    "completed_at DOUBLE PRECISION, error_code TEXT, error_message TEXT, stats TEXT"
+)
+OLD_ROW = (
+    "INSERT INTO jobs (id, status, created_at, model, prompt, size, seconds, frames, "
+    "latent_frames, fps, seed, steps, cache_policy{}) "
+    "VALUES ('video_{}', 'completed', 1.5, 'm', 'old', '64x64', '0.75', 9, 3, 12, 1, 2, 'full'{})"
+)
+
+
+def make_old_table(store_url: str, job_id: str) -> None:
+    hex_id = job_id.removeprefix("video_")
+    if store_url.startswith("sqlite:///"):
+        path = Path(store_url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True)
+        with sqlite3.connect(path) as db:
+            db.execute(f"CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, {OLD_COLUMNS})")
+            db.execute(OLD_ROW.format("", hex_id, ""))
+        return
+    import psycopg
+
+    with psycopg.connect(store_url, autocommit=True) as db:
+        db.execute(
+            "CREATE TABLE jobs (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+            f"{OLD_COLUMNS}, lease BIGINT NOT NULL)"
+        )
+        db.execute(OLD_ROW.format(", lease", hex_id, ", 1"))
+
+
+def test_a_table_without_owners_opens(store_url: str) -> None:
+    """Old rows belong to the anonymous owner (so only an admin key, or no keys, reaches them)."""
+    old_id = record(1).id
+    make_old_table(store_url, old_id)
+    for _ in range(2):  # the column is added once; opening again changes nothing
+        store = open_store(store_url)
+        old = store.get(old_id)
+        assert old is not None and old.owner == ANONYMOUS and old.prompt == "old"
+        assert store.get(old_id, owner="a") is None
+        assert [r.id for r in store.page(10, None, "asc", owner=ANONYMOUS)[0]] == [old_id]
+        store.close()
+    store = open_store(store_url)
+    new = replace(record(2), owner="a")
+    store.create(new)
+    assert store.get(new.id, owner="a") == new
+    assert store.page(10, None, "asc", owner="a")[0] == [new]
+    store.close()
 
 
 @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)

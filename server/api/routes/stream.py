@@ -80,7 +80,7 @@ async def _watch_client(ws: WebSocket) -> Literal["cancel", "disconnect"]:
     return "cancel"
 
 
-async def _run(ws: WebSocket, rt: Runtime, request: StreamRequest, job_id: str) -> int:
+async def _run(ws: WebSocket, rt: Runtime, request: StreamRequest, job_id: str, owner: str) -> int:
     """Generate and stream; returns the close code."""
     sender = StreamSender(
         ws.send_text, ws.send_bytes, job_id, rt.settings.ws_max_pending_frames, request.frame_format
@@ -90,7 +90,8 @@ async def _run(ws: WebSocket, rt: Runtime, request: StreamRequest, job_id: str) 
     watching: asyncio.Task[Literal["cancel", "disconnect"]] | None = None
     try:
         loop = asyncio.get_running_loop()
-        await service.create(rt, job_id, request, image, sender.listener(loop), "image")
+        listener = sender.listener(loop)
+        await service.create(rt, job_id, request, image, listener, "image", owner=owner)
         watching = asyncio.create_task(_watch_client(ws))
         await asyncio.wait({sending, watching}, return_when=asyncio.FIRST_COMPLETED)
         if watching.done() and watching.result() == "disconnect":
@@ -116,9 +117,9 @@ async def stream(ws: WebSocket, rt: RuntimeDep) -> None:
     try:
         text = await _receive_text(ws, 2 * rt.settings.max_upload_bytes + 65536)
         request = _parse_request(text)
-        rt.keys.check(ws, fallback=request.api_key)  # the header if present, else the field
+        caller = rt.keys.check(ws, fallback=request.api_key)  # the header, else the field
         job_id = service.new_video_id()
-        code = await _run(ws, rt, request, job_id)
+        code = await _run(ws, rt, request, job_id, caller.owner)
         await _close(ws, code)
     except WebSocketDisconnect:
         if job_id is not None and rt.engine is not None:

@@ -3,7 +3,8 @@
 What it is: create (multipart with an `input_reference` image), retrieve, list, content and
 delete, each declaring its error responses. What it is not: the job logic (`service.py`).
 
-Invariant: every route answers errors with the OpenAI envelope (mapped in `api/errors.py`).
+Invariants: every route answers errors with the OpenAI envelope (mapped in `api/errors.py`);
+a job another key made answers as a missing one (404), and lists hold only the caller's jobs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Depends, Form, Path, Query
 from fastapi.responses import FileResponse
 
 from server.api import service
-from server.api.deps import RuntimeDep, require_key
+from server.api.deps import CallerDep, RuntimeDep, require_key
 from server.api.errors import errors
 from server.api.schemas import (
     VIDEO_ID_PATTERN,
@@ -43,30 +44,34 @@ MULTIPART = {
 
 
 @router.post("", responses=errors(413, 429, 503), openapi_extra=MULTIPART)
-async def create_video(form: Annotated[CreateVideoForm, Form()], rt: RuntimeDep) -> VideoObject:
+async def create_video(
+    form: Annotated[CreateVideoForm, Form()], rt: RuntimeDep, caller: CallerDep
+) -> VideoObject:
     """Start an image-to-video job; poll it with `GET /v1/videos/{id}`."""
     limit = rt.settings.max_upload_bytes
     data = await form.input_reference.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"input_reference is larger than {limit} bytes")
-    return await service.create(rt, service.new_video_id(), form, data)
+    return await service.create(rt, service.new_video_id(), form, data, owner=caller.owner)
 
 
 @router.get("", responses=errors(404))
 def list_videos(
     rt: RuntimeDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: Annotated[str | None, Query(pattern=VIDEO_ID_PATTERN)] = None,
     order: Literal["asc", "desc"] = "desc",
 ) -> VideoList:
-    """Videos by creation time, `limit` at a time; page with `after` = the last id seen."""
-    return service.page(rt, limit, after, order)
+    """The caller's videos (an admin key's: all) by creation time, `limit` at a time; page with
+    `after` = the last id seen."""
+    return service.page(rt, caller.scope, limit, after, order)
 
 
 @router.get("/{video_id}", responses=errors(404))
-def retrieve_video(video_id: VideoIdPath, rt: RuntimeDep) -> VideoObject:
+def retrieve_video(video_id: VideoIdPath, rt: RuntimeDep, caller: CallerDep) -> VideoObject:
     """Status and real progress (denoising steps done / total) of a job."""
-    return service.video_object(rt, service.lookup(rt, video_id))
+    return service.video_object(rt, service.lookup(rt, video_id, caller.scope))
 
 
 @router.get(
@@ -80,15 +85,16 @@ def retrieve_video(video_id: VideoIdPath, rt: RuntimeDep) -> VideoObject:
 def video_content(
     video_id: VideoIdPath,
     rt: RuntimeDep,
+    caller: CallerDep,
     variant: Literal["video", "thumbnail"] = "video",
 ) -> FileResponse:
     """The MP4 (default) or a JPEG thumbnail of the first frame, once the job completed."""
-    path = service.content(rt, video_id, variant)
+    path = service.content(rt, video_id, caller.scope, variant)
     media = "video/mp4" if variant == "video" else "image/jpeg"
     return FileResponse(path, media_type=media, filename=f"{video_id}{path.suffix}")
 
 
 @router.delete("/{video_id}", responses=errors(404))
-def delete_video(video_id: VideoIdPath, rt: RuntimeDep) -> VideoDeleted:
+def delete_video(video_id: VideoIdPath, rt: RuntimeDep, caller: CallerDep) -> VideoDeleted:
     """Delete a video; a queued or running job is cancelled and its cache freed first."""
-    return service.delete(rt, video_id)
+    return service.delete(rt, video_id, caller.scope)
