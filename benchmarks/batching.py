@@ -66,7 +66,7 @@ from benchmarks.report import (
 from packcache_core.batch import tick
 from packcache_core.builtin import random_state_dict
 from packcache_core.generate import SamplingConfig, VideoGeneration, VideoRequest
-from packcache_core.host import keep_freed_blocks
+from packcache_core.host import prepare_host
 from packcache_core.loading import build_model
 from packcache_core.model import LumosTransformer
 from packcache_core.policy import POLICIES, make_policy
@@ -259,7 +259,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     cfg, device, dtype = resolve(args)
-    tuned = device.type == "cpu" and args.malloc == "tuned" and keep_freed_blocks()
+    tuned = prepare_host(device, args.threads, args.malloc == "tuned").malloc_tuned
     machine = machine_info(device, dtype) | {"malloc_tuned": tuned}
     print_machine(machine)
     print(f"{cfg.describe()}, {args.policy}, requests {args.concurrency}", flush=True)

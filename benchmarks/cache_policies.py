@@ -91,6 +91,7 @@ from benchmarks.report import (
 )
 from packcache_core.builtin import random_state_dict
 from packcache_core.generate import SamplingConfig, VideoGeneration, VideoRequest
+from packcache_core.host import prepare_host
 from packcache_core.loading import build_model
 from packcache_core.model import LumosTransformer
 from packcache_core.policy import POLICIES, PackCachePolicy, make_policy
@@ -137,8 +138,6 @@ def resolve(args: argparse.Namespace) -> tuple[BenchConfig, torch.device, torch.
             f"config {base.name!r} wants CUDA, which this machine lacks (--device cpu)"
         )
     dtype = DTYPES[args.dtype] if args.dtype else base.dtype
-    if device.type == "cpu":
-        torch.set_num_threads(args.threads or 1)
     cfg = dataclasses.replace(
         base,
         latent_frames=args.frames or base.latent_frames,
@@ -404,6 +403,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     cfg, device, dtype = resolve(args)
+    prepare_host(device, args.threads)
     machine = machine_info(device, dtype)
     print_machine(machine)
     print(f"{cfg.describe()}, policies {args.policies}", flush=True)

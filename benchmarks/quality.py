@@ -57,6 +57,7 @@ from packcache_core.generate import (
     VideoRequest,
     cache_plan_for,
 )
+from packcache_core.host import prepare_host
 from packcache_core.layout import FrameLayout, history_mask_positions
 from packcache_core.loading import build_model
 from packcache_core.model import LumosTransformer
@@ -482,7 +483,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run_factor(args: argparse.Namespace, factor: int) -> dict[str, Any]:
     """One length's results, in this process or a worker (each loads its own model)."""
-    torch.set_num_threads(args.threads)
+    prepare_host("cpu", args.threads)
     bed = load_bed(args.folder)
     result = evaluate(bed, factor, args, load_video_tokenizer("builtin:patch-small"))
     print(table(f"{factor}x", result), flush=True)
@@ -491,7 +492,7 @@ def run_factor(args: argparse.Namespace, factor: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
+    prepare_host("cpu", args.threads)
     bed = load_bed(args.folder)
     info = machine_info(torch.device("cpu"), torch.float32)
     print_machine(info)

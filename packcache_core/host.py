@@ -1,9 +1,21 @@
-"""Host memory for inference on a CPU: keep freed activation blocks in the process.
+"""The host a generation runs on: intra-op threads, and freed activation blocks kept.
 
-What it is: `keep_freed_blocks()`, which tunes glibc's malloc (the allocator PyTorch's CPU
-tensors come from): blocks up to 32 MiB come from one heap that all threads share, and up to
-1 GiB of freed heap stays mapped instead of going back to the kernel. What it is not: a device
-memory manager (CUDA tensors use PyTorch's caching allocator) or anything a result depends on.
+What it is: `prepare_host(device, threads)`, the one call every entry point makes before it
+generates (`packcache serve`, `packcache generate`, the benchmarks, the training script): it
+sets torch's intra-op threads and, on a CPU, tunes the allocator with `keep_freed_blocks()`.
+What it is not: a device memory manager (CUDA tensors use PyTorch's caching allocator) or
+anything a result depends on (threads and allocator change speed, never a value).
+
+Threads: by default one intra-op thread (`DEFAULT_THREADS`). OpenMP's parallel regions end in a
+barrier, and a CPU shared with other work deschedules one of the threads at some of the many
+small ops of a step; every other thread then waits for it. Measured on the 2-core development
+VM with two CPU-bound processes beside it: `packcache generate` of the default clip took 11.4 s
+per latent frame with two threads and 0.37 s with one (benchmarks/README.md, "Threads"). On an
+idle CPU more threads help large models; `threads` (PACKCACHE_THREADS, `--threads`) sets it.
+
+`keep_freed_blocks()` tunes glibc's malloc (the allocator PyTorch's CPU tensors come from):
+blocks up to 32 MiB come from one heap that all threads share, and up to 1 GiB of freed heap
+stays mapped instead of going back to the kernel.
 
 Why: by default glibc returns the top of the heap to the kernel once more than twice its mmap
 threshold (at most 2 x 32 MiB) is free there, and maps blocks above the threshold afresh. A
@@ -27,6 +39,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from typing import NamedTuple
+
+import torch
+
+DEFAULT_THREADS = 1  # intra-op threads unless the caller says otherwise (see above)
 
 # mallopt parameters (glibc's malloc.h) and the values we set
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
@@ -46,3 +63,22 @@ def keep_freed_blocks() -> bool:
     if libc is None or not hasattr(libc, "gnu_get_libc_version"):
         return False
     return all([libc.mallopt(param, value) == 1 for param, value in SETTINGS])
+
+
+class Host(NamedTuple):
+    threads: int
+    malloc_tuned: bool  # False on a GPU, or where the C library is not glibc
+
+
+def prepare_host(
+    device: torch.device | str, threads: int | None = None, tune_malloc: bool = True
+) -> Host:
+    """Set up this process for generating on `device`: `threads` intra-op threads (default
+    `DEFAULT_THREADS`) and, on a CPU, glibc's malloc tuned (`keep_freed_blocks`; a benchmark
+    comparing allocators passes `tune_malloc=False`)."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    n = threads or DEFAULT_THREADS
+    torch.set_num_threads(n)
+    cpu = torch.device(device).type == "cpu"
+    return Host(n, cpu and tune_malloc and keep_freed_blocks())

@@ -54,6 +54,7 @@ from packcache_core.demo.train import (
     vocabulary,
 )
 from packcache_core.generate import GenerationDefaults, SamplingConfig
+from packcache_core.host import prepare_host
 from packcache_core.layout import FrameLayout
 from packcache_core.model import LumosTransformer
 from packcache_core.policy import DEFAULT_POLICY
@@ -191,7 +192,7 @@ def write(
 
 
 def train(cfg: TrainConfig, out: Path) -> None:
-    torch.set_num_threads(cfg.threads)
+    prepare_host("cpu", cfg.threads)
     vocab = vocabulary()
     model = compact_model(DEMO_CONFIG, vocab.numel(), cfg.seed, cfg.qk_norm_init).train()
     if cfg.init:

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     )
     max_running: int = Field(8, ge=1, le=1024, description="most requests generating at once")
     max_queued: int = Field(16, ge=1, le=100_000, description="most requests waiting to start")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="intra-op CPU threads for generating (default 1: on a CPU shared with "
+        "other work, more threads wait on each other; see packcache_core/host.py)",
+    )
     max_batch: int = Field(
         8,
         ge=1,

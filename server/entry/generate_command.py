@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from server.settings import Settings
+
 if TYPE_CHECKING:  # heavy imports happen inside the command, after argument checks
     import torch
     from PIL import Image
@@ -93,6 +95,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "float32", "bfloat16", "float16"),
         help="auto: bfloat16 on CUDA, float32 on CPU",
     )
+    a("--threads", type=int, help=Settings.model_fields["threads"].description)
     a("-o", "--output", required=True, type=Path, help="MP4 file to write")
 
 
@@ -181,11 +184,15 @@ def run_generate(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from packcache_core.host import prepare_host
     from packcache_core.pipeline import Pipeline
     from packcache_core.video.output import Mp4Writer
 
     params, image = _check(args)
     device, dtype = _device_dtype(args)
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads {args.threads}: must be 1 or more")
+    prepare_host(device, args.threads)  # as `packcache serve` does: see packcache_core/host.py
     t0 = time.perf_counter()
     pipe = Pipeline.load(args.model, args.tokenizer, args.text_tokenizer, device, dtype)
     load_s = time.perf_counter() - t0

@@ -24,7 +24,7 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from packcache_core.generate import SamplingConfig
-from packcache_core.host import keep_freed_blocks
+from packcache_core.host import prepare_host
 from packcache_core.pipeline import Pipeline, VideoParams
 from server.api.params import decode_image
 from server.api.security import ApiKeys
@@ -148,8 +148,8 @@ class Runtime:
     async def _boot(self) -> None:
         s = self.settings
         device, dtype = s.torch_device(), s.torch_dtype()
-        if device.type == "cpu" and not keep_freed_blocks():  # see packcache_core/host.py
-            log.info("not glibc: host memory allocator left as it is")
+        host = prepare_host(device, s.threads)  # see packcache_core/host.py
+        log.info("%d intra-op threads, malloc tuned: %s", host.threads, host.malloc_tuned)
         pipeline = await asyncio.to_thread(
             Pipeline.load, s.model, s.tokenizer, s.text_tokenizer, str(device), dtype
         )

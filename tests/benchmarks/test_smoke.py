@@ -103,3 +103,16 @@ def test_batching_quick(tmp_path: Path) -> None:
         for mode in ("interleaved", "batched"):
             assert set(row[mode]) >= {"frames_per_second", "tick_median_seconds", "profile"}
     assert res["summary"]["same_tokens"] is True  # correctness, not speed
+
+
+def test_threads_quick(tmp_path: Path) -> None:
+    out = tmp_path / "threads.json"
+    print(run_script("threads.py", "--threads", "default", "--json", str(out)).stdout)
+    res = json.loads(out.read_text())
+    assert set(res) >= {"model", "busy_processes", "load_avg", "seconds_per_frame"}
+    assert {lane: len(t) for lane, t in res["seconds_per_frame"].items()} == {
+        "server": 1,
+        "generate default": 1,
+    }
+    assert all(t[0] > 0 for t in res["seconds_per_frame"].values())
+    assert res["ratio_to_server"]["server"] == 1.0
