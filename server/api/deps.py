@@ -4,6 +4,9 @@ What it is: `runtime` (the `Runtime` the app factory stored on `app.state`) and 
 which routers list as a dependency. What it is not: the key logic itself (`security.py`).
 
 Invariant: routes never build their own runtime parts; tests override `runtime` to inject one.
+Both are `async` although they never wait: FastAPI runs a plain function in a worker thread,
+which would hand the event loop back before the websocket checks its key at the handshake (and
+a client's early frames could be read meanwhile).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from starlette.requests import HTTPConnection
 from server.entry.runtime import Runtime
 
 
-def runtime(conn: HTTPConnection) -> Runtime:
+async def runtime(conn: HTTPConnection) -> Runtime:
     rt: Runtime = conn.app.state.runtime
     return rt
 
@@ -24,6 +27,6 @@ def runtime(conn: HTTPConnection) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
 
 
-def require_key(conn: HTTPConnection, rt: RuntimeDep) -> None:
+async def require_key(conn: HTTPConnection, rt: RuntimeDep) -> None:
     """Raises `Unauthorized` unless the request carries a configured API key (if any)."""
     rt.keys.check(conn)
