@@ -126,7 +126,9 @@ def test_build_context_makes_a_complete_wheel(tmp_path: Path) -> None:
         for path in (ROOT / package).rglob("*.py"):
             if "__pycache__" not in path.parts:
                 assert path.relative_to(ROOT).as_posix() in names
-    assert {f"server/api/static/{p.name}" for p in (ROOT / "server" / "api" / "static").iterdir()} <= names
+    assert {
+        f"server/api/static/{p.name}" for p in (ROOT / "server" / "api" / "static").iterdir()
+    } <= names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "packcache = server.entry.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
