@@ -234,8 +234,7 @@ def test_a_client_that_never_reads_still_gets_a_completed_video(impatient: LiveS
 
 
 def test_a_silent_client_that_opted_in_is_cancelled(impatient: LiveServer) -> None:
-    at_close, video = silent_client(impatient, cancel_on_disconnect=True)
-    assert at_close["status"] in ("queued", "in_progress"), at_close
+    _, video = silent_client(impatient, cancel_on_disconnect=True)  # cancelled: cut mid-way
     assert video["status"] == "failed" and video["error"]["code"] == "cancelled", video
 
 
