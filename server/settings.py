@@ -161,6 +161,24 @@ class Settings(BaseSettings):
     ws_max_pending_frames: int = Field(
         8, ge=1, le=1024, description="frames buffered per websocket before dropping the oldest"
     )
+    ws_ping_interval_s: float = Field(
+        20.0,
+        gt=0,
+        description="websocket keep-alive: seconds between pings; a client that does not answer "
+        "within ws_ping_timeout_s loses its stream (its job still finishes, see server/README.md)",
+    )
+    ws_ping_timeout_s: float = Field(
+        20.0, gt=0, description="websocket keep-alive: seconds to wait for a ping's answer"
+    )
+    max_header_bytes: int = Field(
+        64 << 10,
+        ge=4096,
+        le=16 << 20,
+        description="largest request line plus headers; more gets 400 and the connection closes",
+    )
+    max_header_count: int = Field(
+        100, ge=16, le=10_000, description="most request headers; more gets 431"
+    )
     warmup: bool = Field(True, description="run a tiny generation before /ready turns true")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="uvicorn and server log level"

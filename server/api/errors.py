@@ -129,10 +129,11 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, ServerError):  # raised where only an HTTPException passes
+        return error_response(exc.__cause__)
     kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-    code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
-        exc.status_code, f"http_{exc.status_code}"
-    )
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+    code = codes.get(exc.status_code, f"http_{exc.status_code}")
     body = error_body(str(exc.detail), kind, code)
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 

@@ -2,8 +2,9 @@
 
 What it is: the one place where the FastAPI app is assembled: lifespan (open the store, boot
 the model in the background so `/health` answers while it loads, shut down cleanly), middleware
-(body limit, optional CORS), error mapping, routers, and an OpenAPI document that also carries
-the websocket message models. What it is not: configuration parsing (`settings.py`, `cli.py`).
+(header and body limits, HEAD on GET routes, optional CORS), error mapping, routers, and an
+OpenAPI document that also carries the websocket message models. What it is not:
+configuration parsing (`settings.py`, `cli.py`).
 
 Invariant: nothing happens at import; every app owns its runtime and its metrics registry.
 """
@@ -23,9 +24,10 @@ from prometheus_client import CollectorRegistry
 from pydantic import TypeAdapter
 
 from server.api.errors import install_error_handlers
+from server.api.head import HeadAsGetMiddleware
 from server.api.routes import health, stream, ui, videos
 from server.api.schemas import ClientMessage, ServerMessage
-from server.api.security import BodyLimitMiddleware
+from server.api.security import BodyLimitMiddleware, HeaderLimitMiddleware
 from server.entry.runtime import Runtime
 from server.settings import Settings
 
@@ -63,6 +65,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     app.include_router(stream.router)
     app.include_router(ui.router)  # the demo page at /
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + FORM_OVERHEAD)
+    app.add_middleware(HeadAsGetMiddleware)
+    app.add_middleware(HeaderLimitMiddleware, max_count=settings.max_header_count)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

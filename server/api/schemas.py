@@ -10,10 +10,11 @@ Invariant: extra fields are refused, so a misspelt option is a 400, never silent
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import UploadFile
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, field_validator
 
 from packcache_core.policy import POLICIES, known_policy, policy_knobs
 from server.engine.events import RequestStats
@@ -21,6 +22,35 @@ from server.engine.events import RequestStats
 VideoStatus = Literal["queued", "in_progress", "completed", "failed"]
 VIDEO_ID_PATTERN = r"^video_[0-9a-f]{32}$"
 VideoId = Annotated[str, Field(pattern=VIDEO_ID_PATTERN, examples=["video_" + "0" * 32])]
+
+# Form fields arrive as text, and Python's `int()`/`float()` (which pydantic follows) also read
+# `1_0` as 10, ` 5` as 5 and `+5` as 5. A number in a request is plain decimal digits: an
+# optional minus, digits, and for floats a fraction and exponent. JSON numbers pass as they are,
+# except a bool (or, for an integer, a float) where a number is expected.
+_INT_TEXT = re.compile(r"-?[0-9]+")
+_FLOAT_TEXT = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
+
+
+def _plain_int(value: Any) -> Any:
+    if isinstance(value, str) and not _INT_TEXT.fullmatch(value):
+        raise ValueError("not an integer: decimal digits only, e.g. 10")
+    if isinstance(value, bool | float):
+        raise ValueError("not an integer")
+    return value
+
+
+def _plain_float(value: Any) -> Any:
+    if isinstance(value, str) and not _FLOAT_TEXT.fullmatch(value):
+        raise ValueError("not a number: decimal digits only, e.g. 0.5 or 1e-3")
+    if isinstance(value, bool):
+        raise ValueError("not a number")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_plain_int)]
+"""An integer request field or parameter (every one is declared with this type)."""
+Float = Annotated[float, BeforeValidator(_plain_float)]
+"""A real-number request field (every one is declared with this type)."""
 
 
 class _Options(BaseModel):
@@ -40,11 +70,11 @@ class _Options(BaseModel):
         description='"WxH", multiples of 32; default: the model card\'s, else the Lumos-1 '
         "bucket of the image",
     )
-    latent_frames: int | None = Field(None, ge=2, le=1000, description="conditioning included")
-    frames: int | None = Field(None, ge=2, le=4000, description="RGB frames (rounded up to 1+4k)")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="default: random")
-    steps: int | None = Field(None, ge=1, le=1000, description="denoising steps per frame")
-    guidance_scale: float | None = Field(None, ge=0, le=100)
+    latent_frames: Int | None = Field(None, ge=2, le=1000, description="conditioning included")
+    frames: Int | None = Field(None, ge=2, le=4000, description="RGB frames (rounded up to 1+4k)")
+    seed: Int | None = Field(None, ge=0, le=2**63 - 1, description="default: random")
+    steps: Int | None = Field(None, ge=1, le=1000, description="denoising steps per frame")
+    guidance_scale: Float | None = Field(None, ge=0, le=100)
     cache_policy: str | None = Field(
         None, max_length=64, description=f"KV cache policy: {', '.join(POLICIES)}"
     )
@@ -55,12 +85,15 @@ class _Options(BaseModel):
         return None if value is None else known_policy(value)
 
 
+_NUMBERS: dict[type, Any] = {int: Int, float: Float}
+
+
 def _knob_fields() -> dict[str, Any]:
     """One optional request field per policy parameter, typed and bounded as the policy
     declares it (`packcache_core.policy.Knob`)."""
     fields: dict[str, Any] = {}
     for name, (kind, k) in policy_knobs().items():
-        ann: Any = Literal[k.choices] if k.choices else kind
+        ann: Any = Literal[k.choices] if k.choices else _NUMBERS.get(kind, kind)
         bounds = {b: getattr(k, b) for b in ("ge", "gt", "le") if getattr(k, b) is not None}
         fields[name] = (ann | None, Field(None, description=k.doc, **bounds))
     return fields
@@ -155,7 +188,12 @@ class StreamRequest(GenerationOptions):
     type: Literal["generate"] = "generate"
     image: str = Field(min_length=1, description="the conditioning image, base64")
     frame_format: Literal["jpeg", "png"] = Field("jpeg", description="encoding of frame messages")
-    api_key: str | None = Field(None, description="instead of an Authorization header")
+    cancel_on_disconnect: bool = Field(
+        False,
+        strict=True,
+        description="cancel the job when the socket closes or the client stops answering "
+        "keep-alive pings; by default the job runs to completion and its video is stored",
+    )
 
 
 class CancelMessage(BaseModel):

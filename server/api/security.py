@@ -1,16 +1,19 @@
-"""Who may call, and how much they may send: API keys and the request-body limit.
+"""Who may call, and how much they may send: API keys, header and request-body limits.
 
 What it is: `ApiKeys` (Bearer tokens compared in constant time against every configured key;
-`check` names the caller: the owner its jobs are stored under and whether it is an admin key)
-and `BodyLimitMiddleware` (refuses a body over the limit from its Content-Length, and stops
-reading a chunked body at the limit, before any multipart parsing spools it to disk). Image
-pixel limits live with the decoder (`params.decode_image`). What it is not: per-key quotas or
-rate limits (a gateway's job).
+`check` names the caller: the owner its jobs are stored under and whether it is an admin key),
+`HeaderLimitMiddleware` (refuses too many headers; their bytes are bounded by uvicorn's h11
+parser, see `entry/cli.py`) and `BodyLimitMiddleware` (refuses a body over the limit from its
+Content-Length, and stops reading a chunked body at the limit, before any multipart parsing
+spools it to disk). Image pixel limits live with the decoder (`params.decode_image`). What it
+is not: per-key quotas or rate limits (a gateway's job).
 
 Invariants: with keys configured, every `/v1` route and the websocket need one; `/health` and
-`/ready` never do, `/metrics` only when `metrics_public` is off. A key's jobs are its own: an
-owner is a hash of the key (`owner_of`), never the key; only admin keys reach every owner's
-jobs. With no keys at all every caller is the anonymous owner and reaches every job.
+`/ready` never do, `/metrics` only when `metrics_public` is off. The websocket checks its key
+before it accepts the connection, so a caller without one never gets a message read. A key's
+jobs are its own: an owner is a hash of the key (`owner_of`), never the key; only admin keys
+reach every owner's jobs. With no keys at all every caller is the anonymous owner and reaches
+every job.
 """
 
 from __future__ import annotations
@@ -68,27 +71,44 @@ class ApiKeys:
             admin |= hmac.compare_digest(key, token)
         return Caller(owner_of(presented), admin) if user or admin else None
 
-    def check(self, conn: HTTPConnection, fallback: str | None = None) -> Caller:
-        """The caller, from the Bearer header (or `fallback`); raises `Unauthorized` unless that
-        holds a valid key. Without keys: the anonymous owner, reaching every job."""
+    def check(self, conn: HTTPConnection) -> Caller:
+        """The caller; raises `Unauthorized` unless the request holds a valid key: the Bearer
+        header, or on the websocket (a browser cannot set its headers) the `api_key` query
+        parameter. The websocket checks at the handshake, so no message is read from a caller
+        without one. Without keys: the anonymous owner, reaching every job."""
         if not self.enabled:
             return Caller(ANONYMOUS, admin=True)
-        header = conn.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
         ws = conn.scope.get("type") == "websocket"
-        field = " or the request message's `api_key` field" if ws else ""
+        scheme, _, token = conn.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            if not fallback:
+            token = conn.query_params.get("api_key", "") if ws else ""
+            if not token:
+                also = " or the `api_key` query parameter" if ws else ""
                 raise Unauthorized(
-                    f"missing API key: send 'Authorization: Bearer <key>'{field}",
+                    f"missing API key: send 'Authorization: Bearer <key>'{also}",
                     code="missing_api_key",
                 )
-            token = fallback
         caller = self.identify(token.strip())
         if caller is None:
-            where = " (from the Authorization header, else the `api_key` field)" if ws else ""
-            raise Unauthorized(f"invalid API key{where}", code="invalid_api_key")
+            raise Unauthorized("invalid API key", code="invalid_api_key")
         return caller
+
+
+class HeaderLimitMiddleware:
+    """431 for a request with more than `max_count` headers. Their bytes are bounded before
+    this, while they are read (`max_header_bytes`, uvicorn's h11 `max_incomplete_event_size`)."""
+
+    def __init__(self, app: ASGIApp, max_count: int) -> None:
+        self.app = app
+        self.max_count = max_count
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or len(scope["headers"]) <= self.max_count:
+            await self.app(scope, receive, send)
+            return
+        message = f"more than {self.max_count} request headers"
+        body = json.dumps(error_body(message, "invalid_request_error", "headers_too_large"))
+        await _send_json(send, 431, body.encode())
 
 
 class BodyLimitMiddleware:
@@ -128,7 +148,12 @@ class BodyLimitMiddleware:
         body = json.dumps(
             error_body(self._message(), "invalid_request_error", "payload_too_large")
         ).encode()
-        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
-        headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await _send_json(send, 413, body)
+
+
+async def _send_json(send: Send, status: int, body: bytes) -> None:
+    """An error answer that also closes the connection (the rest of the request is unread)."""
+    headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

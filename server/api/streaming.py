@@ -71,16 +71,25 @@ class StreamSender:
         self._items: deque[_Item] = deque()
         self._pending_frames = 0
         self._wake = asyncio.Event()
+        self._closed = False
         self.frames_sent = 0
         self.dropped = 0
 
     def listener(self, loop: asyncio.AbstractEventLoop) -> JobListener:
-        """A listener for the engine thread that hands each event to `push` on `loop`."""
+        """A listener for the engine thread that hands each event to `push` on `loop`, until
+        the sender is closed (the job may run on after its client left)."""
 
         def forward(event: Event) -> None:
-            loop.call_soon_threadsafe(self.push, event)
+            if not self._closed:
+                loop.call_soon_threadsafe(self.push, event)
 
         return forward
+
+    def close(self) -> None:
+        """Stop queueing (the connection is done with); later events are ignored."""
+        self._closed = True
+        self._items.clear()
+        self._pending_frames = 0
 
     @property
     def queued(self) -> int:
@@ -88,6 +97,8 @@ class StreamSender:
 
     def push(self, event: Event) -> None:
         """Queue an event (on the event loop); frames beyond the bound drop the oldest."""
+        if self._closed:
+            return
         if isinstance(event, Frame):
             for i, rgb in enumerate(event.rgb):
                 self._push_frame(_RgbFrame(event.index + i, event.latent_index, rgb))

@@ -21,6 +21,7 @@ import uvicorn
 from pydantic.fields import FieldInfo
 
 from server.entry.generate_command import add_generate_arguments, run_generate
+from server.entry.redact import install_redaction
 from server.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -51,6 +52,24 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         _add_setting(parser, name, field)
 
 
+def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    """uvicorn's side of the settings: the one place they are turned into its options."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        # h11 bounds the request line and headers while it reads them (httptools has no bound)
+        http="h11",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        # Any message, after inflating (permessage-deflate): the base64 image + JSON. The route
+        # checks its own, smaller limit on the first message and answers with an `error`.
+        ws_max_size=2 * settings.max_upload_bytes + (1 << 20),
+        ws_ping_interval=settings.ws_ping_interval_s,
+        ws_ping_timeout=settings.ws_ping_timeout_s,
+    )
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the server until interrupted."""
     from server.api.main import create_app
@@ -59,14 +78,9 @@ def serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
     settings = Settings(**overrides)
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    install_redaction(settings.api_keys)  # every record of every logger, uvicorn's included
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        ws_max_size=2 * settings.max_upload_bytes + (1 << 20),  # base64 image + JSON
-    )
+    config = uvicorn_config(app, settings)
     logging.getLogger("uvicorn.error").addFilter(_no_frames)  # set after uvicorn's own config
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     base = f"http://{host}:{settings.port}"
@@ -81,7 +95,7 @@ def serve(args: argparse.Namespace) -> int:
 
 def _no_frames(record: logging.LogRecord) -> bool:
     """At debug level the websockets library logs every frame with its text (through uvicorn's
-    logger): a client's `api_key` and image among it. Frames are never logged."""
+    logger): a client's image among it. Frames are never logged."""
     return record.msg not in ("< %s", "> %s")
 
 

@@ -2,8 +2,9 @@
 vanish without a close handshake in every phase of a request (queued, generating, sending).
 
 Every refusal is one `error` message (the `ErrorMessage` model) and a documented close code,
-never 1011 or a dropped connection; a client that vanishes has its request cancelled and its
-cache freed; afterwards nothing is left open, running or unfinished, and the server is ready.
+never 1011 or a dropped connection; a client that vanishes has its request run to completion,
+or, if it asked for `cancel_on_disconnect`, cancelled and its cache freed; afterwards nothing is
+left open, running or unfinished, and the server is ready.
 Random cases come from Hypothesis (`FUZZ_EXAMPLES`, or `PACKCACHE_FUZZ_EXAMPLES`).
 """
 
@@ -50,11 +51,16 @@ def valid(**fields: Any) -> dict[str, Any]:
     return {"type": "generate", "prompt": "fuzz", "image": IMAGE, **SMALL, **fields}
 
 
-def exchange(server: LiveServer, *messages: str | bytes) -> tuple[list[Any], int | None]:
+def exchange(
+    server: LiveServer,
+    *messages: str | bytes,
+    headers: dict[str, str] | None = None,
+    query: str = "",
+) -> tuple[list[Any], int | None]:
     """Send `messages`, read to the server's close (cancelling an accepted request); returns
     every message received (JSON parsed) and the close code."""
     received: list[Any] = []
-    with connect(server.ws_url, max_size=None) as ws:
+    with connect(server.ws_url + query, max_size=None, additional_headers=headers) as ws:
         for m in messages:
             send(ws, m)
         try:
@@ -216,7 +222,7 @@ def test_vanishing_before_the_request(server: LiveServer) -> None:
 def test_vanishing_while_queued(server: LiveServer) -> None:
     blocker = server.create(latent_frames=8, steps=4).json()  # max_running is 1
     with connect(server.ws_url) as ws:
-        ws.send(json.dumps(valid()))
+        ws.send(json.dumps(valid(cancel_on_disconnect=True)))
         queued = read_until(ws, "queued")
         assert queued["position"] >= 1
         vanish(ws)
@@ -224,13 +230,18 @@ def test_vanishing_while_queued(server: LiveServer) -> None:
     assert server.wait_done(blocker["id"])["status"] == "completed"
 
 
-def test_vanishing_while_generating(server: LiveServer) -> None:
+@pytest.mark.parametrize("opted_in", [True, False], ids=["cancel-on-disconnect", "default"])
+def test_vanishing_while_generating(server: LiveServer, opted_in: bool) -> None:
     with connect(server.ws_url) as ws:
-        ws.send(json.dumps(valid(latent_frames=8, steps=4)))
+        ws.send(json.dumps(valid(latent_frames=8, steps=4, cancel_on_disconnect=opted_in)))
         started = read_until(ws, "started")
         read_until(ws, "progress")
         vanish(ws)
-    assert_cancelled(server, started["id"])
+    if opted_in:
+        assert_cancelled(server, started["id"])
+        return
+    assert server.wait_done(started["id"])["status"] == "completed"
+    OUTCOMES["vanished, completed"] += 1
 
 
 def test_vanishing_while_frames_are_sent(server: LiveServer) -> None:

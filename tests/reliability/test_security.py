@@ -18,12 +18,14 @@ from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.routing import BaseRoute, Route, WebSocketRoute
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from tests.reliability.conftest import Served
 from tests.reliability.inject import STEP_ERROR
 from tests.reliability.test_fuzz_websocket import exchange
 from tests.server.conftest import LiveServer, png_bytes
-from tests.server.test_stream import request
+from tests.server.test_stream import client_frame, deflated, open_raw, read_head, request
 
 KEY = "sk-reliability-" + secrets.token_hex(16)
 OTHER_KEY = "sk-other-" + secrets.token_hex(16)
@@ -58,9 +60,12 @@ def test_every_route_needs_a_key(locked: LiveServer) -> None:
         public.add("/metrics")
     seen = set()
     for route in every_route(locked.app.routes):
-        if isinstance(route, WebSocketRoute):
-            reply, code = exchange(locked, request())
-            assert code == 1008 and reply[-1]["error"]["code"] == "missing_api_key"
+        if isinstance(route, WebSocketRoute):  # refused at the handshake, before any message
+            assert handshake(locked) == (401, "missing_api_key")
+            assert handshake(locked, headers=bearer(KEY[:-1])) == (401, "invalid_api_key")
+            assert handshake(locked, query=f"?api_key={KEY[:-1]}") == (401, "invalid_api_key")
+            assert handshake(locked, headers=bearer(KEY)) == (101, None)
+            assert handshake(locked, query=f"?api_key={KEY}") == (101, None)
             seen.add(route.path)
             continue
         assert isinstance(route, APIRoute) or route.path in DOCUMENTS, route
@@ -95,6 +100,18 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+def handshake(
+    server: LiveServer | Served, query: str = "", headers: dict[str, str] | None = None
+) -> tuple[int, str | None]:
+    """The websocket handshake's answer: (101, None) if accepted, else (status, error code)."""
+    try:
+        with connect(server.ws_url + query, additional_headers=headers):
+            return 101, None
+    except InvalidStatus as refused:
+        body = json.loads(refused.response.body or b"{}")
+        return refused.response.status_code, body.get("error", {}).get("code")
+
+
 def test_uploads_are_bounded_in_bytes_and_pixels(locked: LiveServer) -> None:
     big = png_bytes(1000, 1000)  # 1 MP: under the byte limit? no: noise-free PNGs are small
     assert len(big) < UPLOAD
@@ -106,10 +123,10 @@ def test_uploads_are_bounded_in_bytes_and_pixels(locked: LiveServer) -> None:
     reply = locked.client.post("/v1/videos", data=form, files=files, headers=bearer(KEY))
     assert reply.status_code == 413
     huge = base64.b64encode(bytes(UPLOAD + 100)).decode()
-    reply_ws, code = exchange(locked, request(api_key=KEY, image=huge))
+    reply_ws, code = exchange(locked, request(image=huge), headers=bearer(KEY))
     assert code == 1009, reply_ws
     bomb = base64.b64encode(big).decode()
-    reply_ws, code = exchange(locked, request(api_key=KEY, image=bomb))
+    reply_ws, code = exchange(locked, request(image=bomb), query=f"?api_key={KEY}")
     assert code == 1007 and "pixels" in reply_ws[-1]["error"]["message"]
 
 
@@ -156,6 +173,9 @@ def test_no_key_in_responses_or_logs(serve: Callable[..., Served], tmp_path: Pat
             for path in ("/v1/videos", "/v1/videos/video_x", "/metrics"):
                 reply = anonymous.get(path, headers=bearer(key) if key else {})
                 seen.append(reply.text + str(reply.headers))
+        for key in [KEY, KEY[:-1]]:  # a key in a query string lands in the access log
+            reply = anonymous.get("/v1/videos", params={"api_key": key, "limit": 1})
+            seen.append(reply.text + str(reply.headers))
         seen.append(anonymous.get("/ui/config").text)
     for prompt in ["fine", STEP_ERROR]:
         reply = served.create(prompt=prompt)
@@ -163,16 +183,70 @@ def test_no_key_in_responses_or_logs(serve: Callable[..., Served], tmp_path: Pat
     bad = served.client.post("/v1/videos", data={"prompt": "x", "colour": KEY})
     seen.append(bad.text + served.client.get("/v1/videos/video_x").text)
     seen.append(served.client.get("/metrics").text)
-    messages = [request(api_key=k) for k in (KEY, KEY[:-1], KEY + "x")]
-    messages += [request(api_key=KEY, steps=0), request(api_key=KEY, prompt=STEP_ERROR)]
-    for message in messages:
-        received, _ = exchange(served, message)  # type: ignore[arg-type]
+    # The websocket: keys in the handshake's header (the websockets library logs every header
+    # at debug level) and in its query string (uvicorn logs the path), good and bad.
+    for key in (KEY, KEY[:-1], KEY + "x"):
+        for where in ({"headers": bearer(key)}, {"query": f"?api_key={key}"}):
+            seen.append(str(handshake(served, **where)))  # type: ignore[arg-type]
+    for message, where in [
+        (request(), {"headers": bearer(KEY)}),
+        (request(steps=0), {"query": f"?api_key={KEY}"}),
+        (request(prompt=STEP_ERROR), {"headers": bearer(OTHER_KEY)}),
+        (request(api_key=KEY), {"headers": bearer(KEY)}),  # the old field: refused, not echoed
+    ]:
+        received, _ = exchange(served, message, **where)  # type: ignore[arg-type]
         seen.extend(json.dumps(m) if isinstance(m, dict) else "" for m in received)
     served.stop()
     everything = "\n".join(seen) + served.output()
     for line in everything.splitlines():
         assert not leaks(line, KEY) and not leaks(line, OTHER_KEY), line[:600]
     assert "generation_error" in everything  # the failure paths really ran
+    assert "Bearer [redacted]" in everything  # the handshake headers were logged, redacted
+    assert "api_key=[redacted]" in everything  # the query strings were logged, redacted
+
+
+def test_an_unauthenticated_socket_is_refused_before_its_message_is_read(
+    serve: Callable[..., Served],
+) -> None:
+    """38 KB of permessage-deflate that inflate to 38 MiB, sent without a key (or with a wrong
+    one), right after the handshake or once it is answered: the handshake is refused (401) and
+    the server's peak memory does not grow by the inflated size."""
+    served = serve(PACKCACHE_API_KEYS=KEY).wait_ready()
+    inflated = 38 << 20
+    payload = deflated(json.dumps({"type": "generate", "prompt": "a" * inflated, "image": "x"}))
+    assert len(payload) < 64 << 10
+    offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"
+    status_path = Path(f"/proc/{served.proc.pid}/status")
+    try:
+        Path(f"/proc/{served.proc.pid}/clear_refs").write_text("5")  # reset the peak RSS
+    except OSError as e:
+        pytest.skip(f"cannot reset the peak RSS of the served process: {e}")
+    before = peak_rss(status_path)
+    answers = []
+    for headers in [(), (f"Authorization: Bearer {KEY[:-1]}",)]:
+        for pipelined in (True, False):
+            sock = open_raw(served.port, offer, *headers)
+            try:
+                if pipelined:
+                    sock.sendall(client_frame(payload, compressed=True))
+                status, _ = read_head(sock)
+                if status == 101:  # accepted without a key: send what it will read
+                    sock.sendall(client_frame(payload, compressed=True))
+                    sock.recv(65536)
+            finally:
+                sock.close()
+            answers.append(status)
+    grown = peak_rss(status_path) - before
+    assert grown < inflated // 2, f"peak RSS grew by {grown >> 20} MiB"
+    assert answers == [401] * 4
+    assert handshake(served, query=f"?api_key={KEY}") == (101, None)
+    assert handshake(served, headers=bearer(KEY)) == (101, None)
+
+
+def peak_rss(status: Path) -> int:
+    """VmHWM of /proc/<pid>/status, bytes."""
+    line = next(x for x in status.read_text().splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) << 10
 
 
 def test_no_key_in_a_startup_error(serve: Callable[..., Served]) -> None:

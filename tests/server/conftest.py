@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.api.main import create_app
+from server.entry.cli import uvicorn_config
 from server.settings import Settings
 
 # Tiny requests: 64x64 frames, 3 latent frames (9 RGB frames), 2 steps per frame.
@@ -50,10 +51,7 @@ class LiveServer:
         )
         self.registry = CollectorRegistry()
         self.app = create_app(self.settings, self.registry)
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", ws_max_size=1 << 24
-        )
-        self.uvicorn = uvicorn.Server(config)
+        self.uvicorn = uvicorn.Server(uvicorn_config(self.app, self.settings))  # as served
         self.thread = threading.Thread(target=self.uvicorn.run, daemon=True)
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/v1/videos/stream"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import select
+import socket
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.server.conftest import LiveServer, png_bytes, wait_until
@@ -113,8 +116,10 @@ def test_content_before_completion(server: LiveServer) -> None:
     server.client.delete(f"/v1/videos/{video['id']}")
 
 
-def ws_refusal(server: LiveServer, *messages: str | bytes) -> tuple[dict[str, Any], int | None]:
-    with connect(server.ws_url) as ws:
+def ws_refusal(
+    server: LiveServer, *messages: str | bytes, headers: dict[str, str] | None = None
+) -> tuple[dict[str, Any], int | None]:
+    with connect(server.ws_url, additional_headers=headers) as ws:
         for m in messages:
             ws.send(m)
         reply = ws.recv(timeout=30)
@@ -171,13 +176,28 @@ def test_api_keys(locked: LiveServer) -> None:
     assert c.get("/v1/videos", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
     assert c.get("/health").status_code == c.get("/ready").status_code == 200
     assert c.get("/metrics").status_code == 200  # metrics_public defaults to on
-    error, close_code = ws_refusal(locked, request(api_key="wrong"))
-    assert close_code == 1008 and error["error"]["code"] == "invalid_api_key"
-    error, close_code = ws_refusal(locked, request())
-    assert close_code == 1008 and error["error"]["code"] == "missing_api_key"
-    with connect(locked.ws_url, additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
-        ws.send(request(latent_frames=2, steps=1))
-        assert json.loads(ws.recv(timeout=30))["type"] == "queued"
+    # The websocket checks the key at the handshake: header, else the `api_key` query parameter.
+    for url, headers, code in [
+        (locked.ws_url, {}, "missing_api_key"),
+        (locked.ws_url, {"Authorization": "Bearer wrong"}, "invalid_api_key"),
+        (locked.ws_url + "?api_key=wrong", {}, "invalid_api_key"),
+    ]:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url, additional_headers=headers)
+        response = refused.value.response
+        assert response.status_code == 401, response
+        assert json.loads(response.body or b"{}")["error"]["code"] == code
+    for url, headers in [
+        (locked.ws_url, {"Authorization": f"Bearer {KEY}"}),
+        (f"{locked.ws_url}?api_key={KEY}", {}),
+    ]:
+        with connect(url, additional_headers=headers) as ws:
+            ws.send(request(latent_frames=2, steps=1))
+            assert json.loads(ws.recv(timeout=30))["type"] == "queued"
+    error, close_code = ws_refusal(  # the key goes in the handshake, never in the message
+        locked, request(api_key=KEY), headers={"Authorization": f"Bearer {KEY}"}
+    )
+    assert close_code == 1007 and error["error"]["param"] == "api_key"
 
 
 def test_chunked_upload_over_the_limit(server: LiveServer) -> None:
@@ -199,3 +219,129 @@ def test_chunked_upload_over_the_limit(server: LiveServer) -> None:
     headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
     response = server.client.post("/v1/videos", content=body(), headers=headers)
     assert_error(response, 413, "larger than the limit")
+
+
+# -- request heads: bounded in bytes and in count ---------------------------------------------
+
+
+def raw_request(port: int, head: bytes) -> tuple[int, bool]:
+    """Sends `head` (stopping early if the server answers or hangs up); returns the answer's
+    status and whether the server then closed the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        for i in range(0, len(head), 1 << 16):
+            if select.select([sock], [], [], 0)[0]:
+                break  # answered already
+            try:
+                sock.sendall(head[i : i + (1 << 16)])
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        data, closed = b"", False
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+            closed = True
+        except ConnectionResetError:
+            closed = True  # it hung up on what we had sent beyond the limit
+    assert data.startswith(b"HTTP/1.1 "), data[:200]
+    return int(data.split(b" ", 2)[1]), closed
+
+
+def test_a_huge_header_is_refused(server: LiveServer) -> None:
+    head = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (64 << 20) + b"\r\n\r\n"
+    status, closed = raw_request(server.port, head)
+    assert status in (400, 431) and closed
+
+
+def test_many_headers_are_refused(server: LiveServer) -> None:
+    many = b"".join(b"X-H%d: v\r\n" % i for i in range(10_000))
+    status, closed = raw_request(
+        server.port, b"GET /health HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n"
+    )
+    assert status in (400, 431) and closed
+    # Under the byte limit but over the count: 431 with the error body.
+    limit = server.settings.max_header_count
+    headers = {f"X-H{i}": "v" for i in range(limit + 1)}
+    assert_error(server.client.get("/health", headers=headers), 431, "headers")
+    assert server.client.get("/health", headers=dict(list(headers.items())[:50])).status_code == 200
+
+
+# -- multipart fields: once each, plain numbers, valid text -------------------------------------
+
+
+def form_body(*parts: tuple[str, bytes, str | None]) -> tuple[bytes, dict[str, str]]:
+    """A multipart body from (name, value, filename) parts, bytes as given."""
+    boundary = "b0undary"
+    body = b""
+    for name, value, filename in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+        body += value + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+IMAGE_PART = ("input_reference", png_bytes(), "a.png")
+
+
+@pytest.mark.parametrize("field", ["prompt", "steps", "input_reference"])
+def test_a_field_sent_twice_is_refused(server: LiveServer, field: str) -> None:
+    parts = [("prompt", b"a cat", None), ("size", b"64x64", None), ("steps", b"1", None)]
+    parts += [IMAGE_PART]
+    parts += [p for p in parts if p[0] == field]
+    body, headers = form_body(*parts)
+    error = assert_error(server.client.post("/v1/videos", content=body, headers=headers), 400)
+    assert error["param"] == field and "more than once" in error["message"], error
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"steps": "1_0"}, "steps"),
+        ({"steps": " 2"}, "steps"),
+        ({"steps": "+2"}, "steps"),
+        ({"seed": "1_000"}, "seed"),
+        ({"latent_frames": "3.0"}, "latent_frames"),
+        ({"guidance_scale": "1_0.5"}, "guidance_scale"),
+        ({"cache_policy": "sliding", "window": "1_0"}, "window"),
+        ({"cache_policy": "packcache", "rho": "0.1_0"}, "rho"),
+    ],
+    ids=["underscore", "space", "plus", "seed", "int-as-float", "float-underscore", "knob", "rho"],
+)
+def test_numbers_are_plain_decimal(server: LiveServer, fields: dict[str, str], param: str) -> None:
+    error = assert_error(server.create(**fields), 400, param)
+    assert error["param"] == param, error
+    ws_error, close_code = ws_refusal(server, request(**fields))
+    assert close_code == 1007 and ws_error["error"]["param"] == param, ws_error
+
+
+def test_plain_numbers_still_pass(server: LiveServer) -> None:
+    fields = {"steps": "1", "latent_frames": "2", "seed": "7", "guidance_scale": "1.5e0"}
+    video = server.create(**fields).json()
+    assert video["steps"] == 1 and video["seed"] == 7, video
+    assert server.wait_done(video["id"])["status"] == "completed"
+
+
+def test_a_prompt_that_is_not_utf8_is_refused(server: LiveServer) -> None:
+    body, headers = form_body(
+        ("prompt", b"caf\xe9 \xff", None), ("size", b"64x64", None), IMAGE_PART
+    )
+    error = assert_error(server.client.post("/v1/videos", content=body, headers=headers), 400)
+    assert error["param"] == "prompt" and "utf-8" in error["message"].lower(), error
+    body, headers = form_body(("prompt", "café ☕".encode(), None), ("size", b"64x64", None))
+    reply = server.client.post("/v1/videos", content=body, headers=headers)
+    assert_error(reply, 400, "input_reference")  # valid text passes on to the next check
+
+
+# -- HEAD: every GET route answers it as GET, without the body ---------------------------------
+
+
+def test_head_answers_like_get(server: LiveServer) -> None:
+    video = server.create(latent_frames=2, steps=1).json()
+    assert server.wait_done(video["id"])["status"] == "completed"
+    for path in ["/health", "/v1/videos", f"/v1/videos/{video['id']}/content", "/v1/nothing"]:
+        get, head = server.client.get(path), server.client.head(path)
+        assert head.status_code == get.status_code, path
+        assert head.content == b"", path
+        for name in ("content-type", "content-length"):
+            assert head.headers.get(name) == get.headers.get(name), (path, name)
+    assert server.client.head("/v1/videos").status_code == 200

@@ -53,8 +53,8 @@ def test_metrics_after_a_run(server: LiveServer) -> None:
     with connect(server.ws_url) as ws:
         ws.send(request(latent_frames=2, steps=2, cache_policy="sliding", window=1))
         assert read_until(ws, "completed")["type"] == "completed"
-    with connect(server.ws_url) as ws:  # one cancelled request too
-        ws.send(request(latent_frames=10, steps=4))
+    with connect(server.ws_url) as ws:  # one cancelled request too (by leaving)
+        ws.send(request(latent_frames=10, steps=4, cancel_on_disconnect=True))
         read_until(ws, "progress")
         streams_open = server.metrics()["packcache_websocket_streams_open"]
     m = server.metrics()

@@ -111,8 +111,8 @@ def test_stream_jobs_belong_to_their_key(tenants: LiveServer) -> None:
         ws.send(request(latent_frames=2, steps=1))
         video_id = read_until(ws, "completed")["id"]
     assert video_id in listed(tenants, KEY_B) and video_id not in listed(tenants, KEY_A)
-    with connect(tenants.ws_url) as ws:  # the key in the message, as a browser sends it
-        ws.send(request(latent_frames=2, steps=1, api_key=KEY_A))
+    with connect(f"{tenants.ws_url}?api_key={KEY_A}") as ws:  # as a browser sends it
+        ws.send(request(latent_frames=2, steps=1))
         a_stream = json.loads(ws.recv(timeout=30))["id"]
         read_until(ws, "completed")
     assert a_stream in listed(tenants, KEY_A) and a_stream not in listed(tenants, KEY_B)

@@ -1,15 +1,25 @@
 """The websocket `/v1/videos/stream`: one request per connection, frames as they decode.
 
 Protocol (models in `schemas.py`, also under `components.schemas` of the OpenAPI document):
-the client sends one `StreamRequest` (JSON text, image inline as base64); the server answers
-`queued` (position), `started`, then per RGB frame a `frame` header (JSON) followed by one binary
-message with the encoded image, a `latent_frame` (latency, cache bytes in use) after each
-generated latent frame's images, `progress` after every denoising step, and finally `completed`
-(with the request's statistics) or `error`, then closes (1000 after `completed` or a cancel,
-1011 after a failure or timeout, otherwise the code from `api/errors.py`: 1007 invalid request,
-1008 bad API key, 1009 too big, 1013 try again later). The client may send `{"type": "cancel"}`
-at any time; closing the socket cancels too. Either frees the request's cache before its next
-step. A slow client loses the oldest unsent frames (see `streaming.py`), never the final message.
+with API keys configured, the handshake carries one (`Authorization: Bearer <key>`, or the
+`api_key` query parameter for browsers); without a valid one it is refused with HTTP 401 (the
+OpenAI error body) before anything is read. The client then sends one `StreamRequest` (JSON
+text, image inline as base64); the server answers `queued` (position), `started`, then per RGB
+frame a `frame` header (JSON) followed by one binary message with the encoded image, a
+`latent_frame` (latency, cache bytes in use) after each generated latent frame's images,
+`progress` after every denoising step, and finally `completed` (with the request's statistics)
+or `error`, then closes (1000 after `completed` or a cancel, 1011 after a failure or timeout,
+otherwise the code from `api/errors.py`: 1007 invalid request, 1009 too big, 1013 try again
+later). A message larger than uvicorn's `ws_max_size` (`entry/cli.py`), compressed or not, is
+closed with 1009 before it is inflated further.
+
+The client may send `{"type": "cancel"}` at any time: the job stops and its cache is freed
+before its next step. A fixed-length job is otherwise the server's promise: a client that
+closes the socket, vanishes or stops answering keep-alive pings loses its stream, never the
+generation, which runs to completion and stores the video (GET /v1/videos/{id}/content),
+unless the request set `cancel_on_disconnect`, in which case leaving cancels as a cancel
+message does. A slow client loses the oldest unsent frames (see `streaming.py`), never the
+final message.
 
 What it is not: the job logic (`service.py`) or the send queue (`streaming.py`).
 """
@@ -27,11 +37,18 @@ from pydantic import ValidationError
 
 from server.api import service
 from server.api.deps import RuntimeDep
-from server.api.errors import WS_INTERNAL, WS_NORMAL, validation_message, wire
+from server.api.errors import (
+    WS_INTERNAL,
+    WS_NORMAL,
+    WS_POLICY,
+    error_response,
+    validation_message,
+    wire,
+)
 from server.api.schemas import CancelMessage, ErrorDetail, ErrorMessage, StreamRequest
 from server.api.streaming import StreamSender
 from server.entry.runtime import Runtime
-from server.errors import InvalidRequest, PayloadTooLarge, ServerError
+from server.errors import InvalidRequest, PayloadTooLarge, ServerError, Unauthorized
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["stream"])
@@ -81,7 +98,8 @@ async def _watch_client(ws: WebSocket) -> Literal["cancel", "disconnect"]:
 
 
 async def _run(ws: WebSocket, rt: Runtime, request: StreamRequest, job_id: str, owner: str) -> int:
-    """Generate and stream; returns the close code."""
+    """Generate and stream; returns the close code. Raises `WebSocketDisconnect` when the
+    client leaves (the caller decides whether that cancels)."""
     sender = StreamSender(
         ws.send_text, ws.send_bytes, job_id, rt.settings.ws_max_pending_frames, request.frame_format
     )
@@ -104,6 +122,7 @@ async def _run(ws: WebSocket, rt: Runtime, request: StreamRequest, job_id: str, 
             raise WebSocketDisconnect(1006) from e
         return WS_NORMAL if finished.status in ("completed", "cancelled") else WS_INTERNAL
     finally:
+        sender.close()  # the job may run on; its events no longer queue here
         for task in (sending, watching):
             if task is not None:
                 task.cancel()
@@ -111,25 +130,46 @@ async def _run(ws: WebSocket, rt: Runtime, request: StreamRequest, job_id: str, 
 
 @router.websocket("/v1/videos/stream")
 async def stream(ws: WebSocket, rt: RuntimeDep) -> None:
+    try:
+        caller = rt.keys.check(ws)  # at the handshake: nothing is read from one without a key
+    except Unauthorized as e:
+        await _deny(ws, e)
+        return
     await ws.accept()
     rt.open_streams += 1
+    request: StreamRequest | None = None
     job_id: str | None = None
     try:
         text = await _receive_text(ws, 2 * rt.settings.max_upload_bytes + 65536)
         request = _parse_request(text)
-        caller = rt.keys.check(ws, fallback=request.api_key)  # the header, else the field
         job_id = service.new_video_id()
         code = await _run(ws, rt, request, job_id, caller.owner)
         await _close(ws, code)
     except WebSocketDisconnect:
-        if job_id is not None and rt.engine is not None:
-            rt.engine.cancel(job_id)
+        if job_id is not None and request is not None and request.cancel_on_disconnect:
+            _cancel(rt, job_id)
+        elif job_id is not None:
+            log.info("client of %s left; the job runs on, its video is stored", job_id)
     except ServerError as e:
-        if job_id is not None and rt.engine is not None:
-            rt.engine.cancel(job_id)
+        if job_id is not None:
+            _cancel(rt, job_id)
         await _refuse(ws, e, job_id)
     finally:
         rt.open_streams -= 1
+
+
+def _cancel(rt: Runtime, job_id: str) -> None:
+    if rt.engine is not None:
+        rt.engine.cancel(job_id)
+
+
+async def _deny(ws: WebSocket, error: Unauthorized) -> None:
+    """Refuse the handshake: HTTP 401 with the error body where the server can send one
+    (uvicorn can), else a close before accepting (the client sees 403)."""
+    if "websocket.http.response" in ws.scope.get("extensions", {}):
+        await ws.send_denial_response(error_response(error))
+    else:
+        await ws.close(WS_POLICY, error.code)
 
 
 async def _refuse(ws: WebSocket, error: ServerError, job_id: str | None) -> None:

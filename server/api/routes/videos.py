@@ -17,9 +17,11 @@ from fastapi.responses import FileResponse
 from server.api import service
 from server.api.deps import CallerDep, RuntimeDep, require_key
 from server.api.errors import errors
+from server.api.forms import StrictFormRoute
 from server.api.schemas import (
     VIDEO_ID_PATTERN,
     CreateVideoForm,
+    Int,
     VideoDeleted,
     VideoList,
     VideoObject,
@@ -31,6 +33,7 @@ router = APIRouter(
     tags=["videos"],
     dependencies=[Depends(require_key)],
     responses=errors(400, 401, 500),
+    route_class=StrictFormRoute,  # a form field sent twice or not valid text is a 400
 )
 VideoIdPath = Annotated[str, Path(pattern=VIDEO_ID_PATTERN, description="a video id")]
 MULTIPART = {
@@ -59,7 +62,7 @@ async def create_video(
 def list_videos(
     rt: RuntimeDep,
     caller: CallerDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    limit: Annotated[Int, Query(ge=1, le=100)] = 20,
     after: Annotated[str | None, Query(pattern=VIDEO_ID_PATTERN)] = None,
     order: Literal["asc", "desc"] = "desc",
 ) -> VideoList:

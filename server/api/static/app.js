@@ -2,8 +2,9 @@
 //
 // What it is: the wiring between the DOM (index.html), the websocket client (stream.js) and the
 // chart (chart.js). It asks `/ui/config` whether the server needs an API key; the key goes in
-// the websocket request's `api_key` field (browsers cannot set headers on a websocket) and in
-// an `Authorization: Bearer` header when fetching the MP4, which then plays from a blob URL.
+// the websocket URL's `api_key` query parameter (browsers cannot set headers on a websocket)
+// and in an `Authorization: Bearer` header when fetching the MP4, which then plays from a blob
+// URL.
 // Without keys the video element loads the content URL directly. `#status[data-state]` says
 // where the page is: loading, idle, sending, queued, running, completed, cancelled, error.
 
@@ -123,7 +124,6 @@ async function buildRequest() {
   if (ui.size.value.trim()) request.size = ui.size.value.trim();
   if (ui.seed.value) request.seed = Number(ui.seed.value);
   if (ui.guidance.value) request.guidance_scale = Number(ui.guidance.value);
-  if (state.config.api_key_required) request.api_key = ui.key.value;
   return request;
 }
 
@@ -158,7 +158,7 @@ ui.form.addEventListener("submit", async (event) => {
     setStatus("error", "Error");
     return;
   }
-  state.job = startStream(request, handlers);
+  state.job = startStream(request, handlers, state.config.api_key_required ? ui.key.value : null);
   setRunning(true);
 });
 

@@ -1,10 +1,13 @@
 // Client of the websocket /v1/videos/stream (protocol: server/README.md).
 //
-// What it is: `startStream(request, handlers)`, which opens one connection, sends the request,
-// pairs each `frame` header with the binary message after it, and calls one handler per
-// message. It reports exactly one outcome: `onCompleted(message)`, or `onFailed(failure)` with
-// a message a person can read (from the server's `error` message, or from the close code when
-// the socket closed without one). What it is not: the page (app.js) or the chart (chart.js).
+// What it is: `startStream(request, handlers, apiKey)`, which opens one connection (the key, if
+// any, in the `api_key` query parameter: the server checks it at the handshake, and a browser
+// cannot set headers on a websocket), sends the request, pairs each `frame` header with the
+// binary message after it, and calls one handler per message. It reports exactly one outcome:
+// `onCompleted(message)`, or `onFailed(failure)` with a message a person can read (from the
+// server's `error` message, or from the close code when the socket closed without one; a
+// refused handshake shows only as 1006, so then it asks the API why). What it is not: the page
+// (app.js) or the chart (chart.js).
 
 // Close codes of the server (server/errors.py), for a socket that closed without an `error`.
 const CLOSE_REASONS = {
@@ -25,9 +28,10 @@ const ERROR_TITLES = {
   1013: "Server busy",
 };
 
-export function streamUrl() {
+export function streamUrl(apiKey = null) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  return `${scheme}://${location.host}/v1/videos/stream`;
+  const query = apiKey ? `?api_key=${encodeURIComponent(apiKey)}` : "";
+  return `${scheme}://${location.host}/v1/videos/stream${query}`;
 }
 
 /**
@@ -36,16 +40,21 @@ export function streamUrl() {
  * onCompleted(msg), onFailed({title, message, code, closeCode, cancelled}).
  * Returns {cancel()}: asks the server to stop; the outcome still arrives through onFailed.
  */
-export function startStream(request, handlers) {
+export function startStream(request, handlers, apiKey = null) {
   const on = (name, ...args) => handlers[name] && handlers[name](...args);
-  const ws = new WebSocket(streamUrl());
+  const ws = new WebSocket(streamUrl(apiKey));
   ws.binaryType = "blob";
   let header = null; // the `frame` message whose image is the next binary message
   let completed = null;
   let error = null;
   let cancelRequested = false;
 
-  ws.onopen = () => ws.send(JSON.stringify(request));
+  let opened = false;
+
+  ws.onopen = () => {
+    opened = true;
+    ws.send(JSON.stringify(request));
+  };
   ws.onmessage = (event) => {
     if (typeof event.data !== "string") {
       if (header !== null) on("onFrame", header, event.data);
@@ -64,12 +73,13 @@ export function startStream(request, handlers) {
       default: return undefined; // newer servers may add messages: ignore what we don't know
     }
   };
-  ws.onclose = (event) => {
+  ws.onclose = async (event) => {
     if (completed !== null) {
       on("onCompleted", completed);
       return;
     }
-    on("onFailed", describeFailure(error, event.code, cancelRequested));
+    const refused = !opened && !cancelRequested ? await keyRefusal(apiKey) : null;
+    on("onFailed", refused || describeFailure(error, event.code, cancelRequested));
   };
 
   return {
@@ -79,6 +89,21 @@ export function startStream(request, handlers) {
       else ws.close(); // not open yet: nothing reached the server
     },
   };
+}
+
+// A socket that closed before it opened: the handshake was refused or never answered. The
+// browser hides the server's answer (401 with the reason), so ask a cheap API route.
+async function keyRefusal(apiKey) {
+  try {
+    const headers = apiKey ? { Authorization: `Bearer ${apiKey}` } : {};
+    const res = await fetch("/v1/videos?limit=1", { headers });
+    if (res.status !== 401) return null;
+    const body = await res.json();
+    return { title: ERROR_TITLES[1008], message: body.error.message, code: body.error.code,
+             closeCode: 1008, cancelled: false };
+  } catch {
+    return null; // the server is unreachable: the close code says so
+  }
 }
 
 function describeFailure(error, closeCode, cancelRequested) {
