@@ -2,7 +2,8 @@
 
 What it is: `keep_freed_blocks()`, which tunes glibc's malloc (the allocator PyTorch's CPU
 tensors come from): blocks up to 32 MiB come from one heap that all threads share, and up to
-1 GiB of freed heap stays mapped instead of going back to the kernel. What it is not: a device
+1 GiB of freed heap stays mapped instead of going back to the kernel; `release_freed_blocks()`,
+which hands free heap back at once after a rare large burst. What it is not: a device
 memory manager (CUDA tensors use PyTorch's caching allocator) or anything a result depends on.
 
 Why: by default glibc returns the top of the heap to the kernel once more than twice its mmap
@@ -37,12 +38,29 @@ SETTINGS = (
 )
 
 
+def _glibc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    return libc if libc is not None and hasattr(libc, "gnu_get_libc_version") else None
+
+
 def keep_freed_blocks() -> bool:
     """Tune glibc's malloc for this process (see the module docstring).
 
     Returns False where the C library is not glibc (nothing is changed there)."""
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is None or not hasattr(libc, "gnu_get_libc_version"):
+    libc = _glibc()
+    if libc is None:
         return False
     return all([libc.mallopt(param, value) == 1 for param, value in SETTINGS])
+
+
+def release_freed_blocks() -> bool:
+    """Hand the free pages of the heap back to the kernel now (glibc's `malloc_trim(0)`),
+    whatever the trim threshold: for after a rare large burst (decoding big uploaded images),
+    so the process does not keep its peak. Engine activations freed too are mapped afresh on
+    their next use. Returns False where the C library is not glibc."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True

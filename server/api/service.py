@@ -14,13 +14,14 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 from fastapi.concurrency import run_in_threadpool
 
 from packcache_core.pipeline import VideoParams
-from server.api.params import decode_image, to_video_params
+from server.api.params import decode_upload, open_upload, to_video_params
 from server.api.schemas import GenerationOptions, VideoDeleted, VideoError, VideoList, VideoObject
 from server.engine.events import JobListener, percent
 from server.engine.job import Submission
@@ -68,18 +69,21 @@ async def create(
         rt.metrics.on_reject("unavailable")
         raise
     params = to_video_params(opts, rt.settings)
-    image = await run_in_threadpool(decode_image, image_bytes, rt.settings, image_param)
-    width, height = engine.pipeline.output_size(image.width, image.height, params)
-    size = f"{width}x{height}"
-    record = _record(job_id, rt.settings.model_name, params, opts.seconds, size)
-    await run_in_threadpool(rt.store.create, record)
-    listener = rt.recorder.listener(job_id, params.fps, then=stream)
-    try:
-        await engine.submit(Submission(job_id, image, params, (listener,)))
-    except BaseException:  # refused, or the caller went away: no record, no work
-        engine.cancel(job_id)
-        rt.store.delete(job_id)
-        raise
+    opened = await run_in_threadpool(open_upload, image_bytes, rt.settings, image_param)
+    async with rt.decodes.admit(opened.decode_bytes) as permit:
+        image = await permit.decode(partial(decode_upload, opened, image_param))
+        width, height = engine.pipeline.output_size(image.width, image.height, params)
+        record = _record(job_id, rt.settings.model_name, params, opts.seconds, f"{width}x{height}")
+        await run_in_threadpool(rt.store.create, record)
+        listener = rt.recorder.listener(job_id, params.fps, then=stream)
+        try:
+            await engine.submit(Submission(job_id, image, params, (listener,)))
+        except BaseException:  # refused, or the caller went away: no record, no work
+            engine.cancel(job_id)
+            rt.store.delete(job_id)
+            raise
+    # Leaving the block closed the image: the engine reads its pixels only to prepare the
+    # request, before `submit` returns, and a job must not hold them until it finishes.
     return video_object(rt, record)
 
 

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from packcache_core.generate import SamplingConfig
 from packcache_core.host import keep_freed_blocks
 from packcache_core.pipeline import Pipeline, VideoParams
+from server.api.decodes import DecodeGate
 from server.api.security import ApiKeys
 from server.engine.engine import Engine, EngineConfig
 from server.engine.events import Event, Finished
@@ -55,6 +56,9 @@ class Runtime:
         self.settings = settings
         self.registry = registry
         self.keys = ApiKeys(settings.api_keys)
+        self.decodes = DecodeGate(
+            settings.decode_budget_bytes, settings.max_decoding, settings.decode_wait_s
+        )
         self.phase: Literal["starting", "ready", "failed", "draining", "stopping"] = "starting"
         self.failure: str | None = None
         self.exit_code: int | None = None  # set when only a restart helps; the runner exits
