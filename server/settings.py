@@ -66,6 +66,15 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on (0: any free port)")
     data_dir: Path = Field(Path("packcache-data"), description="videos and the job database")
+    retention_s: float = Field(
+        7 * 24 * 3600.0,
+        ge=0,
+        description="seconds a finished video (completed or failed) is kept after it finished; "
+        "then its record and files are deleted and it answers 404 (0: kept forever)",
+    )
+    retention_sweep_s: float = Field(
+        60.0, gt=0, description="how often expired videos are looked for and deleted"
+    )
     store_url: str | None = Field(
         None, description="job store URL (default: sqlite:///<data_dir>/jobs.sqlite3)"
     )

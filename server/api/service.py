@@ -109,8 +109,17 @@ def video_object(rt: Runtime, record: JobRecord) -> VideoObject:
         progress=progress,
         created_at=int(record.created_at),
         completed_at=None if record.completed_at is None else int(record.completed_at),
+        expires_at=expires_at(rt, record),
         error=error,
     )
+
+
+def expires_at(rt: Runtime, record: JobRecord) -> int | None:
+    """When a finished video is deleted (`retention_s` after it finished); None while it runs
+    or when videos are kept forever."""
+    if record.completed_at is None or not rt.settings.retention_s:
+        return None
+    return int(record.completed_at + rt.settings.retention_s)
 
 
 def lookup(rt: Runtime, job_id: str) -> JobRecord:

@@ -3,8 +3,9 @@
 What it is: `Runtime`, built by the app factory from `Settings` and a registry; `open()` opens
 the job store and data directory and marks jobs a dead process left unfinished as failed;
 `boot()` loads the model off the event loop, starts the engine, runs a tiny warm-up generation
-and fixes the memory budget; `drain()` (on SIGTERM, see `drain.py`) stops admitting and lets
-accepted requests finish for a while; `shutdown()` stops the engine and flushes the recorder.
+and fixes the memory budget; `sweep()` deletes videos past their retention, periodically;
+`drain()` (on SIGTERM, see `drain.py`) stops admitting and lets accepted requests finish for a
+while; `shutdown()` stops the engine and flushes the recorder.
 What it is not: HTTP (routes reach it through `deps.py`).
 
 Invariants: `/ready` is true only after a successful warm-up and while the engine thread lives
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
@@ -32,7 +34,7 @@ from server.engine.engine import Engine, EngineConfig
 from server.engine.events import Event, Finished
 from server.engine.job import Submission
 from server.engine.memory import memory_for, module_bytes, resolve_budget
-from server.errors import Unavailable
+from server.errors import StorageError, Unavailable
 from server.metrics import Metrics
 from server.settings import Settings
 from server.storage.open import open_store
@@ -81,6 +83,30 @@ class Runtime:
             self.files.remove(job_id)
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packcache-io")
         self.recorder = JobRecorder(self.store, self.files, self.io, self._cancel)
+
+    async def sweep(self) -> None:
+        """Every `retention_sweep_s`, delete the videos whose retention has passed (records,
+        then files); runs for the life of the app (the lifespan cancels it)."""
+        if not self.settings.retention_s:
+            return
+        while True:
+            try:
+                await asyncio.to_thread(self.expire)
+            except StorageError as e:  # the store is down for now: the next sweep retries
+                log.warning("retention sweep: %s", e.message)
+            await asyncio.sleep(self.settings.retention_sweep_s)
+
+    def expire(self) -> list[str]:
+        """Delete every video that finished more than `retention_s` ago (none when 0: kept
+        forever); returns their ids."""
+        if not self.settings.retention_s:
+            return []
+        expired = self.store.expire(time.time() - self.settings.retention_s)
+        for job_id in expired:
+            self.files.remove(job_id)
+        if expired:
+            log.info("retention: deleted %d expired videos", len(expired))
+        return expired
 
     def _cancel(self, job_id: str) -> None:
         if self.engine is not None:

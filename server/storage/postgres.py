@@ -26,7 +26,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from server.errors import StorageError
-from server.storage.store import JobRecord, SqlJobStore, record_columns
+from server.storage.store import FINISHED_INDEX, JobRecord, SqlJobStore, record_columns
 
 log = logging.getLogger(__name__)
 # Connection options the URL may override:
@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (lease)
     WHERE status IN ('queued', 'in_progress');
+{FINISHED_INDEX};
 """
 # Leases held by live sessions of this database: a bigint advisory key is (classid, objid).
 LIVE_LEASES = """

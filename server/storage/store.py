@@ -88,6 +88,11 @@ class JobStore(Protocol):
         """Mark every queued or running record failed; returns their ids."""
         ...
 
+    def expire(self, finished_before: float) -> list[str]:
+        """Delete the records of jobs that finished (completed or failed) before this time
+        (seconds since the epoch); returns their ids."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -118,6 +123,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 {record_columns("sqlite")}
 )
 """
+# The retention sweep's query (`expire`); tables made before it get it when opened.
+FINISHED_INDEX = "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (completed_at)"
 
 
 class Cursor(Protocol):
@@ -188,6 +195,11 @@ class SqlJobStore:
     def delete(self, job_id: str) -> bool:
         return self._exec("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
 
+    def expire(self, finished_before: float) -> list[str]:
+        finished = "status IN ('completed', 'failed') AND completed_at < ?"
+        rows = self._exec(f"SELECT id FROM jobs WHERE {finished}", (finished_before,)).fetchall()
+        return [r[0] for r in rows if self.delete(r[0])]
+
 
 class SqliteJobStore(SqlJobStore):
     """One SQLite file in WAL mode; one connection behind a lock. One process at a time."""
@@ -197,6 +209,7 @@ class SqliteJobStore(SqlJobStore):
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(SCHEMA)
+        self._db.execute(FINISHED_INDEX)
         self._lock = threading.Lock()
 
     def _exec(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
