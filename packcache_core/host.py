@@ -2,7 +2,8 @@
 
 What it is: `prepare_host(device, threads)`, the one call every entry point makes before it
 generates (`packcache serve`, `packcache generate`, the benchmarks, the training script): it
-sets torch's intra-op threads and, on a CPU, tunes the allocator with `keep_freed_blocks()`.
+sets torch's intra-op threads and, on a CPU, tunes the allocator with `keep_freed_blocks()`;
+`release_freed_blocks()` hands free heap back at once after a rare large burst (big uploads).
 What it is not: a device memory manager (CUDA tensors use PyTorch's caching allocator) or
 anything a result depends on (threads and allocator change speed, never a value).
 
@@ -54,13 +55,18 @@ SETTINGS = (
 )
 
 
+def _glibc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    return libc if libc is not None and hasattr(libc, "gnu_get_libc_version") else None
+
+
 def keep_freed_blocks() -> bool:
     """Tune glibc's malloc for this process (see the module docstring).
 
     Returns False where the C library is not glibc (nothing is changed there)."""
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is None or not hasattr(libc, "gnu_get_libc_version"):
+    libc = _glibc()
+    if libc is None:
         return False
     return all([libc.mallopt(param, value) == 1 for param, value in SETTINGS])
 
@@ -82,3 +88,15 @@ def prepare_host(
     torch.set_num_threads(n)
     cpu = torch.device(device).type == "cpu"
     return Host(n, cpu and tune_malloc and keep_freed_blocks())
+
+
+def release_freed_blocks() -> bool:
+    """Hand the free pages of the heap back to the kernel now (glibc's `malloc_trim(0)`),
+    whatever the trim threshold: for after a rare large burst (decoding big uploaded images),
+    so the process does not keep its peak. Engine activations freed too are mapped afresh on
+    their next use. Returns False where the C library is not glibc."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from packcache_core.builtin import model_defaults
@@ -26,6 +26,7 @@ from packcache_core.policy import known_policy
 from packcache_core.request import Limits
 
 GiB = 1 << 30
+MiB = 1 << 20
 
 
 def _split_list(value: Any) -> Any:
@@ -65,6 +66,15 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on (0: any free port)")
     data_dir: Path = Field(Path("packcache-data"), description="videos and the job database")
+    retention_s: float = Field(
+        7 * 24 * 3600.0,
+        ge=0,
+        description="seconds a finished video (completed or failed) is kept after it finished; "
+        "then its record and files are deleted and it answers 404 (0: kept forever)",
+    )
+    retention_sweep_s: float = Field(
+        60.0, gt=0, description="how often expired videos are looked for and deleted"
+    )
     store_url: str | None = Field(
         None, description="job store URL (default: sqlite:///<data_dir>/jobs.sqlite3)"
     )
@@ -125,6 +135,28 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         40_000_000, gt=0, description="largest input image, width * height"
     )
+    max_image_decode_bytes: int = Field(
+        256 * MiB,
+        gt=0,
+        description="most memory decoding one input image may take, estimated from its header "
+        "before any pixel is decoded: its pixels as decoded (4 bytes a pixel for RGB, 2 for "
+        "16-bit grey), the decoder's own buffers and the conversion to RGB; larger images get "
+        "400 (the default passes an 8-bit RGB image at max_image_pixels)",
+    )
+    decode_budget_bytes: int = Field(
+        256 * MiB,
+        gt=0,
+        description="memory all input images being decoded, or decoded and not yet taken by "
+        "the engine, may take together (each counted by its estimate); at least "
+        "max_image_decode_bytes",
+    )
+    max_decoding: int = Field(4, ge=1, le=1024, description="most input images decoding at once")
+    decode_wait_s: float = Field(
+        10.0,
+        gt=0,
+        description="longest a request waits for room to decode its image; then 429 with "
+        "Retry-After",
+    )
     max_prompt_chars: int = Field(2000, ge=1, le=100_000, description="longest prompt")
     max_latent_frames: int = Field(21, ge=2, le=1000, description="longest clip (latent frames)")
     max_steps: int = Field(100, ge=1, le=1000, description="most denoising steps per frame")
@@ -183,6 +215,15 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="uvicorn and server log level"
     )
+
+    @model_validator(mode="after")
+    def _one_image_fits_the_budget(self) -> Settings:
+        if self.max_image_decode_bytes > self.decode_budget_bytes:
+            raise ValueError(
+                "decode_budget_bytes must be at least max_image_decode_bytes, or an image "
+                "within its limit could never be decoded"
+            )
+        return self
 
     @field_validator("api_keys", "admin_api_keys", "cors_origins", mode="before")
     @classmethod

@@ -1,10 +1,10 @@
 """The app factory: `create_app(settings, registry)` wires settings, runtime, routes and errors.
 
 What it is: the one place where the FastAPI app is assembled: lifespan (open the store, boot
-the model in the background so `/health` answers while it loads, shut down cleanly), middleware
-(header and body limits, HEAD on GET routes, optional CORS), error mapping, routers, and an
-OpenAPI document that also carries the websocket message models. What it is not:
-configuration parsing (`settings.py`, `cli.py`).
+the model in the background so `/health` answers while it loads, sweep expired videos, shut
+down cleanly), middleware (header and body limits, HEAD on GET routes, optional CORS), error
+mapping, routers, and an OpenAPI document that also carries the websocket message models. What
+it is not: configuration parsing (`settings.py`, `cli.py`).
 
 Invariant: nothing happens at import; every app owns its runtime and its metrics registry.
 """
@@ -44,10 +44,12 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(rt.open)
         booting = asyncio.create_task(rt.boot())
+        sweeping = asyncio.create_task(rt.sweep())
         try:
             yield
         finally:
             booting.cancel()
+            sweeping.cancel()
             await asyncio.to_thread(rt.shutdown)
 
     app = FastAPI(

@@ -3,9 +3,10 @@
 What it is: `to_video_params`, which checks the model name and hands the options to the core's
 one resolver (`packcache_core.request.resolve`: defaults, seconds and frames to latent frames,
 size, steps, policy) with the settings' defaults and limits, raising `InvalidRequest` naming
-the parameter for anything out of range; and `decode_image`, the limit-checked image decoder
-for uploads. What it is not: schema validation of types and static bounds (`schemas.py`) or
-tokenisation (the engine's `prepare`).
+the parameter for anything out of range; and `open_upload` / `decode_upload`, the
+limit-checked image decoder for uploads (header and memory estimate first, pixels after). What
+it is not: schema validation of types and static bounds (`schemas.py`) or tokenisation (the
+engine's `prepare`).
 
 Invariant: every `VideoParams` that reaches the engine is within the settings' limits.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from packcache_core.image import ImageError, load_image
+from packcache_core.image import ImageError, Opened, decode_rgb, open_image
 from packcache_core.pipeline import VideoParams
 from packcache_core.policy import policy_knobs
 from packcache_core.request import Ask, RequestError, resolve
@@ -56,9 +57,30 @@ def to_video_params(opts: GenerationOptions, settings: Settings) -> VideoParams:
         raise InvalidRequest(str(e), param=e.param) from e
 
 
-def decode_image(data: bytes, settings: Settings, param: str) -> Image.Image:
-    """An uploaded image, decoded within the byte and pixel limits (raises `InvalidRequest`)."""
+def open_upload(data: bytes, settings: Settings, param: str) -> Opened:
+    """An uploaded image's header, within the byte, pixel and decode-memory limits; nothing
+    decoded yet (raises `InvalidRequest`)."""
     try:
-        return load_image(data, settings.max_image_pixels, settings.max_upload_bytes)
+        opened = open_image(data, settings.max_image_pixels, settings.max_upload_bytes)
+    except ImageError as e:
+        raise InvalidRequest(f"{param}: {e}", param=param) from e
+    limit = settings.max_image_decode_bytes
+    if opened.decode_bytes > limit:
+        raise InvalidRequest(
+            f"{param}: decoding this {opened.width}x{opened.height} {opened.mode} "
+            f"{opened.format} image takes {opened.decode_bytes >> 20} MiB, more than the limit "
+            f"of {limit >> 20} MiB (max_image_decode_bytes); send a smaller image or an 8-bit "
+            "RGB one (a JPEG or PNG): the video is at most "
+            f"{settings.max_video_pixels} pixels a frame",
+            param=param,
+            code="image_too_large",
+        )
+    return opened
+
+
+def decode_upload(opened: Opened, param: str) -> Image.Image:
+    """The RGB pixels of an image `open_upload` accepted (raises `InvalidRequest`)."""
+    try:
+        return decode_rgb(opened)
     except ImageError as e:
         raise InvalidRequest(f"{param}: {e}", param=param) from e

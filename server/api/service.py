@@ -16,13 +16,14 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 from fastapi.concurrency import run_in_threadpool
 
 from packcache_core.pipeline import VideoParams
-from server.api.params import decode_image, to_video_params
+from server.api.params import decode_upload, open_upload, to_video_params
 from server.api.schemas import GenerationOptions, VideoDeleted, VideoError, VideoList, VideoObject
 from server.engine.events import JobListener, percent
 from server.engine.job import Submission
@@ -73,20 +74,24 @@ async def create(
         rt.metrics.on_reject("unavailable")
         raise
     params = to_video_params(opts, rt.settings)
-    image = await run_in_threadpool(decode_image, image_bytes, rt.settings, image_param)
-    width, height = engine.pipeline.output_size(image.width, image.height, params)
-    size = f"{width}x{height}"
-    record = _record(job_id, rt.settings.model_name, params, opts.seconds, size, owner)
-    await run_in_threadpool(rt.store.create, record)
-    listener = rt.recorder.listener(job_id, params.fps, then=stream)
-    try:
-        await run_in_threadpool(_save_request, rt, job_id, params, image_bytes)
-        await engine.submit(Submission(job_id, image, params, (listener,)))
-    except BaseException:  # refused, or the caller went away: no record, no work
-        engine.cancel(job_id)
-        rt.store.delete(job_id)
-        rt.files.remove(job_id)
-        raise
+    opened = await run_in_threadpool(open_upload, image_bytes, rt.settings, image_param)
+    async with rt.decodes.admit(opened.decode_bytes) as permit:
+        image = await permit.decode(partial(decode_upload, opened, image_param))
+        width, height = engine.pipeline.output_size(image.width, image.height, params)
+        size = f"{width}x{height}"
+        record = _record(job_id, rt.settings.model_name, params, opts.seconds, size, owner)
+        await run_in_threadpool(rt.store.create, record)
+        listener = rt.recorder.listener(job_id, params.fps, then=stream)
+        try:
+            await run_in_threadpool(_save_request, rt, job_id, params, image_bytes)
+            await engine.submit(Submission(job_id, image, params, (listener,)))
+        except BaseException:  # refused, or the caller went away: no record, no work
+            engine.cancel(job_id)
+            rt.store.delete(job_id)
+            rt.files.remove(job_id)
+            raise
+    # Leaving the block closed the image: the engine reads its pixels only to prepare the
+    # request, before `submit` returns, and a job must not hold them until it finishes.
     return video_object(rt, record)
 
 
@@ -122,8 +127,17 @@ def video_object(rt: Runtime, record: JobRecord) -> VideoObject:
         progress=progress,
         created_at=int(record.created_at),
         completed_at=None if record.completed_at is None else int(record.completed_at),
+        expires_at=expires_at(rt, record),
         error=error,
     )
+
+
+def expires_at(rt: Runtime, record: JobRecord) -> int | None:
+    """When a finished video is deleted (`retention_s` after it finished); None while it runs
+    or when videos are kept forever."""
+    if record.completed_at is None or not rt.settings.retention_s:
+        return None
+    return int(record.completed_at + rt.settings.retention_s)
 
 
 def lookup(rt: Runtime, job_id: str, scope: str | None) -> JobRecord:

@@ -3,8 +3,9 @@
 What it is: `Runtime`, built by the app factory from `Settings` and a registry; `open()` opens
 the job store and data directory and marks jobs a dead process left unfinished as failed;
 `boot()` loads the model off the event loop, starts the engine, runs a tiny warm-up generation
-and fixes the memory budget; `drain()` (on SIGTERM, see `drain.py`) stops admitting and lets
-accepted requests finish for a while; `shutdown()` stops the engine and flushes the recorder.
+and fixes the memory budget; `sweep()` deletes videos past their retention, periodically;
+`drain()` (on SIGTERM, see `drain.py`) stops admitting and lets accepted requests finish for a
+while; `shutdown()` stops the engine and flushes the recorder.
 What it is not: HTTP (routes reach it through `deps.py`).
 
 Invariants: `/ready` is true only after a successful warm-up and while the engine thread lives
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
@@ -26,13 +28,14 @@ from prometheus_client import CollectorRegistry
 from packcache_core.generate import SamplingConfig
 from packcache_core.host import prepare_host
 from packcache_core.pipeline import Pipeline, VideoParams
-from server.api.params import decode_image
+from server.api.decodes import DecodeGate
+from server.api.params import decode_upload, open_upload
 from server.api.security import ApiKeys
 from server.engine.engine import Engine, EngineConfig
 from server.engine.events import Event, Finished
 from server.engine.job import Submission
 from server.engine.memory import memory_for, module_bytes, resolve_budget
-from server.errors import ServerError, Unavailable
+from server.errors import ServerError, StorageError, Unavailable
 from server.metrics import Metrics
 from server.settings import Settings
 from server.storage.open import open_store
@@ -54,6 +57,9 @@ class Runtime:
         self.settings = settings
         self.registry = registry
         self.keys = ApiKeys(settings.api_keys, settings.admin_api_keys)
+        self.decodes = DecodeGate(
+            settings.decode_budget_bytes, settings.max_decoding, settings.decode_wait_s
+        )
         self.phase: Literal["starting", "ready", "failed", "draining", "stopping"] = "starting"
         self.failure: str | None = None
         self.exit_code: int | None = None  # set when only a restart helps; the runner exits
@@ -76,6 +82,30 @@ class Runtime:
         self.orphans = self.store.claim_unfinished()  # resumed once the engine runs
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packcache-io")
         self.recorder = JobRecorder(self.store, self.files, self.io, self._cancel)
+
+    async def sweep(self) -> None:
+        """Every `retention_sweep_s`, delete the videos whose retention has passed (records,
+        then files); runs for the life of the app (the lifespan cancels it)."""
+        if not self.settings.retention_s:
+            return
+        while True:
+            try:
+                await asyncio.to_thread(self.expire)
+            except StorageError as e:  # the store is down for now: the next sweep retries
+                log.warning("retention sweep: %s", e.message)
+            await asyncio.sleep(self.settings.retention_sweep_s)
+
+    def expire(self) -> list[str]:
+        """Delete every video that finished more than `retention_s` ago (none when 0: kept
+        forever); returns their ids."""
+        if not self.settings.retention_s:
+            return []
+        expired = self.store.expire(time.time() - self.settings.retention_s)
+        for job_id in expired:
+            self.files.remove(job_id)
+        if expired:
+            log.info("retention: deleted %d expired videos", len(expired))
+        return expired
 
     def _cancel(self, job_id: str) -> None:
         if self.engine is not None:
@@ -202,7 +232,8 @@ class Runtime:
         if record.model != model:
             raise ValueError(f"it was made by model {record.model!r}, this server runs {model!r}")
         params, image, recorded = self.files.load_request(record.id)
-        decoded = decode_image(image, self.settings, "input_reference")
+        param = "input_reference"
+        decoded = decode_upload(open_upload(image, self.settings, param), param)
         listener = self.recorder.listener(record.id, params.fps)
         return Submission(record.id, decoded, params, (listener,), resume=recorded)
 

@@ -27,6 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 from server.errors import StorageError
 from server.storage.store import (
     COLUMNS,
+    FINISHED_INDEX,
     JobRecord,
     SqlJobStore,
     record_columns,
@@ -46,6 +47,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (lease)
     WHERE status IN ('queued', 'in_progress');
+{FINISHED_INDEX};
 """
 # The columns of `jobs` as it is, to add those a table made by an older version lacks.
 COLUMNS_NOW = """

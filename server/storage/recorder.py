@@ -10,7 +10,8 @@ record is final, so a reader never sees a gap between "the engine is done" and "
 so", and progress never goes backwards.
 
 Invariants: `video.mp4` exists only for completed jobs (frames go to `video.part.mp4`, renamed
-when the writer is closed); a job's `Finished` reaches the downstream listener (a websocket)
+when the writer is closed), and only completed jobs keep a folder (no route serves the files of
+a cancelled or failed one); a job's `Finished` reaches the downstream listener (a websocket)
 only after its files and record are final, so a client told "completed" can download at once.
 """
 
@@ -154,6 +155,7 @@ class _Recording:
 
     def _store_failure(self, event: Finished) -> None:
         """Record the storage failure if the store can; the client hears of it either way."""
+        self.r.files.remove(self.job_id)
         try:
             self.r.store.finish(self.job_id, "failed", (event.code or "", self.error or ""))
         except Exception:  # e.g. the database is on the disk that is full
@@ -187,10 +189,9 @@ class _Recording:
             files.partial(self.job_id).replace(files.video(self.job_id))
             kept = store.finish(self.job_id, "completed", stats=event.stats)
         else:
-            files.partial(self.job_id).unlink(missing_ok=True)
             error = (event.code or event.status, event.message or event.status)
             kept = store.finish(self.job_id, "failed", error, event.stats)
-        if not kept:  # deleted while it ran: leave nothing behind
+        if not kept or event.status != "completed":  # deleted, or nothing to serve: no files
             files.remove(self.job_id)
         return event
 

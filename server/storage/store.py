@@ -106,6 +106,11 @@ class JobStore(Protocol):
         """Those of `job_ids` that still have a record (a job deleted elsewhere has none)."""
         ...
 
+    def expire(self, finished_before: float) -> list[str]:
+        """Delete the records of jobs that finished (completed or failed) before this time
+        (seconds since the epoch); returns their ids."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -153,6 +158,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 {record_columns("sqlite")}
 )
 """
+# The retention sweep's query (`expire`); tables made before it get it when opened.
+FINISHED_INDEX = "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (completed_at)"
 
 
 class Cursor(Protocol):
@@ -237,6 +244,11 @@ class SqlJobStore:
         rows = self._exec(f"SELECT id FROM jobs WHERE id IN ({marks})", tuple(job_ids))
         return {r[0] for r in rows.fetchall()}
 
+    def expire(self, finished_before: float) -> list[str]:
+        finished = "status IN ('completed', 'failed') AND completed_at < ?"
+        rows = self._exec(f"SELECT id FROM jobs WHERE {finished}", (finished_before,)).fetchall()
+        return [r[0] for r in rows if self.delete(r[0])]
+
 
 class SqliteJobStore(SqlJobStore):
     """One SQLite file in WAL mode; one connection behind a lock. One process at a time."""
@@ -249,6 +261,7 @@ class SqliteJobStore(SqlJobStore):
         existing = [row[1] for row in self._db.execute("PRAGMA table_info(jobs)")]
         for statement in schema_upgrades(existing, "sqlite"):
             self._db.execute(statement)
+        self._db.execute(FINISHED_INDEX)
         self._lock = threading.Lock()
         self._claimed = False  # one process owns the file: what it left is claimed once
 

@@ -10,7 +10,10 @@ Invariant: every refusal is an `ImageError` (a `ValueError`) whose message says 
 from __future__ import annotations
 
 import io
+import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -20,12 +23,14 @@ from PIL import Image
 
 from packcache_core.image import (
     PATCH,
+    SLACK,
     ImageError,
     center_crop,
     choose_bucket,
     crop_size_list,
     fixed_size_preprocess,
     load_image,
+    open_image,
     preprocess_image,
     to_rgb,
 )
@@ -272,3 +277,103 @@ def test_decompression_bomb_is_refused_even_with_a_high_limit() -> None:
 def test_load_image_unreadable_path(tmp_path: Path, name: str) -> None:
     with pytest.raises(ImageError, match="cannot read image file"):
         load_image(tmp_path / name, max_pixels=BIG, max_bytes=BIG)
+
+
+# --- decode memory ----------------------------------------------------------------------------
+
+W, H = 64, 48
+
+
+def sample(mode: str, fmt: str, **params: object) -> bytes:
+    """A W x H image of `mode`, encoded as `fmt`, with some content in it."""
+    img = Image.new("RGB", (W, H), (200, 40, 40)).convert("L")
+    if mode == "I;16":
+        img = Image.new("I;16", (W, H), 40000)
+    elif mode in ("I", "F"):
+        img = img.convert(mode)
+    elif mode != "L":
+        img = Image.new("RGB", (W, H), (200, 40, 40)).convert(mode)
+    return encode(img, fmt, **params)
+
+
+def rotated(fmt: str) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encode(Image.new("RGB", (W, H), (200, 40, 40)), fmt, exif=exif)
+
+
+# Bytes a pixel at the peak of decoding and converting to RGB (Pillow stores RGB, RGBA, CMYK,
+# I and F in 4 bytes a pixel, 16-bit grey in 2, L and P in 1).
+@pytest.mark.parametrize(
+    ("data", "mode", "per_pixel"),
+    [
+        (sample("L", "PNG"), "L", 1 + 4),  # L and its RGB
+        (sample("RGB", "PNG"), "RGB", 4),  # no conversion
+        (sample("RGBA", "PNG"), "RGBA", 4 + 4),
+        (sample("I;16", "PNG"), "I;16", 1 + 4),  # scaled in 2 + 2, then L + RGB
+        (sample("I", "TIFF"), "I", 4 + 4),
+        (sample("F", "TIFF"), "F", 4 + 1 + 4),  # Pillow converts F to RGB through L
+        (sample("P", "PNG"), "P", 1 + 4),
+        (sample("P", "PNG", transparency=0), "P", 4 + 4),  # through RGBA
+        (sample("CMYK", "JPEG"), "CMYK", 4 + 4),
+        (sample("RGB", "JPEG", progressive=True), "RGB", 4 + 3 * 2),  # + its coefficients
+        (sample("RGB", "WEBP"), "RGB", 4 + 12),  # + libwebp's canvas and frame copies
+        (rotated("JPEG"), "RGB", 4 + 4),  # the source and its transposed copy
+    ],
+    ids=[
+        "L",
+        "RGB",
+        "RGBA",
+        "I;16",
+        "I",
+        "F",
+        "P",
+        "P-transparent",
+        "CMYK",
+        "progressive-JPEG",
+        "WEBP",
+        "rotated",
+    ],
+)
+def test_decode_bytes_from_the_header(data: bytes, mode: str, per_pixel: int) -> None:
+    opened = open_image(data, max_pixels=BIG, max_bytes=BIG)
+    assert opened.mode == mode
+    assert opened.decode_bytes == int(W * H * per_pixel * (1 + SLACK))
+    assert load_image(data, max_pixels=BIG, max_bytes=BIG).mode == "RGB"
+
+
+MEASURE = """
+import sys
+from packcache_core.image import decode_rgb, open_image
+
+def vm(key):
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
+
+opened = open_image(sys.argv[1], 10**9, 10**9)
+open("/proc/self/clear_refs", "w").write("5")  # the peak RSS starts again from now
+before = vm("VmRSS:")
+decode_rgb(opened)
+print(opened.decode_bytes, vm("VmHWM:") - before)
+"""
+
+
+@pytest.mark.parametrize("case", ["I;16 PNG", "RGBA PNG", "RGB WEBP", "rotated JPEG"])
+def test_decode_bytes_covers_the_measured_peak(case: str, tmp_path: Path) -> None:
+    """Decoding a 4000x3000 image in a fresh process: its peak resident memory growth is within
+    the estimate, and the estimate is no more than a tenth above it."""
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak RSS")
+    mode, fmt = case.split()
+    exif = Image.Exif()
+    exif[0x0112] = 6 if mode == "rotated" else 1
+    img = Image.new("RGB" if mode == "rotated" else mode, (4000, 3000), 100)
+    (tmp_path / "img").write_bytes(encode(img, fmt, exif=exif))
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(tmp_path / "img")],
+        capture_output=True,
+        cwd=root,
+        check=True,
+    ).stdout.split()
+    estimate, measured = int(out[0]), int(out[1])
+    assert measured <= estimate <= 1.1 * measured, (estimate, measured)
