@@ -40,6 +40,11 @@ What is measured, and how:
     each forced frame equals full's (`forced_exact`). `--no-fidelity` skips these lanes (the
     run is then about half as long).
 
+Against the official code (`--official PATH`, a checkout of alibaba-damo-academy/Lumos at
+lumos-1/lumos-1, and transformers 4.44-4.48): after our lanes, the same process runs the
+official generation loop on our weights and tokens (`official.py` says how it is timed) and
+adds its per-frame, TOTAL and LAST seconds and our speedups over it to the tables and JSON.
+
 Steps: speedups are per denoising step (every step of a frame has the same cost), so CPU runs
 use a few steps per frame (`paper-shaped`: 4) instead of Lumos-1's 50; `--steps` changes it.
 With fewer steps the write-back forward (no head, no sampling) weighs a little more in a frame.
@@ -76,6 +81,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import official
 from benchmarks.configs import CONFIGS, BenchConfig, conditioning
 from benchmarks.instrument import PHASES, ForcedNoise, RecordingNoise, Stopwatch, Tape
 from benchmarks.lanes import Lane, run_lanes
@@ -119,6 +125,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"comma list of {', '.join(POLICIES)}; full first",
     )
     p.add_argument("--no-fidelity", action="store_true", help="skip the teacher-forced lanes")
+    p.add_argument(
+        "--official",
+        type=Path,
+        metavar="PATH",
+        help="also run the official Lumos-1 loop from this checkout (lumos-1/lumos-1 of "
+        "alibaba-damo-academy/Lumos) on the same weights and tokens (`official.py`)",
+    )
+    p.add_argument(
+        "--official-shared-draws",
+        action="store_true",
+        help="give the official loop our draws (same tokens as full) instead of its "
+        "torch.multinomial",
+    )
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--plot", type=Path, help="PNG path (default: the JSON path with .png)")
     args = p.parse_args(argv)
@@ -127,6 +146,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.policies = [s.strip() for s in args.policies.split(",") if s.strip()]
     if args.policies[0] != "full" or not set(args.policies) <= set(POLICIES):
         p.error(f"--policies must start with full and use {', '.join(POLICIES)}")
+    if args.official is not None:
+        try:  # fail before the long run, naming what is missing
+            official.check_checkout(args.official)
+        except official.OfficialCheckoutError as e:
+            p.error(str(e))
     return args
 
 
@@ -400,6 +424,31 @@ def plot(results: dict[str, Any], path: Path) -> None:
     save_figure(fig, title, path)
 
 
+def run_official_lane(
+    args: argparse.Namespace,
+    cfg: BenchConfig,
+    model: LumosTransformer,
+    lanes: dict[str, Lane],
+    results: dict[str, Any],
+) -> dict[str, Any]:
+    """The official loop after our lanes, in the same process, on our model's tensors and the
+    same request, sampling and seed; compared with our policies' results."""
+    print("official loop:", flush=True)
+    full = lanes["full"].gen
+    run = official.run_official(
+        args.official,
+        cfg.model,
+        model.state_dict(),
+        full.request,
+        full.sampling,
+        args.seed,
+        model.device,
+        model.dtype,
+        args.official_shared_draws,
+    )
+    return official.compare(run, results, lanes["full"].codes)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     cfg, device, dtype = resolve(args)
@@ -419,6 +468,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     by_name = {lane.name: lane for lane in lanes}
     attach_fidelity(by_name, lanes[0].gen.request.first_frame)
     results = build_results(cfg, machine, by_name, args.policies)
+    if args.official is not None:
+        results["official"] = run_official_lane(args, cfg, model, by_name, results)
     results["machine"]["load_avg_end"] = load_now()
     if device.type == "cuda":
         results["machine"]["max_memory_allocated"] = torch.cuda.max_memory_allocated(device)
@@ -426,6 +477,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(frame_table(results))
     print()
     print(summary_tables(results))
+    if "official" in results:
+        print("\n" + official.table(results["official"]))
     share = results["summary"]["attention_share_full_last"]
     print(f"\nattention share of full at its last frame: {100 * share:.1f}% (paper: ~75%)")
     save(results, args.json, args.plot, plot)
