@@ -146,8 +146,10 @@ class RecordingNoise:
     def __init__(self, generator: torch.Generator, tape: Tape) -> None:
         self.generator, self.tape = generator, tape
 
-    def draw(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        u = torch.rand(logits.shape[0], device=logits.device, generator=self.generator)
+    def draw(
+        self, logits: torch.Tensor, rows: torch.Tensor, n: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        u = torch.rand(n, device=logits.device, generator=self.generator)[rows]
         index, lse = inverse_cdf_draw(logits, u)
         self.tape.draws.append(Draw(logits, u, index, lse))
         return index, lse
@@ -185,8 +187,11 @@ class ForcedNoise:
     def start_step(self) -> None:
         self.cursor = 0
 
-    def draw(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rec = self.tape.draws[self.cursor]
+    def draw(
+        self, logits: torch.Tensor, rows: torch.Tensor, n: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        rec = self.tape.draws[self.cursor]  # full's draw at the same slots (the same tokens)
+        assert rec.index.numel() == rows.numel(), "tape out of step"
         self.cursor += 1
         rows = slice(None, None, self.stride)  # a fixed subset of slots keeps this cheap
         own, _ = inverse_cdf_draw(logits[rows], rec.u[rows])

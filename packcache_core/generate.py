@@ -340,19 +340,26 @@ class VideoGeneration:
     def _denoise_step(self, fs: _FrameState, hidden: torch.Tensor) -> FrameResult | None:
         T = self.sampling.steps
         assert self.noise is not None
-        drawn, probs = [], []
-        for i in range(0, self.code_slots.numel(), SAMPLE_CHUNK):  # bounds the logits' memory
-            logits = self.model.code_logits(hidden[:, self.code_slots[i : i + SAMPLE_CHUNK]])
-            d, p = guided_draw(logits[0], logits[1], self.sampling.cfg_scale, self.noise)
-            drawn.append(d)
-            probs.append(p)
+        # Logits only where a code is still to be drawn: a slot drawn at an earlier step keeps
+        # its code (`remask`), so its logits would be thrown away. The noise still advances
+        # for every slot, so the draws are those of computing them all.
+        unknown = fs.ids == MASK  # (N,)
+        N = unknown.numel()
+        drawn = torch.zeros(N, dtype=torch.int64, device=self.device)
+        probs = torch.ones(N, dtype=torch.float32, device=self.device)
+        for i in range(0, N, SAMPLE_CHUNK):  # bounds the logits' memory
+            need = unknown[i : i + SAMPLE_CHUNK]
+            rows = need.nonzero().squeeze(1)  # (m,) a host sync: how many is data-dependent
+            slots = self.code_slots[i : i + SAMPLE_CHUNK][rows]
+            logits = self.model.code_logits(hidden[:, slots])  # (2, m, n_codes)
+            cfg = self.sampling.cfg_scale
+            d, p = guided_draw(logits[0], logits[1], cfg, self.noise, rows, need.numel())
+            drawn[i + rows], probs[i + rows] = d, p
         uniform = self.noise.uniform(fs.ids.numel(), self.device)
         self.temperature = next_temperature(self.temperature, fs.step, T)
         last = fs.step == T - 1
         mask_len = cosine_mask_len(fs.step, T, fs.ids.numel())
-        fs.ids = remask(
-            fs.ids, torch.cat(drawn), torch.cat(probs), uniform, self.temperature, mask_len, last
-        )
+        fs.ids = remask(fs.ids, drawn, probs, uniform, self.temperature, mask_len, last)
         fs.step += 1
         if not last:
             return None

@@ -35,8 +35,14 @@ SAMPLE_BLOCK = 256  # vocabulary block of the two-level inverse CDF
 class SamplerNoise(Protocol):
     """Source of the step's randomness (replaceable in tests by recorded draws)."""
 
-    def draw(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Categorical draw per row of float32 logits (N, V) -> (index (N,), logsumexp (N,))."""
+    def draw(
+        self, logits: torch.Tensor, rows: torch.Tensor, n: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Categorical draw per row of float32 logits (m, V) -> (index (m,), logsumexp (m,)).
+
+        The logits are rows `rows` (m,) of a chunk of `n` slots (the slots still to draw);
+        the randomness advances as if all `n` were drawn, so which slots are still masked
+        never changes the draws of the others (or of later steps)."""
         ...
 
     def uniform(self, n: int, device: torch.device) -> torch.Tensor:
@@ -76,8 +82,10 @@ class GeneratorNoise:
     def __init__(self, generator: torch.Generator) -> None:
         self.generator = generator
 
-    def draw(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return inverse_cdf_draw(logits, self.uniform(logits.shape[0], logits.device))
+    def draw(
+        self, logits: torch.Tensor, rows: torch.Tensor, n: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return inverse_cdf_draw(logits, self.uniform(n, logits.device)[rows])
 
     def uniform(self, n: int, device: torch.device) -> torch.Tensor:
         return torch.rand(n, device=device, generator=self.generator)
@@ -95,22 +103,23 @@ def next_temperature(temperature: float, step: int, steps: int) -> float:
 
 
 def guided_draw(
-    cond: torch.Tensor, uncond: torch.Tensor, scale: float, noise: SamplerNoise
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    scale: float,
+    noise: SamplerNoise,
+    rows: torch.Tensor,
+    n: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CFG then one draw per slot, in chunks of slots.
+    """CFG then one draw per slot, for the slots `rows` (m,) of a chunk of `n` (see
+    `SamplerNoise.draw`).
 
-    cond, uncond: float32 (N, V) code logits. Returns (codes (N,) int64, prob of each drawn code
-    (N,) float32)."""
-    codes, probs = [], []
-    for i in range(0, cond.shape[0], SAMPLE_CHUNK):
-        c, u = cond[i : i + SAMPLE_CHUNK], uncond[i : i + SAMPLE_CHUNK]
-        # (n, V) float32: scale * (c - u) + u as the reference combines them, op for op, in
-        # one temporary (the same roundings, so the same bits)
-        logits = torch.sub(c, u).mul_(scale).add_(u)
-        drawn, lse = noise.draw(logits)
-        codes.append(drawn)
-        probs.append((logits.gather(-1, drawn[:, None]).squeeze(-1) - lse).exp())
-    return torch.cat(codes), torch.cat(probs)
+    cond, uncond: float32 (m, V) code logits. Returns (codes (m,) int64, prob of each drawn code
+    (m,) float32)."""
+    # (m, V) float32: scale * (c - u) + u as the reference combines them, op for op, in one
+    # temporary (the same roundings, so the same bits)
+    logits = torch.sub(cond, uncond).mul_(scale).add_(uncond)
+    drawn, lse = noise.draw(logits, rows, n)
+    return drawn, (logits.gather(-1, drawn[:, None]).squeeze(-1) - lse).exp()
 
 
 def remask(

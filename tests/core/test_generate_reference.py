@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from packcache_core.config import CODE_OFFSET
 from packcache_core.generate import SamplingConfig, VideoGeneration, VideoRequest
-from packcache_core.layout import NGRID, VIDEO_START, FrameLayout, frame_positions
+from packcache_core.layout import MASK, NGRID, VIDEO_START, FrameLayout, frame_positions
 from packcache_core.model import LumosTransformer
 from packcache_core.policy import FullPolicy
 from tests.helpers import kv_buffers, rope_inputs
@@ -101,12 +101,17 @@ class RecordedNoise:
 
     t: dict[str, torch.Tensor]
     keys: list[str]
-    cfg_logits: list[torch.Tensor] = field(default_factory=list)
+    cfg_logits: list[torch.Tensor] = field(default_factory=list)  # rows still to draw only
+    rows: list[torch.Tensor] = field(default_factory=list)
 
-    def draw(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw(
+        self, logits: torch.Tensor, rows: torch.Tensor, n: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         self.cfg_logits.append(logits.clone())
-        key = self.keys[len(self.cfg_logits) - 1]
-        return self.t[f"{key}.samples"] - CODE_OFFSET, torch.logsumexp(logits, dim=-1)
+        self.rows.append(rows.clone())
+        samples = self.t[f"{self.keys[len(self.cfg_logits) - 1]}.samples"]
+        assert samples.numel() == n, "the reference draws every slot"
+        return samples[rows] - CODE_OFFSET, torch.logsumexp(logits, dim=-1)
 
     def uniform(self, n: int, device: torch.device) -> torch.Tensor:
         return self.t[f"{self.keys[len(self.cfg_logits) - 1]}.uniform"].to(device)
@@ -148,11 +153,13 @@ def test_generator_reproduces_every_step(
 
     fwd = trace.meta["forwards"]
     for i, (key, s) in enumerate(zip(keys, steps, strict=True)):
+        rows = noise.rows[i]  # only the slots still masked: the others keep their codes
+        assert rows.numel() == int((trace.t[f"{key}.tokens_before"] == MASK).sum()), key
         torch.testing.assert_close(
-            noise.cfg_logits[i], trace.t[f"{key}.cfg_code_logits"], atol=CFG_ATOL, rtol=0
+            noise.cfg_logits[i], trace.t[f"{key}.cfg_code_logits"][rows], atol=CFG_ATOL, rtol=0
         )
         for row, call in enumerate((s["cond_forward"], s["uncond_forward"])):
-            want = trace.t[f"fwd{fwd[call]['index']:02d}.code_logits"]
+            want = trace.t[f"fwd{fwd[call]['index']:02d}.code_logits"][rows]
             torch.testing.assert_close(branch_logits[i][row], want, atol=LOGIT_ATOL, rtol=0)
 
     final = torch.tensor(trace.meta["final_tokens"])

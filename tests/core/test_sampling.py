@@ -70,10 +70,30 @@ def test_draw_never_picks_an_impossible_code() -> None:
 
 def test_same_seed_same_draws() -> None:
     logits = torch.randn(64, 1000)
-    a = guided_draw(logits, logits * 0.5, 15.0, GeneratorNoise(torch.Generator().manual_seed(3)))
-    b = guided_draw(logits, logits * 0.5, 15.0, GeneratorNoise(torch.Generator().manual_seed(3)))
-    c = guided_draw(logits, logits * 0.5, 15.0, GeneratorNoise(torch.Generator().manual_seed(4)))
+    rows = torch.arange(64)
+
+    def draw(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        noise = GeneratorNoise(torch.Generator().manual_seed(seed))
+        return guided_draw(logits, logits * 0.5, 15.0, noise, rows, 64)
+
+    a, b, c = draw(3), draw(3), draw(4)
     assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])
+
+
+def test_drawing_some_slots_draws_what_drawing_all_does() -> None:
+    """Logits of the slots still masked only: those slots get the draws of the full chunk,
+    and the generator ends where it would, so later draws do not change either."""
+    logits = torch.randn(64, 1000)
+    rows = torch.tensor([0, 3, 4, 17, 40, 63])
+    g_all, g_some = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    every, p_every = guided_draw(
+        logits, logits * 0.5, 15.0, GeneratorNoise(g_all), rows.new_tensor(range(64)), 64
+    )
+    some, p_some = guided_draw(
+        logits[rows], logits[rows] * 0.5, 15.0, GeneratorNoise(g_some), rows, 64
+    )
+    assert torch.equal(some, every[rows]) and torch.equal(p_some, p_every[rows])
+    assert torch.equal(g_all.get_state(), g_some.get_state())
 
 
 def test_remask_keeps_known_and_hides_least_confident() -> None:
