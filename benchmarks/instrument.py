@@ -42,8 +42,10 @@ def sync(device: torch.device) -> None:
 class Stopwatch:
     """Accumulates phase times per lane; `lane` names who is running now."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, time_attention: bool = True) -> None:
         self.device = device
+        # Off for a compiled model: a Python timer around SDPA would break its graph.
+        self.time_attention = time_attention
         self.lane: str | None = None
         self._open: dict[str, list[Any]] = {}  # lane -> [(phase, start, end)] not yet resolved
         self.totals: dict[str, dict[str, float]] = {}
@@ -105,7 +107,8 @@ class Stopwatch:
             generate_mod.guided_draw,
             generate_mod.remask,
         )
-        F.scaled_dot_product_attention = self._timed("attention", sdpa)
+        if self.time_attention:
+            F.scaled_dot_product_attention = self._timed("attention", sdpa)
         generate_mod.guided_draw = self._timed("sampling", draw)  # type: ignore[assignment]
         generate_mod.remask = self._timed("sampling", remask)  # type: ignore[assignment]
         try:

@@ -224,6 +224,15 @@ class LumosTransformer(nn.Module):
             x = layer(x, cos, sin, segments, i)
         return self.model.norm(x)
 
+    def compile_steps(self) -> None:
+        """Compile the transformer pass for fixed shapes (`torch.compile`; on CUDA with
+        `reduce-overhead`, which captures CUDA graphs). A request's denoising steps repeat one
+        shape once its cache is full, so each shape compiles once; the fill phase's few new
+        shapes compile as they come. Numerics may move in the low bits (fused kernels)."""
+        mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+        compiled = torch.compile(self.forward_segments, mode=mode, dynamic=False)
+        self.forward_segments = compiled  # type: ignore[method-assign]
+
     def code_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Float32 logits over the video codes only: (..., hidden) -> (..., n_codes)."""
         w = self.lm_head.weight[CODE_OFFSET : CODE_OFFSET + self.config.n_codes]  # a view

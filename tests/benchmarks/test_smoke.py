@@ -116,3 +116,32 @@ def test_threads_quick(tmp_path: Path) -> None:
     }
     assert all(t[0] > 0 for t in res["seconds_per_frame"].values())
     assert res["ratio_to_server"]["server"] == 1.0
+
+
+def test_attention_quick(tmp_path: Path) -> None:
+    out = tmp_path / "attention.json"
+    print(run_script("attention.py", "--json", str(out)).stdout)
+    res = json.loads(out.read_text())["600"]
+    assert set(res) == {"bool", "float", "none", "split", "split-none"}
+    assert res["bool"]["vs_bool"] == 1.0
+    for exact in ("float", "split", "split-none"):  # the same attention, another way
+        assert res[exact]["max_abs_diff_vs_bool"] < 1e-5, exact
+    assert res["none"]["max_abs_diff_vs_bool"] > 1e-3  # the mask matters: the check can fail
+
+
+def test_device_check_dry(tmp_path: Path) -> None:
+    """The GPU slot's one command, end to end on a CPU (tiny config)."""
+    proc = run_repo_script(
+        "benchmarks/device_check.py", "--dry", "--out", str(tmp_path), timeout=900
+    )
+    print(proc.stdout)
+    report = json.loads((tmp_path / "device_check.json").read_text())
+    assert report["dry"] is True and report["failed"] == []
+    steps = report["steps"]
+    assert set(steps) == {"gpu_tests", "policies_quick", "batching", "compiled"}
+    for name in ("policies_quick", "compiled"):
+        policies = steps[name]["results"]
+        assert set(policies) == set(POLICIES)
+        assert all(p["total_seconds"] > 0 and p["peak_cache_bytes"] > 0 for p in policies.values())
+        assert (tmp_path / f"{name}.png").stat().st_size > 0
+    assert steps["batching"]["results"]["rows"] == 2

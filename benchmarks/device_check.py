@@ -1,0 +1,103 @@
+"""One command for a GPU slot: the device tests, the policy and batching tables, compiled steps.
+
+    python benchmarks/device_check.py --out device-check      # on a machine with CUDA, < 5 min
+    python benchmarks/device_check.py --dry --out /tmp/dc     # the same steps, tiny, on a CPU
+
+What it runs, in order, each as its own process (so one failing step still leaves the others'
+results): the `gpu`-marked tests; `cache_policies.py` on the Lumos-1 1B and 3B shapes
+(`configs.py`: 672x384, 48 x 84 latent grid) in bfloat16, 13 latent frames, 2 denoising steps per
+frame, `full` / `sliding` / `packcache` (TOTAL, LAST, peak cache bytes per policy); the
+`batching.py` table on the 1B shape (1, 2, 4 requests); and `cache_policies.py` on the 1B shape
+again with `--compile` (static-shape steps compiled; CUDA graphs on a GPU) against without.
+Each step writes its JSON and PNG into `--out`; `device_check.json` there gathers the headline
+numbers and how long each step took. `--dry` runs the same steps on the CPU with the `quick`
+config (a few latent frames, 1 step), so CI checks that the command works end to end.
+
+What it is not: a test with thresholds; it measures and reports. Run it once, read
+`device_check.json`, put the numbers in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def steps(out: Path, dry: bool) -> list[tuple[str, list[str]]]:
+    """(name, argv) of each step; a benchmark step writes `<out>/<name>.json` (and .png).
+    `--dry` swaps the GPU shapes for the CPU smoke config."""
+    if dry:
+        models = {"quick": ["--quick", "--device", "cpu", "--frames", "3", "--steps", "1"]}
+        batch = ["--quick", "--device", "cpu", "--concurrency", "1,2", "--steps", "1"]
+    else:
+        gpu = ["--device", "cuda", "--dtype", "bfloat16", "--frames", "13", "--steps", "2"]
+        models = {name: ["--config", name, *gpu] for name in ("lumos-1b", "lumos-3b")}
+        batch = ["--config", "lumos-1b", "--device", "cuda", "--dtype", "bfloat16"]
+        batch += ["--concurrency", "1,2,4", "--steps", "2"]
+    policies = ["--policies", "full,sliding,packcache", "--no-fidelity"]
+    first = next(iter(models.values()))
+    benches = [(f"policies_{name}", ["cache_policies.py", *args, *policies])
+               for name, args in models.items()]  # fmt: skip
+    benches.append(("batching", ["batching.py", *batch]))
+    benches.append(("compiled", ["cache_policies.py", *first, *policies, "--compile"]))
+    run = [("gpu_tests", [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests"])]
+    for name, (script, *args) in benches:
+        json_path = str(out / f"{name}.json")
+        run.append((name, [sys.executable, f"benchmarks/{script}", *args, "--json", json_path]))
+    return run
+
+
+def headline(name: str, path: Path) -> dict[str, Any]:
+    """The numbers a reader wants first from one step's JSON."""
+    data = json.loads(path.read_text())
+    if name == "batching":
+        return {"summary": data["summary"], "rows": len(data["rows"])}
+    return {
+        policy: {
+            k: data["policies"][policy]["summary"].get(k)
+            for k in ("total_seconds", "last_seconds", "peak_cache_bytes", "speedup_last")
+        }
+        for policy in data["policies"]
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="folder for every JSON and PNG")
+    p.add_argument("--dry", action="store_true", help="CPU, tiny config: checks the command")
+    args = p.parse_args(argv)
+    if not args.dry:
+        import torch
+
+        if not torch.cuda.is_available():
+            p.error("no CUDA device here: run with --dry to check the command on a CPU")
+    args.out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"dry": args.dry, "steps": {}}
+    failed = []
+    for name, cmd in steps(args.out, args.dry):
+        print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+        start = time.monotonic()
+        code = subprocess.run(cmd, cwd=ROOT).returncode
+        entry: dict[str, Any] = {"seconds": round(time.monotonic() - start, 1), "exit": code}
+        result = args.out / f"{name}.json"
+        if code == 0 and result.exists():
+            entry["results"] = headline(name, result)
+        if code != 0 and not (name == "gpu_tests" and code == 5):  # 5: none collected
+            failed.append(name)
+        report["steps"][name] = entry
+    report["failed"] = failed
+    (args.out / "device_check.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: v["seconds"] for k, v in report["steps"].items()}), flush=True)
+    print(f"wrote {args.out / 'device_check.json'}; failed steps: {failed or 'none'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
