@@ -73,6 +73,8 @@ import dataclasses
 import math
 import statistics
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,15 +100,42 @@ from benchmarks.report import (
 from packcache_core.builtin import random_state_dict
 from packcache_core.generate import SamplingConfig, VideoGeneration, VideoRequest
 from packcache_core.host import prepare_host
+from packcache_core.layout import FrameLayout
 from packcache_core.loading import build_model
 from packcache_core.model import LumosTransformer
-from packcache_core.policy import POLICIES, PackCachePolicy, make_policy
+from packcache_core.policy import POLICIES, CachePolicy, PackCachePolicy, make_policy
 from packcache_core.sampling import GeneratorNoise
 from packcache_core.video import load_video_tokenizer
 
 LANES = ("full", "sliding", "packcache")  # compared by default; any registered policy may run
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PAPER = {"speedup_total": 2.18, "speedup_last": 3.66, "attention_share": 0.75}  # H200, 48 frames
+
+
+@dataclass(frozen=True)
+class NoHistory:
+    """A measuring lane, not a policy to serve: anchors and the frame being made, no history at
+    all. Its speed is the floor any cache policy can reach on this model."""
+
+    name: str = "no-history"
+    rebase: bool = True
+    uses_scores: bool = False
+
+    def select(
+        self,
+        frames: Sequence[torch.Tensor],
+        layout: FrameLayout,
+        visible: torch.Tensor,
+        scores: Sequence[torch.Tensor] | None = None,
+    ) -> list[torch.Tensor | None]:
+        return [None for _ in frames]
+
+
+LANE_POLICIES = (*POLICIES, NoHistory.name)
+
+
+def lane_policy(name: str) -> CachePolicy:
+    return NoHistory() if name == NoHistory.name else make_policy(name)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -122,7 +151,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--policies",
         default=",".join(LANES),
-        help=f"comma list of {', '.join(POLICIES)}; full first",
+        help=f"comma list of {', '.join(LANE_POLICIES)}; full first",
     )
     p.add_argument("--no-fidelity", action="store_true", help="skip the teacher-forced lanes")
     p.add_argument(
@@ -150,8 +179,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.config = "quick"
     args.policies = [s.strip() for s in args.policies.split(",") if s.strip()]
-    if args.policies[0] != "full" or not set(args.policies) <= set(POLICIES):
-        p.error(f"--policies must start with full and use {', '.join(POLICIES)}")
+    if args.policies[0] != "full" or not set(args.policies) <= set(LANE_POLICIES):
+        p.error(f"--policies must start with full and use {', '.join(LANE_POLICIES)}")
     if args.official is not None:
         try:  # fail before the long run, naming what is missing
             official.check_checkout(args.official)
@@ -192,12 +221,12 @@ def make_lanes(
     lanes = []
     for name in policies:
         noise = RecordingNoise(generator(), tape) if name == "full" else GeneratorNoise(generator())
-        gen = VideoGeneration(model, request, sampling, make_policy(name), seed, noise)
+        gen = VideoGeneration(model, request, sampling, lane_policy(name), seed, noise)
         lanes.append(Lane(name, gen))
     if fidelity:
         for name in policies[1:]:
             forced = ForcedNoise(tape)
-            gen = VideoGeneration(model, request, sampling, make_policy(name), seed, forced)
+            gen = VideoGeneration(model, request, sampling, lane_policy(name), seed, forced)
             lanes.append(Lane(f"{name}@forced", gen, forced))
     return lanes, tape
 
