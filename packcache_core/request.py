@@ -101,13 +101,18 @@ def parse_size(size: str | None, limits: Limits) -> tuple[int, int] | None:
     return width, height
 
 
-def resolve(ask: Ask, defaults: GenerationDefaults, limits: Limits) -> VideoParams:
-    """Checked `VideoParams` for `ask` (raises `RequestError`)."""
-    if len(ask.prompt) > limits.max_prompt_chars:
+def check_prompt(prompt: str, limits: Limits) -> str:
+    if len(prompt) > limits.max_prompt_chars:
         raise RequestError(
-            f"prompt has {len(ask.prompt)} characters; the limit is {limits.max_prompt_chars}",
+            f"prompt has {len(prompt)} characters; the limit is {limits.max_prompt_chars}",
             "prompt",
         )
+    return prompt
+
+
+def resolve(ask: Ask, defaults: GenerationDefaults, limits: Limits) -> VideoParams:
+    """Checked `VideoParams` for `ask` (raises `RequestError`)."""
+    check_prompt(ask.prompt, limits)
     steps = ask.steps if ask.steps is not None else min(defaults.sampling.steps, limits.max_steps)
     if steps > limits.max_steps:
         raise RequestError(

@@ -25,7 +25,7 @@ from pydantic import TypeAdapter
 
 from server.api.errors import install_error_handlers
 from server.api.head import HeadAsGetMiddleware
-from server.api.routes import health, stream, ui, videos
+from server.api.routes import health, models, stream, ui, videos
 from server.api.schemas import ClientMessage, ServerMessage
 from server.api.security import BodyLimitMiddleware, HeaderLimitMiddleware
 from server.entry.runtime import Runtime
@@ -64,6 +64,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(videos.router)
+    app.include_router(models.router)
     app.include_router(stream.router)
     app.include_router(ui.router)  # the demo page at /
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + FORM_OVERHEAD)

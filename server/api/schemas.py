@@ -151,6 +151,27 @@ class VideoList(BaseModel):
     has_more: bool
 
 
+class RemixRequest(BaseModel):
+    """`POST /v1/videos/{id}/remix`: the same image and settings, another prompt."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(min_length=1, max_length=100_000, description="what should happen now")
+
+
+class ModelObject(BaseModel):
+    """The served model, as OpenAI's `GET /v1/models` lists models."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "packcache"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]
+
+
 class VideoDeleted(BaseModel):
     id: str
     object: Literal["video.deleted"] = "video.deleted"

@@ -13,6 +13,7 @@ and treats another owner's job exactly as a missing one.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from dataclasses import fields
@@ -23,12 +24,13 @@ from typing import Literal
 from fastapi.concurrency import run_in_threadpool
 
 from packcache_core.pipeline import VideoParams
+from packcache_core.request import RequestError, check_prompt
 from server.api.params import decode_upload, open_upload, to_video_params
 from server.api.schemas import GenerationOptions, VideoDeleted, VideoError, VideoList, VideoObject
 from server.engine.events import JobListener, percent
 from server.engine.job import Submission
 from server.entry.runtime import Runtime
-from server.errors import NotFound, NotReady, StorageError, Unavailable
+from server.errors import InvalidRequest, NotFound, NotReady, StorageError, Unavailable
 from server.storage.store import JobRecord
 
 
@@ -37,10 +39,17 @@ def new_video_id() -> str:
 
 
 def _record(
-    job_id: str, model: str, params: VideoParams, seconds: str | None, size: str, owner: str
+    job_id: str,
+    model: str,
+    params: VideoParams,
+    seconds: str | None,
+    size: str,
+    owner: str,
+    remixed_from: str | None,
 ) -> JobRecord:
     return JobRecord(
         owner=owner,
+        remixed_from_video_id=remixed_from,
         id=job_id,
         status="queued",
         created_at=time.time(),
@@ -68,18 +77,52 @@ async def create(
     owner: str,
 ) -> VideoObject:
     """Check, store (as `owner`'s) and submit a request; returns once the engine admitted it."""
+    params = to_video_params(opts, rt.settings)
+    return await _start(rt, job_id, params, image_bytes, opts.seconds, stream, image_param, owner)
+
+
+async def remix(
+    rt: Runtime, source_id: str, prompt: str, scope: str | None, owner: str
+) -> VideoObject:
+    """A new video from a completed one's conditioning image and settings, with `prompt`."""
+    source = lookup(rt, source_id, scope)
+    if source.status != "completed":
+        raise NotReady(f"video {source_id} is {source.status}; only a completed video is remixed")
+    try:
+        params, image, _ = await run_in_threadpool(rt.files.load_request, source_id)
+    except (OSError, ValueError, KeyError) as e:
+        raise NotFound(f"video {source_id} keeps no request record to remix from") from e
+    try:
+        params = dataclasses.replace(params, prompt=check_prompt(prompt, rt.settings.limits))
+    except RequestError as e:
+        raise InvalidRequest(str(e), param=e.param) from e
+    job_id = new_video_id()
+    return await _start(rt, job_id, params, image, None, None, "input_reference", owner, source_id)
+
+
+async def _start(
+    rt: Runtime,
+    job_id: str,
+    params: VideoParams,
+    image_bytes: bytes,
+    seconds: str | None,
+    stream: JobListener | None,
+    image_param: str,
+    owner: str,
+    remixed_from: str | None = None,
+) -> VideoObject:
     try:
         engine = rt.require_engine()
     except Unavailable:
         rt.metrics.on_reject("unavailable")
         raise
-    params = to_video_params(opts, rt.settings)
     opened = await run_in_threadpool(open_upload, image_bytes, rt.settings, image_param)
     async with rt.decodes.admit(opened.decode_bytes) as permit:
         image = await permit.decode(partial(decode_upload, opened, image_param))
         width, height = engine.pipeline.output_size(image.width, image.height, params)
         size = f"{width}x{height}"
-        record = _record(job_id, rt.settings.model_name, params, opts.seconds, size, owner)
+        model = rt.settings.model_name
+        record = _record(job_id, model, params, seconds, size, owner, remixed_from)
         await run_in_threadpool(rt.store.create, record)
         listener = rt.recorder.listener(job_id, params.fps, then=stream)
         try:

@@ -61,6 +61,7 @@ class Runtime:
             settings.decode_budget_bytes, settings.max_decoding, settings.decode_wait_s
         )
         self.phase: Literal["starting", "ready", "failed", "draining", "stopping"] = "starting"
+        self.started_at = time.time()  # the served model's `created` (`GET /v1/models`)
         self.failure: str | None = None
         self.exit_code: int | None = None  # set when only a restart helps; the runner exits
         self.engine: Engine | None = None

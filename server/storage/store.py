@@ -58,6 +58,7 @@ class JobRecord:
     error_message: str | None = None
     stats: RequestStats | None = None
     owner: str = ANONYMOUS  # who may see it: `security.owner_of(key)`; never in the API
+    remixed_from_video_id: str | None = None  # the video whose image and settings it reused
 
 
 COLUMNS = [f.name for f in fields(JobRecord)]

@@ -22,6 +22,7 @@ from server.api.schemas import (
     VIDEO_ID_PATTERN,
     CreateVideoForm,
     Int,
+    RemixRequest,
     VideoDeleted,
     VideoList,
     VideoObject,
@@ -101,3 +102,12 @@ def video_content(
 def delete_video(video_id: VideoIdPath, rt: RuntimeDep, caller: CallerDep) -> VideoDeleted:
     """Delete a video; a queued or running job is cancelled and its cache freed first."""
     return service.delete(rt, video_id, caller.scope)
+
+
+@router.post("/{video_id}/remix", responses=errors(404, 409, 429, 503))
+async def remix_video(
+    video_id: VideoIdPath, body: RemixRequest, rt: RuntimeDep, caller: CallerDep
+) -> VideoObject:
+    """A new video from a completed one's conditioning image and settings, with a new prompt;
+    its `remixed_from_video_id` names the source."""
+    return await service.remix(rt, video_id, body.prompt, caller.scope, caller.owner)

@@ -1,0 +1,81 @@
+"""Remix and the served model through the official `openai` SDK on a live server."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import av
+import numpy as np
+import openai
+import pytest
+
+from tests.server.conftest import LiveServer, png_bytes
+
+pytestmark = pytest.mark.filterwarnings("ignore:The Sora API:DeprecationWarning")
+SMALL = {"latent_frames": 3, "steps": 2, "seed": 5}
+
+
+@pytest.fixture(scope="module")
+def client(server: LiveServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+
+def _wait(client: openai.OpenAI, video_id: str) -> openai.types.Video:
+    video = client.videos.retrieve(video_id)
+    end = time.monotonic() + 60
+    while video.status in ("queued", "in_progress") and time.monotonic() < end:
+        time.sleep(0.05)
+        video = client.videos.retrieve(video_id)
+    return video
+
+
+def _frames(client: openai.OpenAI, video_id: str) -> list[np.ndarray]:
+    mp4 = client.videos.download_content(video_id).read()
+    with av.open(io.BytesIO(mp4)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def test_models_name_the_served_model(client: openai.OpenAI, server: LiveServer) -> None:
+    name = server.settings.model_name
+    assert [m.id for m in client.models.list()] == [name]
+    model = client.models.retrieve(name)
+    assert (model.id, model.object, model.owned_by) == (name, "model", "packcache")
+    with pytest.raises(openai.NotFoundError, match="this server serves"):
+        client.models.retrieve("sora-2")
+
+
+def test_remix_reuses_the_image_and_settings_with_a_new_prompt(
+    client: openai.OpenAI, server: LiveServer
+) -> None:
+    source = client.videos.create(
+        model=server.settings.model_name,
+        prompt="a red square drifting right",
+        input_reference=("in.png", png_bytes(96, 64), "image/png"),
+        size="64x64",
+        extra_body=SMALL,
+    )
+    with pytest.raises(openai.ConflictError, match="only a completed video"):
+        client.videos.remix(source.id, prompt="too early")  # still queued or running
+    assert _wait(client, source.id).status == "completed"
+
+    remixed = client.videos.remix(source.id, prompt="a red square drifting left")
+    assert remixed.remixed_from_video_id == source.id and remixed.id != source.id
+    done = _wait(client, remixed.id)
+    assert done.status == "completed", done.error
+    assert (done.prompt, done.size, done.seconds) == (
+        "a red square drifting left",
+        "64x64",
+        client.videos.retrieve(source.id).seconds,
+    )
+    # The same prompt again: the same image, settings and seed give the source's video.
+    again = _wait(client, client.videos.remix(source.id, prompt=source.prompt).id)
+    frames = {i: _frames(client, i) for i in (source.id, again.id, remixed.id)}
+    assert len(frames[source.id]) == 1 + 4 * (SMALL["latent_frames"] - 1)
+    assert all(map(np.array_equal, frames[again.id], frames[source.id]))
+    assert not all(map(np.array_equal, frames[remixed.id], frames[source.id]))
+
+    with pytest.raises(openai.NotFoundError):
+        client.videos.remix("video_" + "0" * 32, prompt="x")
+    with pytest.raises(openai.BadRequestError):
+        client.videos.remix(source.id, prompt="")
