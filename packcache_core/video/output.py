@@ -85,10 +85,17 @@ class Mp4Writer:
         stream = container.add_stream(self.codec, rate=self.fps)
         assert isinstance(stream, av.VideoStream), f"{self.codec} is not a video codec"
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        # One encoder thread: with several, x264's choices depend on thread timing, so the
+        # same frames could give different files (a resumed or remixed video must equal its
+        # uninterrupted twin frame for frame). Frames here are small; one thread keeps up.
         if self.codec.startswith("libx264"):
-            stream.options = {"crf": str(H264_CRF)}
+            stream.options = {"crf": str(H264_CRF), "threads": "1"}
         else:
-            stream.options = {"qmin": str(MPEG4_QUANTISER), "qmax": str(MPEG4_QUANTISER)}
+            stream.options = {
+                "qmin": str(MPEG4_QUANTISER),
+                "qmax": str(MPEG4_QUANTISER),
+                "threads": "1",
+            }
         return stream
 
     def write(self, frames: Frames) -> None:
@@ -191,4 +198,27 @@ def thumbnail(frame: Frames, max_side: int = 256, quality: int = 85) -> bytes:
     image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def spritesheet(
+    mp4: str | Path, columns: int = 4, tiles: int = 16, tile_width: int = 160, quality: int = 85
+) -> bytes:
+    """A JPEG grid of up to `tiles` frames of the MP4, evenly spaced from the first to the
+    last, each scaled to `tile_width` pixels wide, `columns` per row, in order."""
+    with av.open(str(mp4)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    if not frames:
+        raise ValueError(f"{mp4}: no frames")
+    n = min(tiles, len(frames))
+    picks = [frames[round(i * (len(frames) - 1) / max(1, n - 1))] for i in range(n)]
+    h, w = picks[0].shape[:2]
+    tile = (tile_width, max(1, round(h * tile_width / w)))
+    rows = -(-n // columns)
+    sheet = Image.new("RGB", (tile[0] * min(n, columns), tile[1] * rows))
+    for i, frame in enumerate(picks):
+        image = Image.fromarray(frame).resize(tile, Image.Resampling.LANCZOS)
+        sheet.paste(image, ((i % columns) * tile[0], (i // columns) * tile[1]))
+    buf = io.BytesIO()
+    sheet.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()

@@ -25,6 +25,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from packcache_core.pipeline import VideoParams
 from packcache_core.request import RequestError, check_prompt
+from packcache_core.video.output import spritesheet
 from server.api.params import decode_upload, open_upload, to_video_params
 from server.api.schemas import GenerationOptions, VideoDeleted, VideoError, VideoList, VideoObject
 from server.engine.events import JobListener, percent
@@ -200,13 +201,21 @@ def page(
     return VideoList(data=data, first_id=first, last_id=last, has_more=has_more)
 
 
-def content(
-    rt: Runtime, job_id: str, scope: str | None, variant: Literal["video", "thumbnail"]
-) -> Path:
+Variant = Literal["video", "thumbnail", "spritesheet"]
+
+
+def content(rt: Runtime, job_id: str, scope: str | None, variant: Variant) -> Path:
+    """A completed video's file; the spritesheet is made from the MP4 when first asked for."""
     record = lookup(rt, job_id, scope)
     if record.status != "completed":
         raise NotReady(f"video {job_id} is {record.status}; content exists once it completed")
-    path = rt.files.video(job_id) if variant == "video" else rt.files.thumbnail(job_id)
+    files = rt.files
+    where = {"video": files.video, "thumbnail": files.thumbnail, "spritesheet": files.sprites}
+    path = where[variant](job_id)
+    if variant == "spritesheet" and not path.is_file() and files.video(job_id).is_file():
+        part = path.with_suffix(".part")
+        part.write_bytes(spritesheet(files.video(job_id)))
+        part.replace(path)  # whole or not at all: two readers may race to make it
     if not path.is_file():
         raise NotFound(f"the {variant} of {job_id} is missing from the data directory")
     return path

@@ -49,8 +49,9 @@ class LiveProgress:
 
 
 class VideoFiles:
-    """`<root>/<job id>/{video.mp4, video.part.mp4, thumbnail.jpg, request.json, input,
-    frames/}`: the video, and the record a job resumes from (the request as resolved, the
+    """`<root>/<job id>/{video.mp4, video.part.mp4, thumbnail.jpg, spritesheet.jpg,
+    request.json, input, frames/}`: the video (the spritesheet made when first asked for),
+    and the record a job resumes from (the request as resolved, the
     uploaded image, each finished latent frame: `packcache_core.record`)."""
 
     def __init__(self, root: Path) -> None:
@@ -77,6 +78,9 @@ class VideoFiles:
 
     def thumbnail(self, job_id: str) -> Path:
         return self.folder(job_id) / "thumbnail.jpg"
+
+    def sprites(self, job_id: str) -> Path:
+        return self.folder(job_id) / "spritesheet.jpg"
 
     def request(self, job_id: str) -> Path:
         return self.folder(job_id) / "request.json"

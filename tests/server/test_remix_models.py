@@ -9,6 +9,7 @@ import av
 import numpy as np
 import openai
 import pytest
+from PIL import Image
 
 from tests.server.conftest import LiveServer, png_bytes
 
@@ -79,3 +80,29 @@ def test_remix_reuses_the_image_and_settings_with_a_new_prompt(
         client.videos.remix("video_" + "0" * 32, prompt="x")
     with pytest.raises(openai.BadRequestError):
         client.videos.remix(source.id, prompt="")
+
+
+def test_spritesheet_tiles_the_video(client: openai.OpenAI, server: LiveServer) -> None:
+    video = client.videos.create(
+        model=server.settings.model_name,
+        prompt="a red square drifting right",
+        input_reference=("in.png", png_bytes(96, 64), "image/png"),
+        size="64x64",
+        extra_body=SMALL,  # 9 frames: a 4 x 3 grid of 160 x 160 tiles, first to last
+    )
+    with pytest.raises(openai.ConflictError):
+        client.videos.download_content(video.id, variant="spritesheet")
+    assert _wait(client, video.id).status == "completed"
+    sheet = client.videos.download_content(video.id, variant="spritesheet").read()
+    image = Image.open(io.BytesIO(sheet))
+    assert (image.format, image.size) == ("JPEG", (4 * 160, 3 * 160))
+    frames = _frames(client, video.id)
+    first = np.asarray(image.crop((0, 0, 160, 160)).resize((64, 64)), dtype=np.float32)
+    last = np.asarray(image.crop((0, 320, 160, 480)).resize((64, 64)), dtype=np.float32)
+
+    # Each tile is its frame, scaled (JPEG on top): closer to it than to the other end.
+    def err(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.abs(a - b.astype(np.float32)).mean())
+
+    assert err(first, frames[0]) < 12 and err(last, frames[-1]) < 12
+    assert client.videos.download_content(video.id, variant="spritesheet").read() == sheet

@@ -90,9 +90,10 @@ def video_content(
     video_id: VideoIdPath,
     rt: RuntimeDep,
     caller: CallerDep,
-    variant: Literal["video", "thumbnail"] = "video",
+    variant: service.Variant = "video",
 ) -> FileResponse:
-    """The MP4 (default) or a JPEG thumbnail of the first frame, once the job completed."""
+    """The MP4 (default), a JPEG thumbnail of the first frame, or a JPEG spritesheet (up to 16
+    frames, first to last, 4 per row), once the job completed."""
     path = service.content(rt, video_id, caller.scope, variant)
     media = "video/mp4" if variant == "video" else "image/jpeg"
     return FileResponse(path, media_type=media, filename=f"{video_id}{path.suffix}")
