@@ -85,8 +85,8 @@ class Mp4Writer:
         stream = container.add_stream(self.codec, rate=self.fps)
         assert isinstance(stream, av.VideoStream), f"{self.codec} is not a video codec"
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        # One encoder thread: with several, x264's choices depend on thread timing, so the
-        # same frames could give different files (a resumed or remixed video must equal its
+        # One encoder thread, and the colour conversion on one thread (`write`): the same
+        # frames must give the same file (a resumed or remixed video must equal its
         # uninterrupted twin frame for frame). Frames here are small; one thread keeps up.
         if self.codec.startswith("libx264"):
             stream.options = {"crf": str(H264_CRF), "threads": "1"}
@@ -113,7 +113,10 @@ class Mp4Writer:
             )
         try:
             for rgb in batch:
+                # RGB -> YUV here, on one thread: libswscale's threaded conversion (what
+                # `encode` would do) gave different pixels from one run to the next.
                 frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame = frame.reformat(format="yuv420p", threads=1)
                 frame.pts = self.frames_written  # in 1/fps units, the stream's rate
                 container.mux(self._stream.encode(frame))
                 self.frames_written += 1
