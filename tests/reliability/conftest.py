@@ -65,7 +65,7 @@ def recorded_codes(data_dir: Path, job_id: str) -> list[torch.Tensor]:
 
 
 def recorded_frames(data_dir: Path, job_id: str) -> int:
-    return len(list((data_dir / "videos" / job_id / "frames").glob("*.safetensors")))
+    return FrameRecord(data_dir / "videos" / job_id / "frames").count()
 
 
 def in_ci() -> bool:
