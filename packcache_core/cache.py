@@ -23,7 +23,7 @@ import torch
 
 from packcache_core.config import LumosConfig
 from packcache_core.layout import FrameLayout, frame_positions
-from packcache_core.policy import CachePolicy
+from packcache_core.policy import CachePolicy, open_ended_refusal
 from packcache_core.rope import RotaryTables, rerotate
 
 
@@ -31,17 +31,25 @@ from packcache_core.rope import RotaryTables, rerotate
 class CacheSpec:
     """Memory math of one request's cache, known before anything is allocated."""
 
-    text_len: int  # conditional tokens before VIDEO_START (BOS + text + SEP)
+    # conditional tokens before VIDEO_START (BOS + text + SEP) of the first prompt: the
+    # conditional row's frames are positioned after them for the whole video
+    text_len: int
     layout: FrameLayout
     history_capacity: int  # most history tokens ever held (from simulating the policy)
     n_layers: int
     n_kv: int
     head_dim: int
     dtype_bytes: int
+    text_slots: int = 0  # slots for the text, if more than text_len: room for a new prompt
+
+    @property
+    def text_capacity(self) -> int:
+        """Slots the conditional row's text may use (a prompt changed mid-video included)."""
+        return max(self.text_len, self.text_slots)
 
     @property
     def prefix_tokens(self) -> int:
-        return self.text_len + 3
+        return self.text_capacity + 3
 
     @property
     def anchor_tokens(self) -> int:
@@ -82,9 +90,16 @@ def visible_tokens(layout: FrameLayout, masked: torch.Tensor) -> torch.Tensor:
 
 
 def simulate_history(
-    policy: CachePolicy, layout: FrameLayout, visible: torch.Tensor, write_backs: int
+    policy: CachePolicy, layout: FrameLayout, visible: torch.Tensor, write_backs: int | None
 ) -> int:
-    """Largest history (tokens) the policy holds over `write_backs` frames: the capacity."""
+    """Largest history (tokens) the policy holds over `write_backs` frames: the capacity.
+    None: a video without a preset end, for a policy whose history is bounded (ValueError
+    otherwise): past twice the frames it holds, its history only repeats itself."""
+    if write_backs is None:
+        if (reason := open_ended_refusal(policy)) is not None:
+            raise ValueError(reason)
+        assert policy.frames_held is not None
+        write_backs = 2 * (policy.frames_held + 1)
     frames: list[torch.Tensor] = []  # newest first
     peak = 0
     for _ in range(write_backs):
@@ -121,6 +136,7 @@ class KVCache:
         # Which anchor slots each row may attend: the unconditional row has no text.
         valid = torch.ones(2, s.anchor_tokens, dtype=torch.bool, device=self.device)
         valid[1, 3 : s.prefix_tokens] = False
+        valid[0, s.text_len + 3 : s.prefix_tokens] = False  # text slots held for a new prompt
         self.anchor_valid = valid  # (2, A)
 
     @classmethod
@@ -253,10 +269,13 @@ def plan_cache(
     layout: FrameLayout,
     policy: CachePolicy,
     visible: torch.Tensor,
-    write_backs: int,
+    write_backs: int | None,
     dtype: torch.dtype,
+    text_slots: int = 0,
 ) -> CacheSpec:
-    """The cache a request will need, computed before it is admitted."""
+    """The cache a request will need, computed before it is admitted; `write_backs` None for
+    a video without a preset end, `text_slots` the slots held for its text (if more than
+    `text_len`, so a longer prompt can replace the first)."""
     return CacheSpec(
         text_len=text_len,
         layout=layout,
@@ -265,4 +284,5 @@ def plan_cache(
         n_kv=cfg.num_key_value_heads,
         head_dim=cfg.head_dim,
         dtype_bytes=torch.empty(0, dtype=dtype).element_size(),
+        text_slots=text_slots,
     )

@@ -89,20 +89,37 @@ class VideoRequest:
 
     prompt_ids: list[int]  # conditional prefix: BOS + text + SEP
     first_frame: torch.Tensor  # (h, w) int64 codes of the conditioning image
-    latent_frames: int  # total, conditioning frame included (>= 2)
+    latent_frames: int  # total, conditioning frame included (>= 2); the prompt states it
     fps: int = 12
     seconds: int = 2
+    open_ended: bool = False  # run past `latent_frames` until `stop()` (a bounded policy)
+    # (generated latent frame, prompt ids): the prompt in force from that frame on
+    prompt_changes: tuple[tuple[int, list[int]], ...] = ()
+    text_slots: int = 0  # cache slots held for the text, if more than the prompt's own
 
     def __post_init__(self) -> None:
         if self.latent_frames < 2:
             raise ValueError(f"latent_frames must be >= 2, got {self.latent_frames}")
         if self.first_frame.dim() != 2:
             raise ValueError("first_frame must be (h, w) codes")
+        if any(i < 1 for i, _ in self.prompt_changes):
+            raise ValueError("a prompt change takes effect at a generated frame (index >= 1)")
 
     @property
     def layout(self) -> FrameLayout:
         h, w = self.first_frame.shape
         return FrameLayout(int(h), int(w))
+
+    @property
+    def text_capacity(self) -> int:
+        """Text slots the cache needs: the longest prompt of the video, or `text_slots`."""
+        lengths = [len(self.prompt_ids), *(len(ids) for _, ids in self.prompt_changes)]
+        return max(self.text_slots, *lengths)
+
+    @property
+    def write_backs(self) -> int | None:
+        """Frames written back into the cache (the last is not); None: no preset end."""
+        return None if self.open_ended else self.latent_frames - 2
 
 
 @dataclass(frozen=True)
@@ -178,27 +195,34 @@ class VideoGeneration:
             self.layout,
             self.policy,
             self.visible,
-            req.latent_frames - 2,
+            req.write_backs,
             self.dtype,
+            req.text_capacity,
         )
         assert (spec.text_len, spec.layout) == (self.text_len, self.layout), "plan of another"
+        assert spec.text_capacity >= req.text_capacity, "the plan has no room for its prompts"
         self.cache = KVCache(spec, self.policy, self.rope, self.device, self.dtype)
         self.code_slots = self.layout.code_slots(self.device)
         self.temperature = self.sampling.temperature
         self._frame: _FrameState | None = None
         self._prefilled = False
+        self._stopped = False
+        self._prompt_at = dict(req.prompt_changes)  # frame index -> prompt ids from then on
 
     @property
-    def total_frames(self) -> int:
-        return self.request.latent_frames - 1
+    def total_frames(self) -> int | None:
+        """Frames to generate; None for an open-ended video (it runs until `stop()`)."""
+        return None if self.request.open_ended else self.request.latent_frames - 1
 
     @property
     def done(self) -> bool:
-        return self.frames_done >= self.total_frames
+        total = self.total_frames
+        return self._stopped or (total is not None and self.frames_done >= total)
 
     @property
-    def total_steps(self) -> int:
-        return self.total_frames * self.sampling.steps
+    def total_steps(self) -> int | None:
+        total = self.total_frames
+        return None if total is None else total * self.sampling.steps
 
     @property
     def steps_done(self) -> int:
@@ -262,12 +286,35 @@ class VideoGeneration:
         self._frame.ids = codes.to(self.device).flatten() + CODE_OFFSET
         return self._finish_frame(self._frame)
 
+    def change_prompt(self, prompt_ids: list[int]) -> int:
+        """Follow `prompt_ids` from the next frame that starts; returns that frame's index. The
+        text is written again in the slots held for it; history and conditioning frame stay.
+
+        Raises:
+            ValueError: the prompt needs more text slots than the cache holds.
+        """
+        room = self.cache.spec.text_capacity
+        if len(prompt_ids) > room:
+            raise ValueError(
+                f"the new prompt takes {len(prompt_ids)} tokens; this video holds {room} for "
+                "its text (set when it was admitted): shorten it"
+            )
+        index = self.frames_done + (1 if self._frame is None else 2)
+        self._prompt_at[index] = prompt_ids
+        return index
+
+    def stop(self) -> None:
+        """End the video after the frames finished so far (a frame in progress is dropped)."""
+        self._stopped = True
+        self._frame = None
+
     def resume(self, codes: list[torch.Tensor], state: SamplerState | None) -> list[FrameResult]:
         """Rebuild the cache from recorded frames (one write-back forward each) and restore
         the sampler as it was after the last: the frames that follow are those an
         uninterrupted run draws. `state` is None only when no frame is recorded."""
         assert self.frames_done == 0 and self._frame is None, "resume a fresh generation"
-        assert len(codes) <= self.total_frames, "more frames recorded than requested"
+        total = self.total_frames
+        assert total is None or len(codes) <= total, "more frames recorded than requested"
         results = [self.replay_frame(c) for c in codes]
         if codes:
             assert state is not None and self.generator is not None, "no sampler to restore"
@@ -285,26 +332,40 @@ class VideoGeneration:
     @torch.no_grad()
     def prefill(self) -> None:
         """Write text + header (causal) and the conditioning frame into both branches."""
-        req, dev, P = self.request, self.device, self.cache.spec.prefix_tokens
-        header = header_tokens(req.seconds, req.fps)
-        tokens = torch.full((2, P), self.model.config.pad_token_id, dtype=torch.int64)
-        tokens[0] = torch.tensor(req.prompt_ids + header)
-        tokens[1, :3] = torch.tensor(header)
-        pos = text_positions(P, device=dev)  # pad positions are arbitrary: they are masked
-        cos, sin = self.rope.cos_sin(pos, self.dtype)
-        causal = torch.ones(P, P, dtype=torch.bool, device=dev).tril()
-        mask = causal[None].repeat(2, 1, 1)
-        mask[1, :, 3:] = False  # uncond pads are invisible ...
-        mask[1].fill_diagonal_(True)  # ... except to themselves (their rows are discarded)
-        kv = self.cache.layers
-        self.model(
-            tokens.to(dev), cos.expand(2, -1, -1), sin.expand(2, -1, -1), mask[:, None], kv, start=0
-        )
-        frame0 = self.layout.frame_tokens(req.first_frame.to(dev))
+        self._write_text(self.request.prompt_ids)
+        frame0 = self.layout.frame_tokens(self.request.first_frame.to(self.device))
         cos, sin = self._frame_tables(0)
         mask = self.cache.anchor_valid[:, None, None, :]
-        self.model(frame0.expand(2, -1), cos, sin, mask, kv, start=P)
+        self.model(
+            frame0.expand(2, -1),
+            cos,
+            sin,
+            mask,
+            self.cache.layers,
+            start=self.cache.spec.prefix_tokens,
+        )
         self._prefilled = True
+
+    def _write_text(self, prompt_ids: list[int]) -> None:
+        """Text + header into the prefix slots of both rows (causal; padding after them is
+        hidden). The conditional row's prompt ends where the first one did, so the header and
+        every frame keep their positions whatever the length of a later prompt."""
+        req, dev, P, n = self.request, self.device, self.cache.spec.prefix_tokens, len(prompt_ids)
+        header = header_tokens(req.seconds, req.fps)
+        tokens = torch.full((2, P), self.model.config.pad_token_id, dtype=torch.int64)
+        tokens[0, : n + 3] = torch.tensor(prompt_ids + header)
+        tokens[1, :3] = torch.tensor(header)
+        pos = torch.stack(
+            [text_positions(P, self.text_len - n, dev), text_positions(P, device=dev)], dim=1
+        )  # (5, 2, P); pad positions are arbitrary: they are masked
+        cos, sin = self.rope.cos_sin(pos, self.dtype)
+        mask = torch.ones(P, P, dtype=torch.bool, device=dev).tril()[None].repeat(2, 1, 1)
+        mask[0, :, n + 3 :] = False  # pads are invisible ...
+        mask[1, :, 3:] = False  # (the uncond row has no text)
+        mask[0].fill_diagonal_(True)  # ... except to themselves (their rows are discarded)
+        mask[1].fill_diagonal_(True)
+        self.model(tokens.to(dev), cos, sin, mask[:, None], self.cache.layers, start=0)
+        self.cache.anchor_valid[0, :P] = torch.arange(P, device=dev) < n + 3
 
     def _frame_tables(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin), each (2, F, D), for a frame at temporal index `position` in both rows."""
@@ -315,6 +376,9 @@ class VideoGeneration:
         return self.rope.cos_sin(pos, self.dtype)
 
     def _start_frame(self) -> _FrameState:
+        new_prompt = self._prompt_at.pop(self.frames_done + 1, None)
+        if new_prompt is not None:
+            self._write_text(new_prompt)
         if self.sampling.reset_temperature_per_frame:
             self.temperature = self.sampling.temperature
         position = self.cache.next_frame_index
@@ -400,7 +464,7 @@ class VideoGeneration:
         """Free the cache now (the object is unusable afterwards)."""
         self.cache.k.clear()
         self.cache.v.clear()
-        self.frames_done = self.total_frames
+        self._stopped = True
 
 
 def cache_plan_for(
@@ -419,6 +483,7 @@ def cache_plan_for(
         layout,
         policy,
         visible_tokens(layout, masked),
-        request.latent_frames - 2,
+        request.write_backs,
         model.dtype,
+        request.text_capacity,
     )

@@ -14,7 +14,9 @@ allocates it; `step_memory()` says how its transient memory adds up in a shared 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -57,6 +59,15 @@ class VideoParams:
     seed: int = 0
     policy: CachePolicy = field(default_factory=FullPolicy)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # No preset end: `latent_frames` is then only the length the prompt states, and the video
+    # runs until stopped (a policy whose cache stays bounded).
+    open_ended: bool = False
+    # (generated latent frame, prompt): the prompt in force from that frame on
+    prompt_changes: tuple[tuple[int, str], ...] = ()
+    text_slots: int = 0  # text tokens the cache holds, if more than the prompts need
+    # The duration the prompt states, if not the one `latent_frames` covers (an extension
+    # keeps its source's, so the source's frames replay exactly).
+    stated_seconds: int | None = None
 
     @property
     def num_frames(self) -> int:
@@ -66,7 +77,17 @@ class VideoParams:
     @property
     def seconds(self) -> int:
         """Duration token: whole seconds covering the frames after the first (at least 1)."""
+        if self.stated_seconds is not None:
+            return self.stated_seconds
         return max(1, -(-(self.num_frames - 1) // self.fps))
+
+    def prompt_at(self, index: int) -> str:
+        """The prompt in force at generated latent frame `index`."""
+        prompt = self.prompt
+        for start, text in sorted(self.prompt_changes):
+            if start <= index:
+                prompt = text
+        return prompt
 
 
 @dataclass(frozen=True)
@@ -94,11 +115,16 @@ class VideoRun:
     """One request in flight: `first_rgb()` once, then `step()` until `done`."""
 
     def __init__(
-        self, generation: VideoGeneration, decoder: StreamDecoder, first_codes: torch.Tensor
+        self,
+        generation: VideoGeneration,
+        decoder: StreamDecoder,
+        first_codes: torch.Tensor,
+        prompt_ids: Callable[[str], list[int]],
     ) -> None:
         self.generation = generation
         self.decoder = decoder
         self._first_codes = first_codes
+        self._prompt_ids = prompt_ids  # a caption -> this video's prompt ids
 
     @property
     def done(self) -> bool:
@@ -153,6 +179,15 @@ class VideoRun:
             FrameOutput(r, self.decoder.push(r.codes.to(device)))
             for r in self.generation.resume(codes, state)
         ]
+
+    def change_prompt(self, prompt: str) -> int:
+        """Follow `prompt` from the next frame that starts; returns that frame's index
+        (ValueError: a prompt the tokenizer refuses or too long for the text slots)."""
+        return self.generation.change_prompt(self._prompt_ids(prompt))
+
+    def stop(self) -> None:
+        """End an open-ended (or any) video after the frames finished so far."""
+        self.generation.stop()
 
     def close(self) -> None:
         self.generation.close()
@@ -212,9 +247,31 @@ class Pipeline:
         pixels = fixed_size_preprocess(image, *size)
         H, W, _ = pixels.shape
         codes = self.video_tokenizer.encode_image(pixels.to(self.model.device))  # (h, w)
-        ids = build_prompt_ids(self.text_tokenizer, params.prompt, W, H, params.fps, params.seconds)
-        req = VideoRequest(ids, codes.cpu(), params.latent_frames, params.fps, params.seconds)
+        ids = self._prompt_encoder(params, W, H)
+        req = VideoRequest(
+            ids(params.prompt),
+            codes.cpu(),
+            params.latent_frames,
+            params.fps,
+            params.seconds,
+            params.open_ended,
+            tuple((i, ids(text)) for i, text in params.prompt_changes),
+            params.text_slots,
+        )
         return Prepared(params, pixels, req)
+
+    def _prompt_encoder(
+        self, params: VideoParams, width: int, height: int
+    ) -> Callable[[str], list[int]]:
+        """caption -> prompt ids of a video of this size, rate and stated duration."""
+        return partial(
+            build_prompt_ids,
+            self.text_tokenizer,
+            width=width,
+            height=height,
+            fps=params.fps,
+            seconds=params.seconds,
+        )
 
     def plan(self, prepared: Prepared) -> CacheSpec:
         p = prepared.params
@@ -228,10 +285,12 @@ class Pipeline:
         """Allocate the request's cache (as `spec`, the plan admission made, when given)."""
         p = prepared.params
         gen = VideoGeneration(self.model, prepared.request, p.sampling, p.policy, p.seed, spec=spec)
+        H, W, _ = prepared.image.shape
         return VideoRun(
             gen,
             self.video_tokenizer.stream_decoder(),
             prepared.request.first_frame.to(self.model.device),
+            self._prompt_encoder(p, W, H),
         )
 
 

@@ -79,6 +79,11 @@ class CachePolicy(Protocol):
         """Whether `select` reads per-token scores (the cache computes them only then)."""
         ...
 
+    @property
+    def frames_held(self) -> int | None:
+        """Most history frames it ever keeps; None when the history grows with the video."""
+        ...
+
     def select(
         self,
         frames: Sequence[torch.Tensor],
@@ -118,6 +123,10 @@ class FullPolicy:
     rebase: bool = False
     uses_scores: bool = False
 
+    @property
+    def frames_held(self) -> None:
+        return None
+
     def select(
         self,
         frames: Sequence[torch.Tensor],
@@ -140,6 +149,10 @@ class SlidingPolicy:
     def __post_init__(self) -> None:
         if self.window < 1:
             raise ValueError(f"sliding window must be >= 1, got {self.window}")
+
+    @property
+    def frames_held(self) -> int:
+        return self.window
 
     def select(
         self,
@@ -243,6 +256,10 @@ class PackCachePolicy:
     def uses_scores(self) -> bool:
         return self.selector != "uniform"
 
+    @property
+    def frames_held(self) -> int:
+        return self.window
+
     def visible_count(self, layout: FrameLayout, visible: torch.Tensor) -> int:
         if not self.drop_masked:
             return layout.grid_tokens
@@ -313,6 +330,10 @@ class SinkPolicy:
         if self.sink < 1 or self.window < 1 or self.budget <= 0:
             raise ValueError("sink and window must be >= 1 and budget > 0")
 
+    @property
+    def frames_held(self) -> int:
+        return self.sink + self.window
+
     def select(
         self,
         frames: Sequence[torch.Tensor],
@@ -346,6 +367,22 @@ POLICIES: dict[str, type] = {
     "packcache": PackCachePolicy,
     "sink": SinkPolicy,
 }
+
+
+def open_ended_refusal(policy: CachePolicy) -> str | None:
+    """Why `policy` cannot run a video without a preset end, or None if it can: its history
+    must stop growing and, rebased, its positions stay within the frames it holds."""
+    if policy.frames_held is None:
+        return (
+            f"cache policy {policy.name!r} keeps every frame, so its cache grows without end; "
+            "an open-ended video needs a bounded one (packcache, sliding or sink)"
+        )
+    if not policy.rebase:
+        return (
+            f"cache policy {policy.name!r} without rebase numbers frames by their position in "
+            "the video, past the trained range in a long one; set rebase=true"
+        )
+    return None
 
 
 def policy_knobs(name: str | None = None) -> dict[str, tuple[type, Knob]]:

@@ -51,6 +51,10 @@ def request_to_json(params: VideoParams) -> dict[str, Any]:
             "params": {k: getattr(policy, k) for k in policy_knobs(policy.name)},
         },
         "sampling": dataclasses.asdict(params.sampling),
+        "open_ended": params.open_ended,
+        "prompt_changes": [[i, text] for i, text in params.prompt_changes],
+        "text_slots": params.text_slots,
+        "stated_seconds": params.stated_seconds,
     }
 
 
@@ -65,6 +69,10 @@ def request_from_json(data: dict[str, Any]) -> VideoParams:
         seed=int(data["seed"]),
         policy=make_policy(data["policy"]["name"], **data["policy"]["params"]),
         sampling=SamplingConfig(**data["sampling"]),
+        open_ended=bool(data.get("open_ended", False)),  # records of older versions lack these
+        prompt_changes=tuple((int(i), str(t)) for i, t in data.get("prompt_changes", [])),
+        text_slots=int(data.get("text_slots", 0)),
+        stated_seconds=None if data.get("stated_seconds") is None else int(data["stated_seconds"]),
     )
 
 

@@ -13,14 +13,16 @@ Invariant: every `VideoParams` that `resolve` returns is within its `Limits`.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import secrets
 from dataclasses import dataclass, field
 
 from packcache_core.generate import GenerationDefaults, SamplingConfig
 from packcache_core.image import MAX_RATIO, PATCH
-from packcache_core.layout import latent_frames_for, rgb_frames
+from packcache_core.layout import T_STRIDE, latent_frames_for, rgb_frames
 from packcache_core.pipeline import VideoParams
-from packcache_core.policy import make_policy
+from packcache_core.policy import make_policy, open_ended_refusal
 
 
 class RequestError(ValueError):
@@ -45,6 +47,8 @@ class Ask:
     guidance_scale: float | None = None
     cache_policy: str | None = None
     policy_params: dict[str, object] = field(default_factory=dict)
+    open_ended: bool = False  # no preset end: the length is only the one the prompt states
+    text_slots: int = 0  # text tokens the cache holds for a prompt that may change
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,8 @@ def resolve(ask: Ask, defaults: GenerationDefaults, limits: Limits) -> VideoPara
         policy = make_policy(name, **params)
     except ValueError as e:
         raise RequestError(str(e), "cache_policy") from e
+    if ask.open_ended and (why := open_ended_refusal(policy)) is not None:
+        raise RequestError(why, "cache_policy")
     return VideoParams(
         prompt=ask.prompt,
         latent_frames=_latent_frames(ask, defaults, limits),
@@ -138,4 +144,47 @@ def resolve(ask: Ask, defaults: GenerationDefaults, limits: Limits) -> VideoPara
         seed=secrets.randbelow(2**31) if ask.seed is None else ask.seed,
         policy=policy,
         sampling=SamplingConfig(steps=steps, cfg_scale=guidance),
+        open_ended=ask.open_ended,
+        text_slots=ask.text_slots,
+    )
+
+
+def added_latent_frames(seconds: float | None, latent_frames: int | None, limits: Limits) -> int:
+    """Latent frames an extension adds: `latent_frames`, or those covering `seconds` of video
+    at the server's rate (each latent frame is T_STRIDE more RGB frames); one of them."""
+    if (seconds is None) == (latent_frames is None):
+        raise RequestError("give one of seconds, latent_frames", "seconds")
+    if latent_frames is not None:
+        return latent_frames
+    assert seconds is not None
+    if seconds <= 0:
+        raise RequestError("seconds must be positive", "seconds")
+    return math.ceil(limits.fps * seconds / T_STRIDE)
+
+
+def extension(
+    source: VideoParams, made: int, prompt: str, more: int, limits: Limits
+) -> VideoParams:
+    """The request of a video that continues `source`, which made `made` generated latent
+    frames, by `more`, following `prompt` from the first new frame. It keeps the source's
+    settings, seed and stated duration, so the source's recorded frames replay exactly and
+    the new ones are those one uninterrupted request of the whole length would draw."""
+    check_prompt(prompt, limits)
+    total = 1 + made + more
+    if more < 1 or total > limits.max_latent_frames:
+        most = limits.max_latent_frames
+        raise RequestError(
+            f"the extended video would have {total} latent frames ({rgb_frames(total)} "
+            f"frames); this server allows up to {most}, and an extension adds at least one",
+            "seconds",
+        )
+    changes = tuple((i, text) for i, text in source.prompt_changes if i <= made)
+    if prompt != source.prompt_at(made):
+        changes = (*changes, (made + 1, prompt))
+    return dataclasses.replace(
+        source,
+        latent_frames=total,
+        open_ended=False,
+        stated_seconds=source.seconds,
+        prompt_changes=changes,
     )

@@ -44,7 +44,7 @@ class NotFound(ServerError):
 
 
 class NotReady(ServerError):
-    """The job exists but has no content yet."""
+    """The job is not in the state the operation needs (no content yet, or already over)."""
 
     code = "video_not_ready"
 

@@ -103,7 +103,23 @@ class Settings(BaseSettings):
         "one forward (same frame size); 1 turns batching off (one step at a time, round robin)",
     )
     request_timeout_s: float = Field(
-        900.0, gt=0, description="a request that has not finished this long after arrival fails"
+        900.0,
+        gt=0,
+        description="a request that has not finished this long after arrival fails (an "
+        "open-ended stream has `max_stream_s` instead)",
+    )
+    max_stream_s: float = Field(
+        3600.0,
+        gt=0,
+        description="an open-ended stream ends, completed with what it made, this long after "
+        "arrival; it takes the place of request_timeout_s for such streams",
+    )
+    stream_prompt_tokens: int = Field(
+        256,
+        ge=0,
+        le=100_000,
+        description="text tokens (BOS + prompt + SEP) a websocket stream's cache holds, so "
+        "that a longer prompt can replace its first one mid-stream; 0: only the first's own",
     )
     stall_timeout_s: float = Field(
         120.0,

@@ -34,6 +34,7 @@ Frames = torch.Tensor | np.ndarray
 CODEC_PREFERENCE = ("libx264", "mpeg4")
 H264_CRF = 17  # the reference's `-crf 17`
 MPEG4_QUANTISER = 3  # fallback: 2 (best) .. 31
+FRAGMENTED_FLAGS = "frag_keyframe+empty_moov+default_base_moof"  # playable while it grows
 
 
 def pick_codec(preference: tuple[str, ...] = CODEC_PREFERENCE) -> str:
@@ -66,16 +67,29 @@ class Mp4Writer:
         path: output file; created (or truncated) at construction.
         fps: frame rate (int or Fraction).
         codec: an encoder name; default `pick_codec()`.
+        fragmented: a fragmented MP4 (a fragment per key frame, one key frame a second): a
+            file cut short (a video without a preset end, a crash) plays up to its last
+            whole fragment.
     """
 
-    def __init__(self, path: str | Path, fps: int | Fraction, codec: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        fps: int | Fraction,
+        codec: str | None = None,
+        fragmented: bool = False,
+    ) -> None:
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         self.path = Path(path)
         self.fps = Fraction(fps)
         self.codec = codec or pick_codec()
+        self.fragmented = fragmented
         self.frames_written = 0
-        self._container: OutputContainer | None = av.open(str(self.path), mode="w")
+        options = {"movflags": FRAGMENTED_FLAGS} if fragmented else {}
+        self._container: OutputContainer | None = av.open(
+            str(self.path), mode="w", format="mp4", options=options
+        )
         self._stream: av.VideoStream | None = None  # added on the first write: needs H, W
         self._failed = False  # a write raised: the encoder must not be flushed
 
@@ -85,6 +99,8 @@ class Mp4Writer:
         stream = container.add_stream(self.codec, rate=self.fps)
         assert isinstance(stream, av.VideoStream), f"{self.codec} is not a video codec"
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if self.fragmented:
+            stream.codec_context.gop_size = max(1, round(self.fps))  # a fragment a second
         # One encoder thread, and the colour conversion on one thread (`write`): the same
         # frames must give the same file (a resumed or remixed video must equal its
         # uninterrupted twin frame for frame). Frames here are small; one thread keeps up.

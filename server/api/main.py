@@ -26,7 +26,7 @@ from pydantic import TypeAdapter
 from server.api.errors import install_error_handlers
 from server.api.head import HeadAsGetMiddleware
 from server.api.routes import health, models, stream, ui, videos
-from server.api.schemas import ClientMessage, ServerMessage
+from server.api.schemas import ClientMessage, ExtendRequest, ServerMessage
 from server.api.security import BodyLimitMiddleware, HeaderLimitMiddleware
 from server.entry.runtime import Runtime
 from server.settings import Settings
@@ -93,6 +93,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     for adapter in adapters:
         defs = adapter.json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(defs.get("$defs", {}))
+    # The extension route reads its body itself (JSON or a form); its schema is declared here.
+    extend = TypeAdapter(ExtendRequest).json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(extend.pop("$defs", {}))
+    schemas["ExtendRequest"] = extend
     # FastAPI advertises form models as urlencoded too; the upload needs multipart.
     create = doc["paths"]["/v1/videos"]["post"]["requestBody"]["content"]
     create.pop("application/x-www-form-urlencoded", None)

@@ -26,8 +26,9 @@ from server.settings import Settings
 POLICY_FIELDS = tuple(policy_knobs())
 
 
-def ask_of(opts: GenerationOptions) -> Ask:
-    """The request's options as the core's resolver reads them."""
+def ask_of(opts: GenerationOptions, open_ended: bool = False, text_slots: int = 0) -> Ask:
+    """The request's options as the core's resolver reads them (a websocket stream adds
+    whether it is open-ended and the text slots it holds for a new prompt)."""
     knobs = {k: getattr(opts, k) for k in POLICY_FIELDS if getattr(opts, k) is not None}
     return Ask(
         prompt=opts.prompt,
@@ -40,10 +41,14 @@ def ask_of(opts: GenerationOptions) -> Ask:
         guidance_scale=opts.guidance_scale,
         cache_policy=opts.cache_policy,
         policy_params=knobs,
+        open_ended=open_ended,
+        text_slots=text_slots,
     )
 
 
-def to_video_params(opts: GenerationOptions, settings: Settings) -> VideoParams:
+def to_video_params(
+    opts: GenerationOptions, settings: Settings, open_ended: bool = False, text_slots: int = 0
+) -> VideoParams:
     """Checked `VideoParams` for a request (raises `InvalidRequest`)."""
     if opts.model is not None and opts.model != settings.model_name:
         raise InvalidRequest(
@@ -52,7 +57,8 @@ def to_video_params(opts: GenerationOptions, settings: Settings) -> VideoParams:
             code="model_not_found",
         )
     try:
-        return resolve(ask_of(opts), settings.generation_defaults, settings.limits)
+        ask = ask_of(opts, open_ended, text_slots)
+        return resolve(ask, settings.generation_defaults, settings.limits)
     except RequestError as e:
         raise InvalidRequest(str(e), param=e.param) from e
 

@@ -158,6 +158,26 @@ class RemixRequest(BaseModel):
     prompt: str = Field(min_length=1, max_length=100_000, description="what should happen now")
 
 
+class VideoReference(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=VIDEO_ID_PATTERN, description="a completed video of this server")
+
+
+class ExtendRequest(BaseModel):
+    """`POST /v1/videos/extensions` (JSON, or multipart with a `video[id]` field): continue a
+    completed video; the result is the whole video, the source's frames and then the new."""
+
+    model_config = ConfigDict(extra="forbid")
+    video: VideoReference
+    prompt: str = Field(min_length=1, max_length=100_000, description="what happens next")
+    seconds: str | None = Field(
+        None, pattern=r"^[0-9]{1,4}(\.[0-9]{1,3})?$", description="length of the new part"
+    )
+    latent_frames: Int | None = Field(
+        None, ge=1, le=1000, description="length of the new part in latent frames (exact)"
+    )
+
+
 class ModelObject(BaseModel):
     """The served model, as OpenAI's `GET /v1/models` lists models."""
 
@@ -215,13 +235,40 @@ class StreamRequest(GenerationOptions):
         description="cancel the job when the socket closes or the client stops answering "
         "keep-alive pings; by default the job runs to completion and its video is stored",
     )
+    open_ended: bool = Field(
+        False,
+        strict=True,
+        description="no preset end: generate until a `stop` message, the socket closing or "
+        "the server's `max_stream_s`, then complete with what was made; the length fields "
+        "then only say how long the prompt states the clip is. Needs a cache policy that "
+        "stays bounded (packcache, sliding or sink, with rebase)",
+    )
 
 
 class CancelMessage(BaseModel):
-    """Any later client message: stop the request and free its cache."""
+    """Stop the request and free its cache (the video is not kept)."""
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["cancel"]
+
+
+class StopMessage(BaseModel):
+    """End an open-ended video: it completes with the frames made so far."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["stop"]
+
+
+class PromptMessage(BaseModel):
+    """Follow a new prompt from the next latent frame on (answered by `prompt_changed`, or
+    `prompt_rejected` when it does not fit the text slots the video holds)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["prompt"]
+    prompt: str = Field(min_length=1, max_length=100_000)
+
+
+ControlMessage = Annotated[CancelMessage | StopMessage | PromptMessage, Field(discriminator="type")]
 
 
 class QueuedMessage(BaseModel):
@@ -240,8 +287,8 @@ class StartedMessage(BaseModel):
     width: int
     height: int
     fps: int
-    latent_frames: int
-    frames: int
+    latent_frames: int | None = Field(description="null for an open-ended video")
+    frames: int | None
     cache_policy: str
     cache_bytes: int
 
@@ -281,7 +328,7 @@ class ProgressMessage(BaseModel):
     id: str
     progress: int = Field(ge=0, le=100)
     steps_done: int
-    total_steps: int
+    total_steps: int | None = Field(description="null for an open-ended video")
     frames_sent: int
     dropped: int = Field(description="frames dropped so far because the client read slowly")
 
@@ -293,6 +340,25 @@ class CompletedMessage(BaseModel):
     frames_sent: int
     dropped: int
     url: str = Field(description="where the MP4 can be downloaded")
+
+
+class PromptChangedMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # built from the engine's `PromptChanged`
+
+    type: Literal["prompt_changed"] = "prompt_changed"
+    id: str
+    prompt: str
+    latent_index: int = Field(description="the first generated latent frame that follows it")
+
+
+class RejectedMessage(BaseModel):
+    """A `stop` or `prompt` message the video could not take (a stop of a fixed-length video,
+    a prompt too long for its text slots, a video already over); the video goes on."""
+
+    type: Literal["rejected"] = "rejected"
+    id: str
+    request: Literal["stop", "prompt"]
+    error: ErrorDetail
 
 
 class ErrorMessage(BaseModel):
@@ -309,8 +375,12 @@ ServerMessage = Annotated[
     | FrameMessage
     | LatentFrameMessage
     | ProgressMessage
+    | PromptChangedMessage
+    | RejectedMessage
     | CompletedMessage
     | ErrorMessage,
     Field(discriminator="type"),
 ]
-ClientMessage = Annotated[StreamRequest | CancelMessage, Field(discriminator="type")]
+ClientMessage = Annotated[
+    StreamRequest | CancelMessage | StopMessage | PromptMessage, Field(discriminator="type")
+]

@@ -24,10 +24,18 @@ from typing import Literal
 from fastapi.concurrency import run_in_threadpool
 
 from packcache_core.pipeline import VideoParams
-from packcache_core.request import RequestError, check_prompt
+from packcache_core.record import Recorded
+from packcache_core.request import RequestError, added_latent_frames, check_prompt, extension
 from packcache_core.video.output import spritesheet
 from server.api.params import decode_upload, open_upload, to_video_params
-from server.api.schemas import GenerationOptions, VideoDeleted, VideoError, VideoList, VideoObject
+from server.api.schemas import (
+    ExtendRequest,
+    GenerationOptions,
+    VideoDeleted,
+    VideoError,
+    VideoList,
+    VideoObject,
+)
 from server.engine.events import JobListener, percent
 from server.engine.job import Submission
 from server.entry.runtime import Runtime
@@ -76,9 +84,12 @@ async def create(
     image_param: str = "input_reference",
     *,
     owner: str,
+    open_ended: bool = False,
+    text_slots: int = 0,
 ) -> VideoObject:
-    """Check, store (as `owner`'s) and submit a request; returns once the engine admitted it."""
-    params = to_video_params(opts, rt.settings)
+    """Check, store (as `owner`'s) and submit a request; returns once the engine admitted it.
+    A websocket stream may be `open_ended` and hold `text_slots` for a new prompt."""
+    params = to_video_params(opts, rt.settings, open_ended, text_slots)
     return await _start(rt, job_id, params, image_bytes, opts.seconds, stream, image_param, owner)
 
 
@@ -101,6 +112,42 @@ async def remix(
     return await _start(rt, job_id, params, image, None, None, "input_reference", owner, source_id)
 
 
+async def extend(rt: Runtime, body: ExtendRequest, scope: str | None, owner: str) -> VideoObject:
+    """A new video that continues a completed one by `body`'s length: its cache is rebuilt
+    from the source's recorded frames (no video is decoded or encoded again), and it is the
+    whole video, the source's frames first."""
+    source_id = body.video.id
+    source = lookup(rt, source_id, scope)
+    if source.status != "completed":
+        raise NotReady(
+            f"video {source_id} is {source.status}; only a completed video is extended",
+            param="video",
+        )
+    try:
+        params, image, recorded = await run_in_threadpool(rt.files.load_request, source_id)
+    except (OSError, ValueError, KeyError) as e:
+        raise NotFound(f"video {source_id} keeps no record to extend from", param="video") from e
+    limits = rt.settings.limits
+    try:
+        seconds = None if body.seconds is None else float(body.seconds)
+        more = added_latent_frames(seconds, body.latent_frames, limits)
+        params = extension(params, len(recorded.codes), body.prompt, more, limits)
+    except RequestError as e:
+        raise InvalidRequest(str(e), param=e.param) from e
+    job_id = new_video_id()
+    return await _start(
+        rt,
+        job_id,
+        params,
+        image,
+        None,
+        None,
+        "input_reference",
+        owner,
+        resume=(source_id, recorded),
+    )
+
+
 async def _start(
     rt: Runtime,
     job_id: str,
@@ -111,7 +158,9 @@ async def _start(
     image_param: str,
     owner: str,
     remixed_from: str | None = None,
+    resume: tuple[str, Recorded] | None = None,
 ) -> VideoObject:
+    """Store and submit; `resume`: (a video, its recorded frames) the new one starts with."""
     try:
         engine = rt.require_engine()
     except Unavailable:
@@ -125,10 +174,11 @@ async def _start(
         model = rt.settings.model_name
         record = _record(job_id, model, params, seconds, size, owner, remixed_from)
         await run_in_threadpool(rt.store.create, record)
-        listener = rt.recorder.listener(job_id, params.fps, then=stream)
+        listener = rt.recorder.listener(job_id, params, then=stream)
         try:
-            await run_in_threadpool(_save_request, rt, job_id, params, image_bytes)
-            await engine.submit(Submission(job_id, image, params, (listener,)))
+            await run_in_threadpool(_save_request, rt, job_id, params, image_bytes, resume)
+            recorded = None if resume is None else resume[1]
+            await engine.submit(Submission(job_id, image, params, (listener,), resume=recorded))
         except BaseException:  # refused, or the caller went away: no record, no work
             engine.cancel(job_id)
             rt.store.delete(job_id)
@@ -139,9 +189,17 @@ async def _start(
     return video_object(rt, record)
 
 
-def _save_request(rt: Runtime, job_id: str, params: VideoParams, image: bytes) -> None:
+def _save_request(
+    rt: Runtime,
+    job_id: str,
+    params: VideoParams,
+    image: bytes,
+    resume: tuple[str, Recorded] | None,
+) -> None:
     try:
         rt.files.save_request(job_id, params, image)
+        if resume is not None:  # its record starts with the frames it replays
+            rt.files.copy_frames(resume[0], job_id, len(resume[1].codes))
     except OSError as e:
         raise StorageError(f"the server cannot store the request now: {e.strerror}") from e
 

@@ -8,9 +8,11 @@ and decides close codes) or the engine.
 Backpressure: at most `max_frames` RGB frames wait; when another arrives, the OLDEST waiting
 frame is dropped and counted, so a slow client sees the newest frames with gaps in `index`,
 never a growing delay. `progress` messages coalesce (a newer one replaces an unsent one);
-`queued`, `started`, `latent_frame` (a few numbers per generated latent frame) and the final
-message are never dropped. So the queue holds at most `2 * max_frames + 4` items plus one small
-`latent_frame` record per latent frame of the request, however slow the client.
+`queued`, `started`, `latent_frame` (a few numbers per generated latent frame), the answers to
+control messages (`prompt_changed`, `rejected`) and the final message are never dropped. So
+the queue holds at most `2 * max_frames + 4` items plus one small record per latent frame and
+per control message, however slow the client (an open-ended stream is bounded by
+`max_stream_s`; a client that stops reading is closed by the keep-alive pings).
 """
 
 from __future__ import annotations
@@ -32,10 +34,20 @@ from server.api.schemas import (
     FrameMessage,
     LatentFrameMessage,
     ProgressMessage,
+    PromptChangedMessage,
     QueuedMessage,
     StartedMessage,
 )
-from server.engine.events import Event, Finished, Frame, JobListener, Progress, Queued, Started
+from server.engine.events import (
+    Event,
+    Finished,
+    Frame,
+    JobListener,
+    Progress,
+    PromptChanged,
+    Queued,
+    Started,
+)
 
 
 @dataclass(frozen=True, eq=False)  # identity: the queue removes a frame by identity
@@ -54,7 +66,9 @@ class _LatentStats:
     cache_bytes_used: int
 
 
-_Item = Queued | Started | Progress | Finished | _RgbFrame | _LatentStats
+_Item = (
+    Queued | Started | Progress | PromptChanged | Finished | _RgbFrame | _LatentStats | BaseModel
+)
 
 
 class StreamSender:
@@ -111,6 +125,13 @@ class StreamSender:
             self._items.append(event)
         self._wake.set()
 
+    def note(self, message: BaseModel) -> None:
+        """Queue a message the route made (e.g. `prompt_rejected`): it goes out in order with
+        the events, never between a frame's header and its image."""
+        if not self._closed:
+            self._items.append(message)
+            self._wake.set()
+
     def _push_frame(self, frame: _RgbFrame) -> None:
         if self._pending_frames >= self.max_frames:
             oldest = next(i for i in self._items if isinstance(i, _RgbFrame))
@@ -148,8 +169,13 @@ class StreamSender:
         await self._send_bytes(data)
         self.frames_sent += 1
 
-    def _message(self, item: Queued | Started | Progress | Finished | _LatentStats) -> BaseModel:
+    def _message(self, item: _Item) -> BaseModel:
         job_id = self.job_id
+        if isinstance(item, BaseModel):
+            return item
+        assert not isinstance(item, _RgbFrame), "frames are sent by `_send_frame`"
+        if isinstance(item, PromptChanged):
+            return PromptChangedMessage(id=job_id, **asdict(item))
         if isinstance(item, _LatentStats):
             return LatentFrameMessage(id=job_id, **asdict(item))
         if isinstance(item, Queued):

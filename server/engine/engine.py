@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 
 from packcache_core.batch import tick
-from packcache_core.pipeline import FrameOutput, Pipeline, StepMemory
+from packcache_core.pipeline import FrameOutput, Pipeline, StepMemory, VideoRun
 from packcache_core.record import Recorded
 from server.engine.events import (
     EngineObserver,
@@ -49,13 +49,14 @@ from server.engine.events import (
     Frame,
     NullObserver,
     Progress,
+    PromptChanged,
     Queued,
     Started,
 )
-from server.engine.job import Admission, Job, Submission
+from server.engine.job import Admission, Job, PromptRequest, Submission
 from server.engine.memory import DeviceMemory
 from server.engine.scheduler import FifoScheduler, tick_bytes
-from server.errors import InvalidRequest, Overloaded, ServerError, Unavailable
+from server.errors import InvalidRequest, NotReady, Overloaded, ServerError, Unavailable
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.25
@@ -69,6 +70,7 @@ class EngineConfig:
     request_timeout_s: float
     stall_timeout_s: float
     max_batch: int = 1  # requests stepped together per tick (1: one step at a time)
+    max_stream_s: float = 3600.0  # an open-ended video ends (completed) this long after arrival
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,12 @@ class Engine:
             Unavailable: the engine is stopping.
         """
         reply: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
-        job = Job(sub, sub.arrived + self.config.request_timeout_s, reply)
+        c = self.config
+        job = Job(
+            sub,
+            sub.arrived + (c.max_stream_s if sub.params.open_ended else c.request_timeout_s),
+            reply,
+        )
         with self._lock:
             # The intake holds requests not yet planned; bounded like the queue plus the
             # requests that could start at once.
@@ -147,6 +154,43 @@ class Engine:
         job.cancel_requested = status
         self._wake.set()
         return True
+
+    def end(self, job_id: str) -> bool:
+        """Ask an open-ended video to end: it completes with the frames finished so far
+        (one in progress is dropped), before its next step."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            return False
+        if not job.open_ended:
+            raise InvalidRequest(
+                "only an open-ended video is stopped; cancel a fixed-length one",
+                code="not_open_ended",
+            )
+        job.end_requested = True
+        self._wake.set()
+        return True
+
+    async def change_prompt(self, job_id: str, prompt: str) -> int:
+        """Have a video follow `prompt` from its next frame; returns the generated latent
+        frame it takes effect at.
+
+        Raises:
+            NotReady: the video has finished (or was never accepted).
+            InvalidRequest: the prompt does not fit the text slots the video holds.
+        """
+        reply: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None:
+                job.prompts.append(PromptRequest(prompt, reply))
+        if job is None:
+            raise NotReady(
+                f"video {job_id} has finished; its prompt can no longer change",
+                code="video_finished",
+            )
+        self._wake.set()
+        return await reply
 
     def job_ids(self) -> list[str]:
         """Every request accepted and not finished: waiting, queued or running."""
@@ -268,9 +312,8 @@ class Engine:
             return
         p = job.sub.params
         height, width = first.shape[1:3]
-        started = Started(
-            width, height, p.fps, p.latent_frames, p.num_frames, job.policy, job.cache_bytes
-        )
+        latent, frames = (None, None) if p.open_ended else (p.latent_frames, p.num_frames)
+        started = Started(width, height, p.fps, latent, frames, job.policy, job.cache_bytes)
         self._emit(job, started)
         self._emit(job, Frame(0, 0, first))
         job.rgb_frames = int(first.shape[0])
@@ -293,18 +336,42 @@ class Engine:
         generation = job.run.generation
         self._emit(job, Progress(generation.steps_done, generation.total_steps))
         log.info("%s resumed after %d recorded frames", job.id, len(outs))
+        if job.open_ended:  # its reader went with the process that died: it ends here
+            job.run.stop()
         if job.run.done:
             self._finish(job, "completed")
 
     def _reap(self) -> None:
-        """Finish cancelled and timed-out requests (running or waiting) before the next step."""
+        """Before the next step: finish cancelled and timed-out requests (running or waiting),
+        end open-ended videos asked to end (or at their longest), apply prompt changes."""
         now = time.monotonic()
         for job in [*self.scheduler.running, *self.scheduler.waiting]:
             if job.cancel_requested == "cancelled":
                 self._finish(job, "cancelled", "cancelled", "cancelled by the client")
+            elif job.run is not None and (
+                job.end_requested or (job.open_ended and now > job.deadline)
+            ):
+                job.run.stop()
+                self._finish(job, "completed")
             elif job.cancel_requested == "timeout" or now > job.deadline:
                 limit = self.config.request_timeout_s
                 self._finish(job, "timeout", "timeout", f"did not finish within {limit:g} s")
+            elif job.run is not None:
+                self._change_prompts(job, job.run)
+
+    def _change_prompts(self, job: Job, run: VideoRun) -> None:
+        while True:
+            with self._lock:
+                if not job.prompts:
+                    return
+                prompt, reply = job.prompts.popleft()
+            try:
+                index = run.change_prompt(prompt)
+            except ValueError as e:  # too long for its text slots, or a reserved marker
+                _answer(reply, InvalidRequest(str(e), param="prompt", code="prompt_too_long"))
+                continue
+            _answer(reply, index)
+            self._emit(job, PromptChanged(prompt, index))
 
     def _tick(self, jobs: list[Job]) -> None:
         """One unit of work for each job (`batch.tick`), then each job's outcome accounted."""
@@ -362,6 +429,10 @@ class Engine:
         self.scheduler.remove(job)
         with self._lock:
             self._jobs.pop(job.id, None)
+            unanswered, job.prompts = list(job.prompts), deque()
+        for request in unanswered:
+            gone = NotReady(f"video {job.id} has finished", code="video_finished")
+            _answer(request.reply, gone)
         now = time.monotonic()
         stats = job.stats(now)
         if status == "completed":
@@ -407,3 +478,17 @@ class Engine:
             pending, self._intake = list(self._intake), deque()
         for job in pending:
             self._drop(job, Unavailable("the server is shutting down", retry_after=5))
+
+
+def _answer(reply: asyncio.Future[int], outcome: int | BaseException) -> None:
+    """Settle a prompt change's future on its caller's loop (the caller may have gone)."""
+
+    def settle() -> None:
+        if reply.done():
+            return
+        if isinstance(outcome, BaseException):
+            reply.set_exception(outcome)
+        else:
+            reply.set_result(outcome)
+
+    reply.get_loop().call_soon_threadsafe(settle)

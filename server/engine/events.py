@@ -1,9 +1,9 @@
 """What the engine tells the rest of the server: plain event and statistics dataclasses.
 
 What it is: the events one request goes through (`Queued`, `Started`, `Frame`, `Progress`,
-`Finished`), the per-request `RequestStats`, and the `JobListener` protocol that consumers (the
-recorder, a websocket) implement. What it is not: transport; listeners decide how an event
-leaves the engine thread (an executor, `call_soon_threadsafe`).
+`PromptChanged`, `Finished`), the per-request `RequestStats`, and the `JobListener` protocol
+that consumers (the recorder, a websocket) implement. What it is not: transport; listeners
+decide how an event leaves the engine thread (an executor, `call_soon_threadsafe`).
 
 Invariant: a listener sees `Queued` and/or `Started` first, frames in order, and exactly one
 `Finished` last, also when the request fails or is cancelled.
@@ -50,8 +50,8 @@ class Started:
     width: int
     height: int
     fps: int
-    latent_frames: int
-    frames: int
+    latent_frames: int | None  # None: an open-ended video
+    frames: int | None
     cache_policy: str
     cache_bytes: int
 
@@ -70,19 +70,30 @@ class Frame:
     sampler: SamplerState | None = None  # the sampler's state right after the frame
 
 
-def percent(steps_done: int, total_steps: int) -> int:
-    """Progress in whole percent, 100 only when every step is done."""
+def percent(steps_done: int, total_steps: int | None) -> int:
+    """Progress in whole percent, 100 only when every step is done; 0 for a video without
+    a preset end (`total_steps` None), which has no share done until it stops."""
+    if total_steps is None:
+        return 0
     return 100 * steps_done // max(1, total_steps)
 
 
 @dataclass(frozen=True)
 class Progress:
     steps_done: int
-    total_steps: int
+    total_steps: int | None  # None: an open-ended video
 
     @property
     def percent(self) -> int:
         return percent(self.steps_done, self.total_steps)
+
+
+@dataclass(frozen=True)
+class PromptChanged:
+    """The video follows `prompt` from generated latent frame `latent_index` on."""
+
+    prompt: str
+    latent_index: int
 
 
 @dataclass(frozen=True)
@@ -93,7 +104,7 @@ class Finished:
     stats: RequestStats | None = None
 
 
-Event = Queued | Started | Frame | Progress | Finished
+Event = Queued | Started | Frame | Progress | PromptChanged | Finished
 
 
 class JobListener(Protocol):

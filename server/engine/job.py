@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from PIL import Image
 
 from packcache_core.cache import CacheSpec
+from packcache_core.layout import latent_frames_for
 from packcache_core.pipeline import Prepared, StepMemory, VideoParams, VideoRun
 from packcache_core.record import Recorded
 from server.engine.events import FinalStatus, FrameStats, JobListener, RequestStats
@@ -45,12 +48,21 @@ class Admission:
     activation_bytes: int
 
 
+class PromptRequest(NamedTuple):
+    """A new prompt for a running video, and where its caller awaits the frame it starts at."""
+
+    prompt: str
+    reply: asyncio.Future[int]
+
+
 @dataclass(eq=False)  # identity, not field equality: jobs sit in deques
 class Job:
     sub: Submission
-    deadline: float
+    deadline: float  # timeout; an open-ended video instead ends (completed) there
     reply: asyncio.Future[Admission] | None = None
     cancel_requested: FinalStatus | None = None  # "cancelled" or "timeout"
+    end_requested: bool = False  # an open-ended video asked to end (any thread may set it)
+    prompts: deque[PromptRequest] = field(default_factory=deque)  # under the engine's lock
     prepared: Prepared | None = None
     spec: CacheSpec | None = None  # the cache planned at admission; allocation uses it
     step_memory: StepMemory = field(default_factory=lambda: StepMemory(0, 0, 0))  # estimated
@@ -81,6 +93,10 @@ class Job:
     @property
     def policy(self) -> str:
         return self.sub.params.policy.name
+
+    @property
+    def open_ended(self) -> bool:
+        return self.sub.params.open_ended
 
     def resolve(self, outcome: Admission | BaseException) -> None:
         """Answer the submitter, on its own event loop: admitted, or refused with an error."""
@@ -115,7 +131,7 @@ class Job:
         start = self.started_at if self.started_at is not None else now
         params = self.sub.params
         generation_s = now - start
-        video_s = (params.num_frames - 1) / params.fps
+        video_s = (self.rgb_frames - 1) / params.fps  # what was made (an open-ended video)
         first = self.first_frame_at
         return RequestStats(
             queue_wait_s=start - self.sub.arrived,
@@ -123,7 +139,7 @@ class Job:
             duration_s=now - self.sub.arrived,
             generation_s=generation_s,
             frames=self.rgb_frames,
-            latent_frames=params.latent_frames,
+            latent_frames=latent_frames_for(self.rgb_frames) if self.rgb_frames else 0,
             steps=self.steps,
             mean_step_s=self.step_seconds / self.steps if self.steps else 0.0,
             realtime_factor=generation_s / video_s if self.started_at and video_s > 0 else None,

@@ -194,6 +194,7 @@ class Runtime:
             s.request_timeout_s,
             s.stall_timeout_s,
             s.max_batch,
+            s.max_stream_s,
         )
         self.engine = Engine(pipeline, config, memory)
         self.metrics.bind(self.engine, lambda: self.readiness()[0], weights)
@@ -235,7 +236,7 @@ class Runtime:
         params, image, recorded = self.files.load_request(record.id)
         param = "input_reference"
         decoded = decode_upload(open_upload(image, self.settings, param), param)
-        listener = self.recorder.listener(record.id, params.fps)
+        listener = self.recorder.listener(record.id, params)
         return Submission(record.id, decoded, params, (listener,), resume=recorded)
 
     def _fail_orphan(self, job_id: str, message: str) -> None:

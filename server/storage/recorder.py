@@ -17,6 +17,7 @@ only after its files and record are final, so a client told "completed" can down
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -34,7 +35,16 @@ from packcache_core.record import (
     write_json,
 )
 from packcache_core.video.output import Mp4Writer, thumbnail
-from server.engine.events import Event, Finished, Frame, JobListener, Progress, Queued, Started
+from server.engine.events import (
+    Event,
+    Finished,
+    Frame,
+    JobListener,
+    Progress,
+    PromptChanged,
+    Queued,
+    Started,
+)
 from server.storage.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -45,7 +55,7 @@ PROBE_BYTES = 1 << 20  # written and removed at start-up: the data directory tak
 class LiveProgress:
     started: bool
     steps_done: int = 0
-    total_steps: int = 0
+    total_steps: int | None = 0
 
 
 class VideoFiles:
@@ -99,6 +109,24 @@ class VideoFiles:
         part.replace(self.input(job_id))
         write_json(self.request(job_id), request_to_json(params))
 
+    def copy_frames(self, source_id: str, job_id: str, count: int) -> None:
+        """Start `job_id`'s frame record with the first `count` frames of `source_id`'s."""
+        source, target = self.frames(source_id), self.frames(job_id)
+        target.folder.mkdir(parents=True, exist_ok=True)
+        for index in range(1, count + 1):
+            part = target.path(index).with_suffix(".part")
+            shutil.copyfile(source.path(index), part)
+            part.replace(target.path(index))
+
+    def add_prompt_change(self, job_id: str, latent_index: int, prompt: str) -> None:
+        """Keep a prompt change with the request, so a resumed or extended video replays it."""
+        params = request_from_json(json.loads(self.request(job_id).read_text()))
+        changes = (*params.prompt_changes, (latent_index, prompt))
+        write_json(
+            self.request(job_id),
+            request_to_json(dataclasses.replace(params, prompt_changes=changes)),
+        )
+
     def load_request(self, job_id: str) -> tuple[VideoParams, bytes, Recorded]:
         """The saved request, image and recorded frames; OSError / ValueError / KeyError
         when they are missing or unreadable."""
@@ -116,10 +144,10 @@ class _Recording:
         self,
         recorder: JobRecorder,
         job_id: str,
-        fps: int,
+        params: VideoParams,
         then: JobListener | None,
     ) -> None:
-        self.r, self.job_id, self.fps, self.then = recorder, job_id, fps, then
+        self.r, self.job_id, self.params, self.then = recorder, job_id, params, then
         self.writer: Mp4Writer | None = None
         self.error: str | None = None
 
@@ -132,7 +160,7 @@ class _Recording:
             self.r.live[self.job_id] = LiveProgress(True, event.steps_done, event.total_steps)
         if self.then is not None and not isinstance(event, Finished):
             self.then(event)  # frames reach a stream without waiting for the encoder
-        if isinstance(event, Started | Frame | Finished):
+        if isinstance(event, Started | Frame | PromptChanged | Finished):
             self.r.executor.submit(self._handle, event)
 
     def _handle(self, event: Event) -> None:
@@ -141,6 +169,8 @@ class _Recording:
                 self._start()
             elif isinstance(event, Frame):
                 self._frame(event)
+            elif isinstance(event, PromptChanged):
+                self.r.files.add_prompt_change(self.job_id, event.latent_index, event.prompt)
             elif isinstance(event, Finished):
                 event = self._finish(event)
         except Exception as e:  # storage trouble fails this job only, with the reason
@@ -172,7 +202,9 @@ class _Recording:
         files = self.r.files
         files.folder(self.job_id).mkdir(parents=True, exist_ok=True)
         self.r.store.mark_started(self.job_id)
-        self.writer = Mp4Writer(files.partial(self.job_id), self.fps)
+        # A video without a preset end grows on disk as a fragmented MP4: playable if cut.
+        path, p = files.partial(self.job_id), self.params
+        self.writer = Mp4Writer(path, p.fps, fragmented=p.open_ended)
 
     def _frame(self, event: Frame) -> None:
         if self.error is not None or self.writer is None:
@@ -191,7 +223,9 @@ class _Recording:
             event = self._failed(event)
         if event.status == "completed":
             files.partial(self.job_id).replace(files.video(self.job_id))
-            kept = store.finish(self.job_id, "completed", stats=event.stats)
+            made = self.writer.frames_written if self.writer is not None else 0
+            seconds = f"{made / self.params.fps:.3g}" if self.params.open_ended else None
+            kept = store.finish(self.job_id, "completed", stats=event.stats, seconds=seconds)
         else:
             error = (event.code or event.status, event.message or event.status)
             kept = store.finish(self.job_id, "failed", error, event.stats)
@@ -213,6 +247,8 @@ class JobRecorder:
         self.store, self.files, self.executor, self.on_error = store, files, executor, on_error
         self.live: dict[str, LiveProgress] = {}  # written by the engine thread, read anywhere
 
-    def listener(self, job_id: str, fps: int, then: JobListener | None = None) -> JobListener:
+    def listener(
+        self, job_id: str, params: VideoParams, then: JobListener | None = None
+    ) -> JobListener:
         """Records the job; forwards every event to `then` (`Finished` once recorded)."""
-        return _Recording(self, job_id, fps, then)
+        return _Recording(self, job_id, params, then)

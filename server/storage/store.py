@@ -91,8 +91,10 @@ class JobStore(Protocol):
         status: Literal["completed", "failed"],
         error: tuple[str, str] | None = None,
         stats: RequestStats | None = None,
+        seconds: str | None = None,
     ) -> bool:
-        """Record the outcome; False if the record is gone (deleted meanwhile)."""
+        """Record the outcome; False if the record is gone (deleted meanwhile). With `seconds`
+        (a video whose length was not preset), its length becomes what `stats` counted."""
         ...
 
     def delete(self, job_id: str, *, owner: str | None = None) -> bool: ...
@@ -225,6 +227,7 @@ class SqlJobStore:
         status: Literal["completed", "failed"],
         error: tuple[str, str] | None = None,
         stats: RequestStats | None = None,
+        seconds: str | None = None,
     ) -> bool:
         code, message = error or (None, None)
         cur = self._exec(
@@ -232,6 +235,11 @@ class SqlJobStore:
             "stats = ? WHERE id = ?",
             (status, time.time(), code, message, _dump(stats), job_id),
         )
+        if seconds is not None and stats is not None:
+            self._exec(
+                "UPDATE jobs SET seconds = ?, frames = ?, latent_frames = ? WHERE id = ?",
+                (seconds, stats.frames, stats.latent_frames, job_id),
+            )
         return cur.rowcount > 0
 
     def delete(self, job_id: str, *, owner: str | None = None) -> bool:

@@ -13,13 +13,15 @@ otherwise the code from `api/errors.py`: 1007 invalid request, 1009 too big, 101
 later). A message larger than uvicorn's `ws_max_size` (`entry/cli.py`), compressed or not, is
 closed with 1009 before it is inflated further.
 
-The client may send `{"type": "cancel"}` at any time: the job stops and its cache is freed
-before its next step. A fixed-length job is otherwise the server's promise: a client that
-closes the socket, vanishes or stops answering keep-alive pings loses its stream, never the
-generation, which runs to completion and stores the video (GET /v1/videos/{id}/content),
-unless the request set `cancel_on_disconnect`, in which case leaving cancels as a cancel
-message does. A slow client loses the oldest unsent frames (see `streaming.py`), never the
-final message.
+After the request the client may send `{"type": "prompt", "prompt": ...}` (answered by
+`prompt_changed` with the latent frame it takes effect at, or `rejected`), `{"type": "stop"}`
+(an open-ended video completes with what it made) and `{"type": "cancel"}` (the job stops and
+its cache is freed before its next step). A fixed-length job is otherwise the server's
+promise: a client that closes the socket, vanishes or stops answering keep-alive pings loses
+its stream, never the generation, which runs to completion and stores the video (GET
+/v1/videos/{id}/content); an open-ended one ends there, completed; with
+`cancel_on_disconnect` leaving cancels either, as a cancel message does. A slow client loses
+the oldest unsent frames (see `streaming.py`), never the final message.
 
 What it is not: the job logic (`service.py`) or the send queue (`streaming.py`).
 """
@@ -33,8 +35,9 @@ import logging
 from typing import Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
+from packcache_core.request import RequestError, check_prompt
 from server.api import service
 from server.api.deps import RuntimeDep
 from server.api.errors import (
@@ -45,10 +48,18 @@ from server.api.errors import (
     validation_message,
     wire,
 )
-from server.api.schemas import CancelMessage, ErrorDetail, ErrorMessage, StreamRequest
+from server.api.schemas import (
+    CancelMessage,
+    ControlMessage,
+    ErrorDetail,
+    ErrorMessage,
+    RejectedMessage,
+    StopMessage,
+    StreamRequest,
+)
 from server.api.streaming import StreamSender
 from server.entry.runtime import Runtime
-from server.errors import InvalidRequest, PayloadTooLarge, ServerError, Unauthorized
+from server.errors import InvalidRequest, NotReady, PayloadTooLarge, ServerError, Unauthorized
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["stream"])
@@ -84,17 +95,47 @@ def _decode_image(data: str, limit: int) -> bytes:
         raise InvalidRequest("image: not valid base64", param="image") from e
 
 
-async def _watch_client(ws: WebSocket) -> Literal["cancel", "disconnect"]:
-    """Waits for a cancel or a disconnect; raises `InvalidRequest` on anything else."""
-    try:
-        text = await _receive_text(ws, 4096)
-    except WebSocketDisconnect:
-        return "disconnect"
-    try:
-        CancelMessage.model_validate_json(text)
-    except ValidationError as e:
-        raise InvalidRequest('after the request, only {"type": "cancel"} is accepted') from e
-    return "cancel"
+CONTROL = TypeAdapter[ControlMessage](ControlMessage)
+
+
+async def _watch_client(
+    ws: WebSocket, rt: Runtime, sender: StreamSender, job_id: str
+) -> Literal["cancel", "disconnect"]:
+    """Serves the client's `stop` and `prompt` messages until a cancel or a disconnect;
+    raises `InvalidRequest` on any other message. A stop or prompt change the video cannot
+    take is answered with `rejected`, and the video goes on."""
+    limit = 4 * rt.settings.max_prompt_chars + 1024  # a prompt, JSON-escaped
+    while True:
+        try:
+            text = await _receive_text(ws, limit)
+        except WebSocketDisconnect:
+            return "disconnect"
+        try:
+            message = CONTROL.validate_json(text)
+        except ValidationError as e:
+            raise InvalidRequest(
+                'after the request, only {"type": "cancel"}, {"type": "stop"} or '
+                '{"type": "prompt", "prompt": "..."} are accepted'
+            ) from e
+        if isinstance(message, CancelMessage):
+            return "cancel"
+        try:
+            if isinstance(message, StopMessage) and not rt.require_engine().end(job_id):
+                raise NotReady(f"video {job_id} has finished", code="video_finished")
+            if isinstance(message, StopMessage):
+                continue
+            check_prompt(message.prompt, rt.settings.limits)
+            await rt.require_engine().change_prompt(job_id, message.prompt)
+        except RequestError as e:
+            sender.note(_rejected(job_id, message.type, InvalidRequest(str(e), param=e.param)))
+        except ServerError as e:
+            sender.note(_rejected(job_id, message.type, e))
+
+
+def _rejected(job_id: str, request: Literal["stop", "prompt"], e: ServerError) -> RejectedMessage:
+    _, kind, _ = wire(e)
+    detail = ErrorDetail(message=e.message, type=kind, param=e.param, code=e.code)
+    return RejectedMessage(id=job_id, request=request, error=detail)
 
 
 async def _run(ws: WebSocket, rt: Runtime, request: StreamRequest, job_id: str, owner: str) -> int:
@@ -109,8 +150,19 @@ async def _run(ws: WebSocket, rt: Runtime, request: StreamRequest, job_id: str, 
     try:
         loop = asyncio.get_running_loop()
         listener = sender.listener(loop)
-        await service.create(rt, job_id, request, image, listener, "image", owner=owner)
-        watching = asyncio.create_task(_watch_client(ws))
+        slots = rt.settings.stream_prompt_tokens
+        await service.create(
+            rt,
+            job_id,
+            request,
+            image,
+            listener,
+            "image",
+            owner=owner,
+            open_ended=request.open_ended,
+            text_slots=slots,
+        )
+        watching = asyncio.create_task(_watch_client(ws, rt, sender, job_id))
         await asyncio.wait({sending, watching}, return_when=asyncio.FIRST_COMPLETED)
         if watching.done() and watching.result() == "disconnect":
             raise WebSocketDisconnect(1001)
@@ -148,6 +200,8 @@ async def stream(ws: WebSocket, rt: RuntimeDep) -> None:
     except WebSocketDisconnect:
         if job_id is not None and request is not None and request.cancel_on_disconnect:
             _cancel(rt, job_id)
+        elif job_id is not None and request is not None and request.open_ended:
+            _end(rt, job_id)  # its reader is gone: it ends, completed with what it made
         elif job_id is not None:
             log.info("client of %s left; the job runs on, its video is stored", job_id)
     except ServerError as e:
@@ -161,6 +215,11 @@ async def stream(ws: WebSocket, rt: RuntimeDep) -> None:
 def _cancel(rt: Runtime, job_id: str) -> None:
     if rt.engine is not None:
         rt.engine.cancel(job_id)
+
+
+def _end(rt: Runtime, job_id: str) -> None:
+    if rt.engine is not None:
+        rt.engine.end(job_id)
 
 
 async def _deny(ws: WebSocket, error: Unauthorized) -> None:

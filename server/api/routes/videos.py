@@ -11,23 +11,26 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Form, Path, Query
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import FileResponse
+from pydantic import ValidationError
+from starlette.datastructures import FormData
 
 from server.api import service
 from server.api.deps import CallerDep, RuntimeDep, require_key
-from server.api.errors import errors
+from server.api.errors import errors, validation_message
 from server.api.forms import StrictFormRoute
 from server.api.schemas import (
     VIDEO_ID_PATTERN,
     CreateVideoForm,
+    ExtendRequest,
     Int,
     RemixRequest,
     VideoDeleted,
     VideoList,
     VideoObject,
 )
-from server.errors import PayloadTooLarge
+from server.errors import InvalidRequest, PayloadTooLarge
 
 router = APIRouter(
     prefix="/v1/videos",
@@ -57,6 +60,59 @@ async def create_video(
     if len(data) > limit:
         raise PayloadTooLarge(f"input_reference is larger than {limit} bytes")
     return await service.create(rt, service.new_video_id(), form, data, owner=caller.owner)
+
+
+EXTEND_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            kind: {"schema": {"$ref": "#/components/schemas/ExtendRequest"}}
+            for kind in ("application/json", "multipart/form-data")
+        },
+    }
+}
+
+
+@router.post("/extensions", responses=errors(404, 409, 413, 429, 503), openapi_extra=EXTEND_BODY)
+async def extend_video(request: Request, rt: RuntimeDep, caller: CallerDep) -> VideoObject:
+    """Continue a completed video by `seconds` (or `latent_frames`) with `prompt`: a new video,
+    the source's frames and then the new ones, whose cache is rebuilt from the source's record.
+    JSON `{"video": {"id": ...}, ...}` or a form with a `video[id]` field (what OpenAI's
+    clients send for a video referenced by id)."""
+    body = await _extend_request(request)
+    return await service.extend(rt, body, caller.scope, caller.owner)
+
+
+async def _extend_request(request: Request) -> ExtendRequest:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if kind == "application/json":
+            return ExtendRequest.model_validate_json(await request.body())
+        if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            return ExtendRequest.model_validate(_form_fields(await request.form()))
+    except ValidationError as e:
+        message, param = validation_message(e)
+        raise InvalidRequest(f"invalid extension: {message}", param=param) from e
+    raise InvalidRequest(
+        f"send the extension as application/json or multipart/form-data, not {kind or 'nothing'}"
+    )
+
+
+def _form_fields(form: FormData) -> dict[str, object]:
+    """The form as `ExtendRequest` reads it: `video[id]` becomes `video.id`."""
+    fields: dict[str, object] = {}
+    for key, value in form.multi_items():
+        if not isinstance(value, str):
+            raise InvalidRequest(
+                f"{key}: continuing an uploaded file is not supported; reference a completed "
+                "video of this server with the field video[id]",
+                param=key,
+            )
+        if key == "video[id]":
+            fields["video"] = {"id": value}
+        else:
+            fields[key] = value
+    return fields
 
 
 @router.get("", responses=errors(404))

@@ -1,0 +1,108 @@
+"""`POST /v1/videos/extensions`: continuing a completed video from its record.
+
+Real uvicorn with `builtin:tiny-random`; the by-reference forms (JSON, and a form with a
+`video[id]` field) through httpx, since the `openai` SDK can only upload a file there.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import torch
+
+from packcache_core.record import FrameRecord
+from tests.server.conftest import LiveServer
+
+SOURCE: dict[str, Any] = {"latent_frames": 2, "steps": 2, "seed": 7}
+
+
+def codes(server: LiveServer, video_id: str) -> list[torch.Tensor]:
+    return FrameRecord(server.runtime.files.folder(video_id) / "frames").read().codes
+
+
+def completed(server: LiveServer, response: Any) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    video = server.wait_done(response.json()["id"])
+    assert video["status"] == "completed", video
+    return video
+
+
+@pytest.mark.parametrize("policy", ["packcache", "full"])
+def test_extension_equals_one_uninterrupted_request(server: LiveServer, policy: str) -> None:
+    """2 latent frames extended by 2 are the 4 of one request (both state 1 second)."""
+    source = completed(server, server.create(**SOURCE, cache_policy=policy))
+    body = {"video": {"id": source["id"]}, "prompt": "a red square drifting", "latent_frames": 2}
+    extended = completed(server, server.client.post("/v1/videos/extensions", json=body))
+    whole = completed(server, server.create(**SOURCE | {"latent_frames": 4}, cache_policy=policy))
+    assert extended["latent_frames"] == 4 and extended["frames"] == whole["frames"] == 13
+    got, want = codes(server, extended["id"]), codes(server, whole["id"])
+    assert len(got) == len(want) == 3
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    assert torch.equal(got[0], codes(server, source["id"])[0])  # the source's frame, replayed
+    mp4 = server.client.get(f"/v1/videos/{extended['id']}/content")
+    assert mp4.status_code == 200 and mp4.headers["content-type"] == "video/mp4"
+
+
+def test_extension_as_a_form_with_a_new_prompt(server: LiveServer) -> None:
+    source = completed(server, server.create(**SOURCE))
+    form = {"video[id]": source["id"], "prompt": "a blue circle", "seconds": "1"}
+    extended = completed(server, server.client.post("/v1/videos/extensions", data=form))
+    # one second at 12 fps: 12 more RGB frames, 3 latent frames
+    assert extended["latent_frames"] == 2 + 3 and extended["prompt"] == "a red square drifting"
+    request = json.loads(server.runtime.files.request(extended["id"]).read_text())
+    assert request["prompt_changes"] == [[2, "a blue circle"]]
+    assert torch.equal(codes(server, extended["id"])[0], codes(server, source["id"])[0])
+
+
+def test_extension_errors(server: LiveServer) -> None:
+    post = server.client.post
+    source = completed(server, server.create(**SOURCE))
+    ref = {"video": {"id": source["id"]}, "prompt": "on"}
+    running = server.create(latent_frames=12, steps=4).json()["id"]
+    cases: list[tuple[Any, int, str]] = [
+        (
+            post("/v1/videos/extensions", json=ref | {"video": {"id": running}, "seconds": "1"}),
+            409,
+            "video",
+        ),
+        (
+            post(
+                "/v1/videos/extensions",
+                json=ref | {"video": {"id": "video_" + "0" * 32}, "seconds": "1"},
+            ),
+            404,
+            "video_id",
+        ),
+        (post("/v1/videos/extensions", json=ref), 400, "seconds"),  # no length
+        (
+            post("/v1/videos/extensions", json=ref | {"seconds": "1", "latent_frames": 2}),
+            400,
+            "seconds",
+        ),
+        (post("/v1/videos/extensions", json=ref | {"latent_frames": 1000}), 400, "seconds"),
+        (post("/v1/videos/extensions", json={"prompt": "on", "seconds": "1"}), 400, "video"),
+        (post("/v1/videos/extensions", json=ref | {"seconds": "1", "size": "64x64"}), 400, "size"),
+        (
+            post(
+                "/v1/videos/extensions",
+                files={"video": ("a.mp4", b"\0" * 64)},
+                data={"prompt": "on"},
+            ),
+            400,
+            "video",
+        ),
+        (
+            post(
+                "/v1/videos/extensions", content=b"video=1", headers={"content-type": "text/plain"}
+            ),
+            400,
+            "",
+        ),
+    ]
+    for response, status, param in cases:
+        assert response.status_code == status, response.text
+        error = response.json()["error"]
+        assert error["message"] and (error["param"] or "") == param, error
+    server.client.delete(f"/v1/videos/{running}")
