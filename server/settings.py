@@ -24,6 +24,7 @@ from packcache_core.builtin import model_defaults
 from packcache_core.generate import GenerationDefaults
 from packcache_core.policy import known_policy
 from packcache_core.request import Limits
+from server.engine.pace import DEFAULT_LEAD_S
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -104,6 +105,13 @@ class Settings(BaseSettings):
     )
     request_timeout_s: float = Field(
         900.0, gt=0, description="a request that has not finished this long after arrival fails"
+    )
+    pace_lead_s: float = Field(
+        DEFAULT_LEAD_S,
+        gt=0,
+        le=3600,
+        description="a websocket stream that asks for `realtime` is generated at most this many "
+        "seconds of video ahead of its playback; its turns meanwhile go to other requests",
     )
     stall_timeout_s: float = Field(
         120.0,

@@ -215,6 +215,14 @@ class StreamRequest(GenerationOptions):
         description="cancel the job when the socket closes or the client stops answering "
         "keep-alive pings; by default the job runs to completion and its video is stored",
     )
+    realtime: bool = Field(
+        False,
+        strict=True,
+        description="pace generation to playback: the server keeps at most `pace_lead_s` "
+        "seconds of video (a setting, default 2) ahead of a player that starts with the first "
+        "generated frame, instead of generating as fast as it can; `completed` then reports "
+        "`stall_s` and `max_lead_s`",
+    )
 
 
 class CancelMessage(BaseModel):

@@ -76,10 +76,14 @@ async def create(
     image_param: str = "input_reference",
     *,
     owner: str,
+    realtime: bool = False,
 ) -> VideoObject:
-    """Check, store (as `owner`'s) and submit a request; returns once the engine admitted it."""
+    """Check, store (as `owner`'s) and submit a request; returns once the engine admitted it.
+    A `realtime` request is paced to playback (a stream's option, see `engine/pace.py`)."""
     params = to_video_params(opts, rt.settings)
-    return await _start(rt, job_id, params, image_bytes, opts.seconds, stream, image_param, owner)
+    return await _start(
+        rt, job_id, params, image_bytes, opts.seconds, stream, image_param, owner, None, realtime
+    )
 
 
 async def remix(
@@ -111,6 +115,7 @@ async def _start(
     image_param: str,
     owner: str,
     remixed_from: str | None = None,
+    realtime: bool = False,
 ) -> VideoObject:
     try:
         engine = rt.require_engine()
@@ -128,7 +133,7 @@ async def _start(
         listener = rt.recorder.listener(job_id, params.fps, then=stream)
         try:
             await run_in_threadpool(_save_request, rt, job_id, params, image_bytes)
-            await engine.submit(Submission(job_id, image, params, (listener,)))
+            await engine.submit(Submission(job_id, image, params, (listener,), realtime=realtime))
         except BaseException:  # refused, or the caller went away: no record, no work
             engine.cancel(job_id)
             rt.store.delete(job_id)

@@ -194,6 +194,7 @@ class Runtime:
             s.request_timeout_s,
             s.stall_timeout_s,
             s.max_batch,
+            s.pace_lead_s,
         )
         self.engine = Engine(pipeline, config, memory)
         self.metrics.bind(self.engine, lambda: self.readiness()[0], weights)

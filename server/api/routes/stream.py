@@ -109,7 +109,9 @@ async def _run(ws: WebSocket, rt: Runtime, request: StreamRequest, job_id: str, 
     try:
         loop = asyncio.get_running_loop()
         listener = sender.listener(loop)
-        await service.create(rt, job_id, request, image, listener, "image", owner=owner)
+        await service.create(
+            rt, job_id, request, image, listener, "image", owner=owner, realtime=request.realtime
+        )
         watching = asyncio.create_task(_watch_client(ws))
         await asyncio.wait({sending, watching}, return_when=asyncio.FIRST_COMPLETED)
         if watching.done() and watching.result() == "disconnect":
