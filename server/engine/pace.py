@@ -55,9 +55,11 @@ class Pace:
     def lead(self) -> float | None:
         """Seconds of video emitted and not yet played (negative: playback is waiting now);
         None before playback starts."""
-        if self.start is None:
-            return None
-        played = self.clock() - self.start - self.stall_s
+        return None if self.start is None else self._lead_at(self.clock())
+
+    def _lead_at(self, now: float) -> float:
+        assert self.start is not None
+        played = now - self.start - self.stall_s
         return self.frames / self.fps - played
 
     def held(self) -> bool:
@@ -73,14 +75,12 @@ class Pace:
     def emitted(self, frames: int) -> PaceSample:
         """Account an emission that brings the request to `frames` RGB frames in all."""
         assert frames > self.frames, f"frames go forward: {self.frames} -> {frames}"
+        now = self.clock()  # read once: the emission is one instant
         if self.start is None:
-            self.start = self.clock()
-        lead = self.lead()
-        assert lead is not None
-        stall = max(0.0, -lead)  # playback ran out `stall` seconds ago and waited since
+            self.start = now
+        stall = max(0.0, -self._lead_at(now))  # playback ran dry `stall` s ago and waited since
         self.stall_s += stall
         self.frames = frames
-        lead = self.lead()
-        assert lead is not None
+        lead = self._lead_at(now)
         self.max_lead_s = max(self.max_lead_s, lead)
         return PaceSample(lead, stall)

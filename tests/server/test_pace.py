@@ -55,6 +55,13 @@ def test_a_late_frame_is_one_stall_and_playback_resumes_from_it() -> None:
     assert pace.stall_s == pytest.approx(1.0 - 5 / 12)
 
 
+def test_an_emission_is_one_instant_on_a_clock_that_moves_on_every_read() -> None:
+    reads = iter(range(100))
+    pace = Pace(12, 2.0, lambda: 1e-3 * next(reads))
+    assert pace.emitted(5) == PaceSample(5 / 12, 0.0)  # the first frame never stalls
+    assert pace.emitted(9).stall_s == 0.0 and pace.stall_s == 0.0
+
+
 @pytest.mark.parametrize(("fps", "bound"), [(0, 1.0), (12, 0.0), (12, -1.0)])
 def test_bad_pace_is_refused(fps: int, bound: float) -> None:
     with pytest.raises(ValueError, match="bound_s"):
