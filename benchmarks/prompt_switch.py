@@ -2,16 +2,18 @@
 
 What it measures: on a trained built-in model, held-out scenes (the first frame of each clip),
 several seeds, a fixed-length run whose prompt is "the camera pans left" until latent frame
-`switch` and "the camera pans right" from it on (the text slots rewritten in place, history
-and conditioning frame kept: `VideoGeneration.change_prompt`). From the picture of each latent
-frame (its last RGB frame; a pan moves 8 px between them) the dominant shift is measured
-(`demo.motion.content_shift`) over the frames before the switch and over those from the
-frame before the switch to the end. A camera panning right moves the content left.
+`switch` and "the camera pans right" from it on (the text slots rewritten in place:
+`VideoGeneration.change_prompt`). From the picture of each latent frame (its last RGB frame; a
+pan moves 8 px between them) the dominant shift is measured (`demo.motion.content_shift`) over
+the frames before the switch and over `--after` frames from the switch on (with the frame
+before it). A camera panning right moves the content left.
 
-Lanes, same scenes and seeds: `switch` (left, then right), `right` (right from the start: what
-following the prompt looks like on this model), `left` (never switched: what ignoring the
-change looks like). Reported: the share of clips whose measured direction after the switch
-frame is the camera's right pan, with a 95% Wilson interval, and the same before it.
+Lanes, same scenes and seeds: `switch, re-cache` (left, then right, the conditioning frame and
+the history forwarded again under the new text: the default), `switch, history kept` (their
+keys as the old text made them), `right` (right from the start: what following the prompt
+looks like on this model), `left` (never switched: what ignoring the change looks like).
+Reported: the share of clips whose measured direction after the switch frame is the camera's
+right pan, with a 95% Wilson interval, and the same before it.
 
     python benchmarks/prompt_switch.py --model builtin:demo-long --clips 8 --seeds 2 \
         --json benchmarks/results/prompt-switch-demo-long.json
@@ -22,6 +24,7 @@ What it is not: a test (`tests/` asserts the mechanics; this measures what a mod
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -77,6 +80,8 @@ def main() -> None:
     p.add_argument(
         "--switch", type=int, help="first latent frame of the new prompt (default: middle)"
     )
+    p.add_argument("--after", type=int, default=4, help="latent frames measured from the switch on")
+    p.add_argument("--guidance", type=float, help="CFG scale (default: the model card's)")
     p.add_argument("--clips", type=int, default=8)
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
@@ -87,62 +92,89 @@ def main() -> None:
     card = pipeline.defaults
     latent = args.latent_frames or card.latent_frames
     switch = args.switch or latent // 2
+    sampling = card.sampling
+    if args.guidance is not None:
+        sampling = dataclasses.replace(sampling, cfg_scale=args.guidance)
     policy = policy_from_spec(args.policy)
     load_start, started = os.getloadavg(), time.perf_counter()
-    # lane -> (prompt at the start, prompt from `switch` on)
-    lanes = {"switch": (LEFT, RIGHT), "right": (RIGHT, RIGHT), "left": (LEFT, LEFT)}
+    # lane -> (prompt at the start, prompt from `switch` on, re-cache the history on the change)
+    lanes = {
+        "switch, re-cache": (LEFT, RIGHT, True),
+        "switch, history kept": (LEFT, RIGHT, False),
+        "right": (RIGHT, RIGHT, True),
+        "left": (LEFT, LEFT, True),
+    }
     rows: dict[str, list[dict[str, object]]] = {lane: [] for lane in lanes}
     for index in range(args.clips):
         image = scene(args.model, index)
         for seed in range(args.seeds):
-            for lane, (start, then) in lanes.items():
+            for lane, (start, then, recache) in lanes.items():
                 params = VideoParams(
                     start,
                     latent_frames=latent,
                     size=card.size,
                     seed=seed,
                     policy=policy,
-                    sampling=card.sampling,
+                    sampling=sampling,
                     prompt_changes=((switch, then),) if then != start else (),
-                    text_slots=64,
+                    recache=recache,
                 )
                 pics = run(pipeline, image, params)
-                before = direction_of(content_shift(pics[:switch]))
-                after = direction_of(content_shift(pics[switch - 1 :]))
-                rows[lane].append({"clip": index, "seed": seed, "before": before, "after": after})
+                rows[lane].append(
+                    {
+                        "clip": index,
+                        "seed": seed,
+                        "before": direction_of(content_shift(pics[:switch])),
+                        # from the last frame of the old prompt (the turn included) ...
+                        "from": direction_of(content_shift(pics[switch - 1 : switch + args.after])),
+                        # ... and from the first frame of the new one
+                        "after": direction_of(
+                            content_shift(pics[switch : switch + args.after + 1])
+                        ),
+                    }
+                )
     summary = {}
     print(
-        f"{args.model}, policy {args.policy}, {latent} latent frames, switch at {switch}, "
-        f"{args.clips} clips x {args.seeds} seeds, load {load_start}"
+        f"{args.model}, policy {args.policy}, guidance {sampling.cfg_scale:g}, {latent} latent "
+        f"frames, switch at {switch}, "
+        f"{args.after} frames measured, {args.clips} clips x {args.seeds} seeds, load {load_start}"
     )
     print(
-        "| lane | prompt before -> after | camera right after the switch | [95% CI] "
-        "| camera left before | no motion after |"
+        "| lane | prompt before -> after | camera right from the switch [95% CI] "
+        "| camera right after its first frame [95% CI] | camera left before | no motion after |"
     )
     print("|---|---|---|---|---|---|")
     for lane, results in rows.items():
         n = len(results)
-        right = sum(r["after"] == CONTENT[RIGHT] for r in results)
-        left_before = sum(r["before"] == CONTENT[LEFT] for r in results)
-        still = sum(r["after"] is None for r in results)
-        lo, hi = wilson(right, n)
-        start, then = lanes[lane]
+        share = {k: sum(r[k] == CONTENT[RIGHT] for r in results) for k in ("from", "after")}
+        left_before = sum(r["before"] == CONTENT[LEFT] for r in results) / n
+        still = sum(r["after"] is None for r in results) / n
+        ci = {k: wilson(v, n) for k, v in share.items()}
+        start, then, _ = lanes[lane]
         summary[lane] = {
             "n": n,
-            "right_after": right / n,
-            "ci": [lo, hi],
-            "left_before": left_before / n,
-            "still_after": still / n,
+            "right_from_switch": share["from"] / n,
+            "right_from_switch_ci": ci["from"],
+            "right_after_first": share["after"] / n,
+            "right_after_first_ci": ci["after"],
+            "left_before": left_before,
+            "still_after": still,
         }
+        cells = [
+            f"{share[k]}/{n} = {share[k] / n:.2f} [{ci[k][0]:.2f}, {ci[k][1]:.2f}]"
+            for k in ("from", "after")
+        ]
         print(
-            f"| {lane} | {start!r} -> {then!r} | {right}/{n} = {right / n:.2f} | "
-            f"[{lo:.2f}, {hi:.2f}] | {left_before / n:.2f} | {still / n:.2f} |"
+            f"| {lane} | {start!r} -> {then!r} | {cells[0]} | {cells[1]} | {left_before:.2f} "
+            f"| {still:.2f} |"
         )
     out = {
         "model": args.model,
         "policy": args.policy,
         "latent_frames": latent,
         "switch": switch,
+        "after": args.after,
+        "guidance": sampling.cfg_scale,
         "clips": args.clips,
         "seeds": args.seeds,
         "threads": args.threads,

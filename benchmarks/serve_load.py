@@ -269,13 +269,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(args: argparse.Namespace, data_dir: str) -> tuple[subprocess.Popen[bytes], str]:
-    """`packcache serve` on a free loopback port; returns (process, base URL) once ready."""
+def start_server(
+    args: argparse.Namespace, data_dir: str, *flags: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`packcache serve` (with more `flags`) on a free loopback port; returns (process, base
+    URL) once ready."""
     port = free_port()
     cmd = [
         sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port),
         "--model", args.model, "--device", args.device, "--data-dir", data_dir,
-        "--max-running", str(args.max_running), "--log-level", "warning",
+        "--max-running", str(args.max_running), "--log-level", "warning", *flags,
     ]  # fmt: skip
     root = Path(__file__).resolve().parents[1]
     log = open(Path(data_dir) / "server.log", "wb")  # noqa: SIM115 (lives as long as the server)

@@ -79,6 +79,7 @@ class HistoryFrame:
     frame: int  # temporal frame index its tokens are rotated for
     local: torch.Tensor  # (n,) sorted frame-local indices held, in slot order (CPU int64)
     score: torch.Tensor | None = None  # (n,) float32 per held token, for scoring policies
+    tokens: torch.Tensor | None = None  # (tokens,) the frame as written back (for a re-cache)
 
 
 def visible_tokens(layout: FrameLayout, masked: torch.Tensor) -> torch.Tensor:
@@ -193,11 +194,15 @@ class KVCache:
         mask = torch.zeros(valid.shape, dtype=self.dtype, device=self.device)
         return mask.masked_fill_(~valid, float("-inf"))
 
-    def commit_frame(self, frame: int, visible: torch.Tensor) -> None:
-        """Register the frame just written back at `current_start` and pack the history."""
+    def commit_frame(
+        self, frame: int, visible: torch.Tensor, tokens: torch.Tensor | None = None
+    ) -> None:
+        """Register the frame just written back at `current_start` (its `tokens`, kept so it
+        can be forwarded again) and pack the history."""
         assert self.used_tokens <= self.spec.capacity_tokens, "cache capacity exceeded"
         score = self.token_scores() if self.policy.uses_scores else None
-        self.history.append(HistoryFrame(frame, torch.arange(self.spec.layout.tokens), score))
+        local = torch.arange(self.spec.layout.tokens)
+        self.history.append(HistoryFrame(frame, local, score, tokens))
         self.frames_written += 1
         self.pack(visible)
 
@@ -224,7 +229,7 @@ class KVCache:
             if k is not None:
                 src.append(offset + k)
                 score = None if h.score is None else h.score[k]
-                kept.append(HistoryFrame(h.frame, h.local[k], score))
+                kept.append(HistoryFrame(h.frame, h.local[k], score, h.tokens))
             offset += h.local.numel()
         moved = self.policy.rebase and any(h.frame != i for i, h in enumerate(kept, 1))
         if not moved and sum(k.numel() for k in src) == offset - A:
@@ -238,7 +243,7 @@ class KVCache:
         for buf in self.v:
             buf[:, :, A : A + n] = buf.index_select(2, index)
         if self.policy.rebase:
-            kept = [HistoryFrame(i, h.local, h.score) for i, h in enumerate(kept, 1)]
+            kept = [HistoryFrame(i, h.local, h.score, h.tokens) for i, h in enumerate(kept, 1)]
         self.history = kept
 
     def _rebase_angles(self, kept: list[HistoryFrame]) -> torch.Tensor:

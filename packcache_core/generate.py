@@ -96,6 +96,9 @@ class VideoRequest:
     # (generated latent frame, prompt ids): the prompt in force from that frame on
     prompt_changes: tuple[tuple[int, list[int]], ...] = ()
     text_slots: int = 0  # cache slots held for the text, if more than the prompt's own
+    # On a prompt change, forward the conditioning frame and the history again under the new
+    # text (LongLive's KV re-cache); False keeps their keys as the old text made them.
+    recache: bool = True
 
     def __post_init__(self) -> None:
         if self.latent_frames < 2:
@@ -120,6 +123,10 @@ class VideoRequest:
     def write_backs(self) -> int | None:
         """Frames written back into the cache (the last is not); None: no preset end."""
         return None if self.open_ended else self.latent_frames - 2
+
+
+class PromptTooLong(ValueError):
+    """A new prompt needs more text slots than the video's cache holds."""
 
 
 @dataclass(frozen=True)
@@ -291,11 +298,11 @@ class VideoGeneration:
         text is written again in the slots held for it; history and conditioning frame stay.
 
         Raises:
-            ValueError: the prompt needs more text slots than the cache holds.
+            PromptTooLong: the prompt needs more text slots than the cache holds.
         """
         room = self.cache.spec.text_capacity
         if len(prompt_ids) > room:
-            raise ValueError(
+            raise PromptTooLong(
                 f"the new prompt takes {len(prompt_ids)} tokens; this video holds {room} for "
                 "its text (set when it was admitted): shorten it"
             )
@@ -367,6 +374,36 @@ class VideoGeneration:
         self.model(tokens.to(dev), cos, sin, mask[:, None], self.cache.layers, start=0)
         self.cache.anchor_valid[0, :P] = torch.arange(P, device=dev) < n + 3
 
+    def _recache(self) -> None:
+        """KV re-cache after a prompt change: the conditioning frame and then each history
+        frame, oldest first, are forwarded again as they were written back, each attending to
+        the anchors and the frames already redone; the conditional row's keys and values of the
+        tokens a frame holds are replaced (the unconditional row has no text: it stays). Each
+        frame is redone in the free slots of the current frame, at its own position."""
+        cache, F, dev = self.cache, self.layout.tokens, self.device
+        A, kv = cache.spec.anchor_tokens, cache.layers
+        frame0 = self.layout.frame_tokens(self.request.first_frame.to(dev))
+        cos, sin = self._frame_tables(0)
+        mask = cache.anchor_valid[:, None, None, :]
+        self.model(frame0.expand(2, -1), cos, sin, mask, kv, start=cache.spec.prefix_tokens)
+        scratch, redone = cache.current_start, 0
+        for h in cache.history:
+            assert h.tokens is not None, "a history frame without its tokens"
+            rest = torch.zeros(2, scratch + F - A, dtype=torch.bool, device=dev)
+            rest[:, :redone] = True  # the frames redone so far ...
+            rest[:, scratch - A :] = True  # ... and itself
+            valid = torch.cat((cache.anchor_valid, rest), dim=1)[:, None, None, :]
+            mask = torch.zeros(valid.shape, dtype=self.dtype, device=dev)
+            mask.masked_fill_(~valid, float("-inf"))
+            cos, sin = self._frame_tables(h.frame)
+            self.model(h.tokens.expand(2, -1), cos, sin, mask, kv, start=scratch)
+            src = scratch + h.local.to(dev)
+            n = h.local.numel()
+            for k, v in kv:
+                k[0, :, A + redone : A + redone + n] = k[0, :, src]
+                v[0, :, A + redone : A + redone + n] = v[0, :, src]
+            redone += n
+
     def _frame_tables(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin), each (2, F, D), for a frame at temporal index `position` in both rows."""
         pos = torch.stack(
@@ -379,6 +416,8 @@ class VideoGeneration:
         new_prompt = self._prompt_at.pop(self.frames_done + 1, None)
         if new_prompt is not None:
             self._write_text(new_prompt)
+            if self.request.recache:
+                self._recache()
         if self.sampling.reset_temperature_per_frame:
             self.temperature = self.sampling.temperature
         position = self.cache.next_frame_index
@@ -435,7 +474,7 @@ class VideoGeneration:
             tokens = self._frame_tokens(fs.ids)
             tokens[3 + self.history_masked] = MASK  # AR-DF history mask, newlines included
             self._forward(fs, tokens)
-            self.cache.commit_frame(fs.position, self.visible)
+            self.cache.commit_frame(fs.position, self.visible, tokens)
         codes = (fs.ids - CODE_OFFSET).view(self.layout.h, self.layout.w).cpu()
         self._frame = None
         return FrameResult(

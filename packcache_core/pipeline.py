@@ -65,6 +65,7 @@ class VideoParams:
     # (generated latent frame, prompt): the prompt in force from that frame on
     prompt_changes: tuple[tuple[int, str], ...] = ()
     text_slots: int = 0  # text tokens the cache holds, if more than the prompts need
+    recache: bool = True  # a prompt change forwards the history again (`VideoRequest`)
     # The duration the prompt states, if not the one `latent_frames` covers (an extension
     # keeps its source's, so the source's frames replay exactly).
     stated_seconds: int | None = None
@@ -257,6 +258,7 @@ class Pipeline:
             params.open_ended,
             tuple((i, ids(text)) for i, text in params.prompt_changes),
             params.text_slots,
+            params.recache,
         )
         return Prepared(params, pixels, req)
 

@@ -54,6 +54,7 @@ def request_to_json(params: VideoParams) -> dict[str, Any]:
         "open_ended": params.open_ended,
         "prompt_changes": [[i, text] for i, text in params.prompt_changes],
         "text_slots": params.text_slots,
+        "recache": params.recache,
         "stated_seconds": params.stated_seconds,
     }
 
@@ -72,6 +73,7 @@ def request_from_json(data: dict[str, Any]) -> VideoParams:
         open_ended=bool(data.get("open_ended", False)),  # records of older versions lack these
         prompt_changes=tuple((int(i), str(t)) for i, t in data.get("prompt_changes", [])),
         text_slots=int(data.get("text_slots", 0)),
+        recache=bool(data.get("recache", True)),
         stated_seconds=None if data.get("stated_seconds") is None else int(data["stated_seconds"]),
     )
 

@@ -31,6 +31,7 @@ STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BYTES_BUCKETS = tuple(float(1 << k) for k in range(24, 39))  # 16 MiB .. 256 GiB, x2
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
 RTF_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
+LEAD_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 20, 60)
 
 
 class Metrics:
@@ -100,8 +101,19 @@ class Metrics:
         )
         self.rtf = Histogram(
             f"{PREFIX}_realtime_factor",
-            "Generation wall seconds per second of video, completed requests",
+            "Generation wall seconds per second of video, completed unpaced requests",
             buckets=RTF_BUCKETS,
+            registry=r,
+        )
+        self.lead = Histogram(
+            f"{PREFIX}_stream_lead_seconds",
+            "Paced streams: video seconds emitted ahead of playback, at each generated frame",
+            buckets=LEAD_BUCKETS,
+            registry=r,
+        )
+        self.stall = Counter(
+            f"{PREFIX}_stream_stall_seconds",
+            "Paced streams: seconds playback waited for frames (underrun)",
             registry=r,
         )
         self.ws_open = Gauge(
@@ -193,9 +205,14 @@ class Metrics:
         self.frames.labels(frame.policy).inc(frame.rgb_frames)
         if frame.time_to_first_frame_s is not None:
             self.ttff.observe(frame.time_to_first_frame_s)
+        if frame.pace is not None:
+            self.lead.observe(frame.pace.lead_s)
+            self.stall.inc(frame.pace.stall_s)
 
     def on_finish(self, status: FinalStatus, stats: RequestStats) -> None:
         self.requests.labels(status).inc()
         self.duration.labels(status).observe(stats.duration_s)
-        if status == "completed" and stats.realtime_factor is not None:
+        # A paced request is held to playback, so its factor is about 1 by construction and
+        # says nothing of the engine's speed: its stall seconds tell whether it kept up.
+        if status == "completed" and stats.realtime_factor is not None and not stats.realtime:
             self.rtf.observe(stats.realtime_factor)

@@ -24,6 +24,7 @@ from packcache_core.builtin import model_defaults
 from packcache_core.generate import GenerationDefaults
 from packcache_core.policy import known_policy
 from packcache_core.request import Limits
+from server.engine.pace import DEFAULT_LEAD_S
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -120,6 +121,13 @@ class Settings(BaseSettings):
         le=100_000,
         description="text tokens (BOS + prompt + SEP) a websocket stream's cache holds, so "
         "that a longer prompt can replace its first one mid-stream; 0: only the first's own",
+    )
+    pace_lead_s: float = Field(
+        DEFAULT_LEAD_S,
+        gt=0,
+        le=3600,
+        description="a websocket stream that asks for `realtime` is generated at most this many "
+        "seconds of video ahead of its playback; its turns meanwhile go to other requests",
     )
     stall_timeout_s: float = Field(
         120.0,

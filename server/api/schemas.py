@@ -243,6 +243,14 @@ class StreamRequest(GenerationOptions):
         "then only say how long the prompt states the clip is. Needs a cache policy that "
         "stays bounded (packcache, sliding or sink, with rebase)",
     )
+    realtime: bool = Field(
+        False,
+        strict=True,
+        description="pace generation to playback: the server keeps at most `pace_lead_s` "
+        "seconds of video (a setting, default 2) ahead of a player that starts with the first "
+        "generated frame, instead of generating as fast as it can; `completed` then reports "
+        "`stall_s` and `max_lead_s`",
+    )
 
 
 class CancelMessage(BaseModel):

@@ -86,11 +86,15 @@ async def create(
     owner: str,
     open_ended: bool = False,
     text_slots: int = 0,
+    realtime: bool = False,
 ) -> VideoObject:
     """Check, store (as `owner`'s) and submit a request; returns once the engine admitted it.
-    A websocket stream may be `open_ended` and hold `text_slots` for a new prompt."""
+    A websocket stream may be `open_ended`, hold `text_slots` for a new prompt, and be
+    `realtime`: paced to playback (see `engine/pace.py`)."""
     params = to_video_params(opts, rt.settings, open_ended, text_slots)
-    return await _start(rt, job_id, params, image_bytes, opts.seconds, stream, image_param, owner)
+    return await _start(
+        rt, job_id, params, image_bytes, opts.seconds, stream, image_param, owner, realtime=realtime
+    )
 
 
 async def remix(
@@ -159,6 +163,7 @@ async def _start(
     owner: str,
     remixed_from: str | None = None,
     resume: tuple[str, Recorded] | None = None,
+    realtime: bool = False,
 ) -> VideoObject:
     """Store and submit; `resume`: (a video, its recorded frames) the new one starts with."""
     try:
@@ -178,7 +183,8 @@ async def _start(
         try:
             await run_in_threadpool(_save_request, rt, job_id, params, image_bytes, resume)
             recorded = None if resume is None else resume[1]
-            await engine.submit(Submission(job_id, image, params, (listener,), resume=recorded))
+            sub = Submission(job_id, image, params, (listener,), resume=recorded, realtime=realtime)
+            await engine.submit(sub)
         except BaseException:  # refused, or the caller went away: no record, no work
             engine.cancel(job_id)
             rt.store.delete(job_id)

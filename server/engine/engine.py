@@ -8,10 +8,12 @@ request's prefill runs alone (prompts differ in length); the denoising steps of 
 as one batched forward per frame geometry (the core's step loop, `batch.tick`: each request's
 two rows attend over its own fixed-size cache), then each request samples, writes back and
 decodes on its own; the engine accounts each request's outcome. With `max_batch` 1 a tick is
-one request's step (round robin, no batching). Each event goes to the request's listeners at
-once (frames as soon as a latent frame decodes). What it is not: a web handler (nothing here
-awaits; routes await `submit`, which the engine answers through the caller's event loop) or
-a writer of files (the recorder listens).
+one request's step (round robin, no batching). A paced request (`realtime`, see `pace.py`)
+that leads playback by `pace_lead_s` or more is passed over; when every running request is, the
+thread sleeps until the first of them falls below its bound or a submission or cancel wakes it.
+Each event goes to the request's listeners at once (frames as soon as a latent frame decodes).
+What it is not: a web handler (nothing here awaits; routes await `submit`, which the engine
+answers through the caller's event loop) or a writer of files (the recorder listens).
 
 Joining and leaving a batch: a newcomer's first tick is its prefill; it joins the batched
 forward in the next tick, at the start of its first frame, and leaves after its last frame (or
@@ -34,11 +36,13 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from packcache_core.batch import tick
+from packcache_core.generate import PromptTooLong
 from packcache_core.pipeline import FrameOutput, Pipeline, StepMemory, VideoRun
 from packcache_core.record import Recorded
 from server.engine.events import (
@@ -55,11 +59,18 @@ from server.engine.events import (
 )
 from server.engine.job import Admission, Job, PromptRequest, Submission
 from server.engine.memory import DeviceMemory
+from server.engine.pace import DEFAULT_LEAD_S, Pace
 from server.engine.scheduler import FifoScheduler, tick_bytes
 from server.errors import InvalidRequest, NotReady, Overloaded, ServerError, Unavailable
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.25
+MIN_WAIT_S = 0.001
+
+
+def _held(job: Job) -> bool:
+    """A paced request ahead of playback: passed over this tick, its turn goes to others."""
+    return job.pace is not None and job.pace.held()
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,7 @@ class EngineConfig:
     stall_timeout_s: float
     max_batch: int = 1  # requests stepped together per tick (1: one step at a time)
     max_stream_s: float = 3600.0  # an open-ended video ends (completed) this long after arrival
+    pace_lead_s: float = DEFAULT_LEAD_S  # a paced request is held this far ahead of playback
 
 
 @dataclass(frozen=True)
@@ -91,8 +103,10 @@ class Engine:
         config: EngineConfig,
         memory: DeviceMemory,
         observer: EngineObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pipeline = pipeline
+        self.clock = clock  # the playback clock of paced requests (tests pass a fake one)
         self.config = config
         self.memory = memory
         self.observer: EngineObserver = observer or NullObserver()
@@ -232,9 +246,9 @@ class Engine:
                     self._take_intake()
                     self._reap()
                     self._admit()
-                    batch = self.scheduler.next_batch()
-                    if not batch:
-                        self._wake.wait(IDLE_WAIT_S)
+                    batch = self.scheduler.next_batch(held=_held)
+                    if not batch:  # nothing runs, or every running request is paced and ahead
+                        self._wake.wait(self._idle_s())
                         self._wake.clear()
                         continue
                     self._tick(batch)
@@ -244,6 +258,12 @@ class Engine:
             raise
         finally:
             self._shutdown()  # nobody waits forever
+
+    def _idle_s(self) -> float:
+        """How long the loop may sleep when no request can step: until the first held request
+        falls below its bound (never 0, so a frozen clock cannot make it spin), or a while."""
+        waits = [job.pace.wait_s() for job in self.scheduler.running if job.pace is not None]
+        return max(MIN_WAIT_S, min([IDLE_WAIT_S, *waits]))
 
     def _take_intake(self) -> None:
         while True:
@@ -300,6 +320,8 @@ class Engine:
     def _start(self, job: Job) -> None:
         assert job.prepared is not None
         job.started_at = job.last_frame_at = time.monotonic()
+        if job.sub.realtime:
+            job.pace = Pace(job.sub.params.fps, self.config.pace_lead_s, self.clock)
         self.observer.on_start(job.started_at - job.sub.arrived)
         self._publish()
         try:
@@ -368,7 +390,8 @@ class Engine:
             try:
                 index = run.change_prompt(prompt)
             except ValueError as e:  # too long for its text slots, or a reserved marker
-                _answer(reply, InvalidRequest(str(e), param="prompt", code="prompt_too_long"))
+                code = "prompt_too_long" if isinstance(e, PromptTooLong) else "invalid_prompt"
+                _answer(reply, InvalidRequest(str(e), param="prompt", code=code))
                 continue
             _answer(reply, index)
             self._emit(job, PromptChanged(prompt, index))

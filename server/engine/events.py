@@ -17,6 +17,7 @@ from typing import Literal, Protocol
 import torch
 
 from packcache_core.generate import SamplerState
+from server.engine.pace import PaceSample
 
 FinalStatus = Literal["completed", "failed", "cancelled", "timeout"]
 
@@ -38,6 +39,10 @@ class RequestStats:
     cache_bytes: int  # the request's fixed KV cache
     activation_bytes: int  # estimate used for admission
     peak_memory_bytes: int  # largest device memory seen during its steps
+    # Pacing (`pace.py`); the defaults are what a record stored before pacing existed reads as:
+    realtime: bool = False  # paced to playback
+    stall_s: float | None = None  # paced: seconds playback waited for frames (None: unpaced)
+    max_lead_s: float | None = None  # paced: most video seconds emitted ahead of playback
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,7 @@ class FrameStats:
     peak_memory_bytes: int  # largest memory seen during the frame's steps
     rgb_frames: int
     time_to_first_frame_s: float | None  # set on the request's first generated frame
+    pace: PaceSample | None = None  # a paced request's lead and stall at this frame
 
 
 class EngineObserver(Protocol):

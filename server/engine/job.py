@@ -25,6 +25,7 @@ from packcache_core.layout import latent_frames_for
 from packcache_core.pipeline import Prepared, StepMemory, VideoParams, VideoRun
 from packcache_core.record import Recorded
 from server.engine.events import FinalStatus, FrameStats, JobListener, RequestStats
+from server.engine.pace import Pace
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Submission:
     listeners: tuple[JobListener, ...] = ()
     arrived: float = field(default_factory=time.monotonic)
     resume: Recorded | None = None  # frames already made (a job picked up after a restart)
+    realtime: bool = False  # pace to playback (`pace.py`); a serving concern, not the core's
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class Job:
     step_seconds: float = 0.0
     peak_bytes: int = 0
     frame_peak_bytes: int = 0
+    pace: Pace | None = None  # set at start when the submission asks for `realtime`
 
     @property
     def cache_bytes(self) -> int:
@@ -116,14 +119,15 @@ class Job:
         first = self.first_frame_at is None
         if first:
             self.first_frame_at = now
+        self.rgb_frames += rgb_frames
         stats = FrameStats(
             policy=self.policy,
             latency_s=now - self.last_frame_at,
             peak_memory_bytes=self.frame_peak_bytes,
             rgb_frames=rgb_frames,
             time_to_first_frame_s=now - self.sub.arrived if first else None,
+            pace=None if self.pace is None else self.pace.emitted(self.rgb_frames),
         )
-        self.rgb_frames += rgb_frames
         self.last_frame_at, self.frame_peak_bytes = now, 0
         return stats
 
@@ -147,6 +151,9 @@ class Job:
             cache_bytes=self.cache_bytes,
             activation_bytes=self.activation_bytes,
             peak_memory_bytes=self.peak_bytes,
+            realtime=self.sub.realtime,
+            stall_s=None if self.pace is None else self.pace.stall_s,
+            max_lead_s=None if self.pace is None else self.pace.max_lead_s,
         )
 
 

@@ -14,14 +14,15 @@ runs steps (the engine) or that measures memory (`memory.py`).
 Invariants: `reserved_bytes <= budget_bytes` whenever a request runs alone or with others it was
 admitted beside; at most `max_running` run and `max_queued` wait; waiting requests start in
 arrival order (no overtaking, so a large request cannot starve); `next_batch` hands out every
-running request once per round (round robin, `max_batch` at a time).
+running request once per round (round robin, `max_batch` at a time), passing over the ones the
+engine holds back (paced streams ahead of playback).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Generic, Literal, Protocol, TypeVar
 
 from packcache_core.pipeline import StepMemory
@@ -122,10 +123,17 @@ class FifoScheduler(Generic[J]):
         """1 = next to start; 0 = running."""
         return self.waiting.index(job) + 1 if job in self.waiting else 0
 
-    def next_batch(self) -> list[J]:
-        """The running requests to step now: the next `max_batch` in round-robin order."""
-        batch = list(itertools.islice(self.running, self.max_batch))
-        self.running.rotate(-len(batch))
+    def next_batch(self, held: Callable[[J], bool] | None = None) -> list[J]:
+        """The running requests to step now: the next `max_batch` in round-robin order.
+
+        A request for which `held` is true (a paced stream ahead of playback) is passed over
+        and keeps its place, so it is first in line once it is no longer held; the requests
+        stepped go to the back. Empty when every running request is held."""
+        ready = (job for job in self.running if held is None or not held(job))
+        batch = list(itertools.islice(ready, self.max_batch))
+        for job in batch:
+            self.running.remove(job)
+            self.running.append(job)
         return batch
 
     def remove(self, job: J) -> None:

@@ -195,6 +195,7 @@ class Runtime:
             s.stall_timeout_s,
             s.max_batch,
             s.max_stream_s,
+            s.pace_lead_s,
         )
         self.engine = Engine(pipeline, config, memory)
         self.metrics.bind(self.engine, lambda: self.readiness()[0], weights)

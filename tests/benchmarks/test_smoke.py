@@ -94,6 +94,18 @@ def test_serve_load_quick(tmp_path: Path) -> None:
     assert set(res["summary"]) >= {"throughput_fps", "frame_latency_p95", "rejections"}
 
 
+def test_pacing_quick(tmp_path: Path) -> None:
+    _, res = quick_results("pacing.py", tmp_path)
+    assert set(res) >= {"config", "machine", "unpaced", "paced", "summary"}
+    assert set(res["machine"]) >= {"load_avg", "load_avg_end"}
+    rows = res["paced"]["streams"]
+    assert len(rows) == res["config"]["streams"]
+    for r in rows:
+        assert set(r) >= {"stall_s", "max_lead_s", "bound_s", "realtime_factor", "ttff_s"}
+        assert r["ok"] and r["rgb_frames"] == 4 * (res["config"]["latent_frames"] - 1)
+    assert set(res["summary"]) >= {"load_ratio", "stall_s_max", "max_lead_s", "lead_limit_s"}
+
+
 def test_batching_quick(tmp_path: Path) -> None:
     _, res = quick_results("batching.py", tmp_path)
     assert set(res) >= {"config", "machine", "rows", "summary"}

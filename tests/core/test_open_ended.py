@@ -94,8 +94,8 @@ def test_open_ended_refuses_a_cache_or_positions_that_grow(pipeline: Pipeline, p
 
 def test_prompt_change_takes_effect_at_the_frame_it_names(pipeline: Pipeline) -> None:
     plain = _frames(_start(pipeline, _params(latent_frames=6)))
-    # The same prompt again: the text is rewritten with identical keys, nothing changes.
-    same = _start(pipeline, _params(latent_frames=6))
+    # The same prompt again, history kept: the text is rewritten with identical keys.
+    same = _start(pipeline, _params(latent_frames=6, recache=False))
     first = _frames(same, 2)
     assert same.change_prompt("a red ball rolls") == 3
     assert _same(first + _frames(same), plain)
@@ -109,6 +109,29 @@ def test_prompt_change_takes_effect_at_the_frame_it_names(pipeline: Pipeline) ->
     assert _same(before, plain[:2]) and not _same(after, plain[2:])
     planned = _frames(_start(pipeline, _params(latent_frames=6, prompt_changes=((3, longer),))))
     assert _same(before + after, planned)
+
+
+def test_recache_under_the_same_prompt_rebuilds_the_same_cache(pipeline: Pipeline) -> None:
+    """With every frame whole (`full`), forwarding the history again under the same text gives
+    the keys and values the write-backs gave (up to summation order)."""
+    run = _start(pipeline, _params("full", latent_frames=6))
+    _frames(run, 3)
+    gen = run.generation
+    end = gen.cache.current_start
+    before = [(k[:, :, :end].clone(), v[:, :, :end].clone()) for k, v in gen.cache.layers]
+    gen._write_text(gen.request.prompt_ids)
+    gen._recache()
+    for (k0, v0), (k, v) in zip(before, gen.cache.layers, strict=True):
+        torch.testing.assert_close(k[:, :, :end], k0, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(v[:, :, :end], v0, atol=1e-5, rtol=1e-5)
+    # and a re-cache under another prompt does change the history's conditional keys
+    other = pipeline.prepare(_image(), _params("full", prompt="a blue cube")).request.prompt_ids
+    gen._write_text(other)
+    gen._recache()
+    A = gen.cache.spec.anchor_tokens
+    k, _ = gen.cache.layers[-1]
+    assert not torch.allclose(k[0, :, A:end], before[-1][0][0, :, A:end], atol=1e-3)
+    assert torch.equal(k[1, :, A:end], before[-1][0][1, :, A:end])  # no text in that row
 
 
 def test_prompt_change_mid_frame_waits_for_the_next_frame(pipeline: Pipeline) -> None:

@@ -15,7 +15,7 @@ from tests.server.test_engine import Log, log, make_engine, need, params, pipeli
 
 __all__ = ["log", "pipeline", "stop"]  # the fixtures this module shares
 
-OPEN = {"open_ended": True, "policy": make_policy("packcache"), "text_slots": 64}
+OPEN = {"open_ended": True, "policy": make_policy("packcache"), "text_slots": 200}
 
 
 def test_open_ended_video_ends_completed_at_max_stream_s(
@@ -45,7 +45,7 @@ def test_prompt_changes_and_stop_through_the_engine(
     index = asyncio.run(engine.change_prompt("a", "a blue circle"))
     assert index >= 1
     with pytest.raises(InvalidRequest, match="shorten it"):
-        asyncio.run(engine.change_prompt("a", "x" * 200))
+        asyncio.run(engine.change_prompt("a", "x" * 300))
     assert engine.end("a")
     final = log.final("a", timeout=120)
     assert final.status == "completed"

@@ -18,11 +18,13 @@ HISTOGRAMS = [
     "packcache_denoise_step_seconds",
     "packcache_frame_peak_memory_bytes",
     "packcache_realtime_factor",
+    "packcache_stream_lead_seconds",
 ]
 COUNTERS = [
     "packcache_requests_total",
     "packcache_requests_rejected_total",
     "packcache_frames_generated_total",
+    "packcache_stream_stall_seconds_total",
 ]
 GAUGES = [
     "packcache_gpu_memory_allocated_bytes",

@@ -47,6 +47,7 @@ def busy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         memory_budget_bytes=budget,
         max_queued=QUEUE,
         max_batch=CONCURRENCY,
+        stream_prompt_tokens=0,  # the websocket request then needs what a REST one needs
     ).start()
     yield live
     live.stop()

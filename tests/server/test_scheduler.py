@@ -122,3 +122,19 @@ def test_batches_take_turns_when_more_run_than_fit_one() -> None:
     assert [everyone.next_batch() for _ in range(2)] == [[a, b, c], [a, b, c]]
     with pytest.raises(ValueError, match="max_batch"):
         FifoScheduler(1, 1, 1, max_batch=0)
+
+
+def test_held_requests_are_passed_over_and_keep_their_place() -> None:
+    """A held request (a paced stream ahead of playback) gives its turn to the others and is
+    first in line again once released; when all are held, nothing steps."""
+    s: FifoScheduler[FakeJob] = FifoScheduler(10**9, max_running=8, max_queued=8, max_batch=2)
+    a, b, c, d = jobs(4)
+    for x in (a, b, c, d):
+        s.offer(x, 1)
+    held = {a}
+    assert [s.next_batch(held.__contains__) for _ in range(3)] == [[b, c], [d, b], [c, d]]
+    held = set()
+    assert s.next_batch(held.__contains__) == [a, b]  # first in line, not at the back
+    held = {a, b, c, d}
+    assert s.next_batch(held.__contains__) == []
+    assert list(s.running) == [c, d, a, b]  # an empty turn moves nobody

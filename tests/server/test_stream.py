@@ -78,6 +78,7 @@ def test_frames_in_order_first_frame_early(server: LiveServer) -> None:
     assert completed["frames_sent"] == n_frames and completed["dropped"] == 0
     assert completed["stats"]["frames"] == n_frames
     assert completed["stats"]["steps"] == (latent - 1) * steps
+    assert completed["stats"]["realtime"] is False and completed["stats"]["stall_s"] is None
     assert completed["id"] == video_id
     video = server.client.get(f"/v1/videos/{video_id}").json()  # recorded before `completed`
     assert video["status"] == "completed"
@@ -143,6 +144,29 @@ def test_cancel_on_disconnect_must_be_a_bool(server: LiveServer) -> None:
         ws.send(request(cancel_on_disconnect="yes"))
         error = read_until(ws, "completed")
     assert error["type"] == "error" and error["error"]["param"] == "cancel_on_disconnect"
+    assert ws.close_code == 1007
+
+
+def test_a_realtime_stream_reports_its_pace(server: LiveServer) -> None:
+    with connect(server.ws_url) as ws:
+        ws.send(request(realtime=True))
+        completed = read_until(ws, "completed")
+    assert completed["type"] == "completed"
+    stats = completed["stats"]
+    assert stats["realtime"] is True and stats["stall_s"] >= 0
+    latent_s = 4 / server.settings.fps  # one latent frame of video
+    assert 5 / server.settings.fps <= stats["max_lead_s"] <= server.settings.pace_lead_s + latent_s
+    m = server.metrics()
+    assert m["packcache_stream_lead_seconds_count"] == TINY["latent_frames"] - 1
+    assert m["packcache_stream_stall_seconds_total"] == pytest.approx(stats["stall_s"])
+
+
+@pytest.mark.parametrize("value", ["yes", 1, "true", None])
+def test_realtime_must_be_a_bool(server: LiveServer, value: Any) -> None:
+    with connect(server.ws_url) as ws:
+        ws.send(request(realtime=value))
+        error = read_until(ws, "completed")
+    assert error["type"] == "error" and error["error"]["param"] == "realtime"
     assert ws.close_code == 1007
 
 

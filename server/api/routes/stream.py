@@ -161,6 +161,7 @@ async def _run(ws: WebSocket, rt: Runtime, request: StreamRequest, job_id: str, 
             owner=owner,
             open_ended=request.open_ended,
             text_slots=slots,
+            realtime=request.realtime,
         )
         watching = asyncio.create_task(_watch_client(ws, rt, sender, job_id))
         await asyncio.wait({sending, watching}, return_when=asyncio.FIRST_COMPLETED)
