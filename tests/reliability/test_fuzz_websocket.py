@@ -26,12 +26,16 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from server.api.routes.stream import control_limit
 from server.api.schemas import ErrorMessage
+from server.settings import Settings
 from tests.reliability.conftest import SMALL
 from tests.server.conftest import LiveServer, png_bytes, wait_until
 
 UPLOAD = 64 << 10  # a small upload limit, so an oversized message is cheap to send
 TEXT_LIMIT = 2 * UPLOAD + 65536  # the first message's limit (routes/stream.py)
+# the limit of every later message (the fuzzed server keeps the default prompt length)
+CONTROL_LIMIT = control_limit(Settings.model_fields["max_prompt_chars"].default)
 REFUSALS = {1007, 1008, 1009, 1013}  # invalid, key, too big, try again: never 1011
 FUZZ_EXAMPLES = int(os.environ.get("PACKCACHE_FUZZ_EXAMPLES", "40"))
 IMAGE = base64.b64encode(png_bytes(64, 64)).decode()
@@ -118,7 +122,7 @@ def assert_clean_end(received: list[Any], code: int | None) -> None:
         ([json.dumps({"type": "cancel"})], 1007, ""),  # cancel before any request
         ([json.dumps(valid()), json.dumps(valid())], 1007, "only"),  # a second request
         ([json.dumps(valid()), b"\0\1"], 1007, "binary"),  # binary after the request
-        ([json.dumps(valid()), "y" * 5000], 1009, "larger"),  # oversized after the request
+        ([json.dumps(valid()), "y" * (CONTROL_LIMIT + 1)], 1009, "larger"),  # oversized, later
     ],
     ids=[
         "truncated",

@@ -5,13 +5,26 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import torch
 
 from packcache_core.pipeline import Pipeline
 from packcache_core.policy import make_policy
+from packcache_core.record import Recorded
 from server.engine.engine import Engine
 from server.engine.events import Frame, PromptChanged, Started
+from server.engine.job import Submission
 from server.errors import InvalidRequest, NotReady
-from tests.server.test_engine import Log, log, make_engine, need, params, pipeline, stop, submit
+from tests.server.test_engine import (
+    IMAGE,
+    Log,
+    log,
+    make_engine,
+    need,
+    params,
+    pipeline,
+    stop,
+    submit,
+)
 
 __all__ = ["log", "pipeline", "stop"]  # the fixtures this module shares
 
@@ -56,3 +69,26 @@ def test_prompt_changes_and_stop_through_the_engine(
     with pytest.raises(InvalidRequest, match="only an open-ended video is stopped"):
         engine.end("b")
     assert log.final("b").status == "completed"
+
+
+def test_an_open_ended_video_resumed_after_a_crash_completes_with_its_record(
+    pipeline: Pipeline, log: Log, stop: list[Engine]
+) -> None:
+    """Its reader went with the process that died: it ends with the frames it had recorded."""
+    p = params(steps=1, **OPEN)
+    run = pipeline.start(pipeline.prepare(IMAGE, p))
+    run.first_rgb()
+    outs = [o for _ in range(8) if (o := run.step()) is not None][:3]
+    state = outs[-1].result.state
+    assert len(outs) == 3 and state is not None
+    engine = make_engine(pipeline, budget=4 * need(pipeline, p))
+    stop.append(engine)
+    recorded = Recorded([o.result.codes for o in outs], state)
+    sub = Submission("a", IMAGE, p, (log.listener("a"),), resume=recorded)
+    asyncio.run(engine.submit(sub))
+    final = log.final("a")
+    assert final.status == "completed" and final.stats is not None
+    assert final.stats.latent_frames == 4 and final.stats.steps == 0  # nothing new was made
+    frames = [e for e in log.of("a") if isinstance(e, Frame)]
+    assert [f.latent_index for f in frames] == [0, 1, 2, 3]
+    assert all(torch.equal(f.rgb, o.rgb) for f, o in zip(frames[1:], outs, strict=True))

@@ -98,13 +98,18 @@ def _decode_image(data: str, limit: int) -> bytes:
 CONTROL = TypeAdapter[ControlMessage](ControlMessage)
 
 
+def control_limit(max_prompt_chars: int) -> int:
+    """Largest message after the request: a `prompt` of the longest allowed prompt, escaped."""
+    return 4 * max_prompt_chars + 1024
+
+
 async def _watch_client(
     ws: WebSocket, rt: Runtime, sender: StreamSender, job_id: str
 ) -> Literal["cancel", "disconnect"]:
     """Serves the client's `stop` and `prompt` messages until a cancel or a disconnect;
     raises `InvalidRequest` on any other message. A stop or prompt change the video cannot
     take is answered with `rejected`, and the video goes on."""
-    limit = 4 * rt.settings.max_prompt_chars + 1024  # a prompt, JSON-escaped
+    limit = control_limit(rt.settings.max_prompt_chars)
     while True:
         try:
             text = await _receive_text(ws, limit)
