@@ -106,6 +106,24 @@ def test_pacing_quick(tmp_path: Path) -> None:
     assert set(res["summary"]) >= {"load_ratio", "stall_s_max", "max_lead_s", "lead_limit_s"}
 
 
+def test_prompt_switch_quick(tmp_path: Path) -> None:
+    out = tmp_path / "switch.json"
+    print(run_script("prompt_switch.py", "--json", str(out)).stdout)
+    res = json.loads(out.read_text())
+    assert set(res["summary"]) == {"switch, re-cache", "switch, history kept", "right", "left"}
+    lanes = res["summary"]
+    assert all(lane["n"] == 2 for lane in lanes.values())
+    # builtin:demo follows the change once the history is re-cached, and not without it
+    assert (
+        lanes["switch, re-cache"]["right_from_switch"] == lanes["right"]["right_from_switch"] == 1
+    )
+    assert (
+        lanes["switch, history kept"]["right_from_switch"]
+        == lanes["left"]["right_from_switch"]
+        == 0
+    )
+
+
 def test_batching_quick(tmp_path: Path) -> None:
     _, res = quick_results("batching.py", tmp_path)
     assert set(res) >= {"config", "machine", "rows", "summary"}
