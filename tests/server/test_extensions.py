@@ -6,6 +6,7 @@ Real uvicorn with `builtin:tiny-random`; the by-reference forms (JSON, and a for
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -101,6 +102,12 @@ def test_extension_errors(server: LiveServer) -> None:
             "",
         ),
     ]
+    failed = dataclasses.replace(
+        server.runtime.store.get(source["id"]), id="video_" + "f" * 32, status="failed"
+    )
+    server.runtime.store.create(failed)
+    url = "/v1/videos/extensions"
+    cases.append((post(url, json=ref | {"video": {"id": failed.id}, "seconds": "1"}), 409, "video"))
     for response, status, param in cases:
         assert response.status_code == status, response.text
         error = response.json()["error"]
