@@ -125,12 +125,12 @@ async def _watch_client(
         if isinstance(message, CancelMessage):
             return "cancel"
         try:
-            if isinstance(message, StopMessage) and not rt.require_engine().end(job_id):
-                raise NotReady(f"video {job_id} has finished", code="video_finished")
             if isinstance(message, StopMessage):
-                continue
-            check_prompt(message.prompt, rt.settings.limits)
-            await rt.require_engine().change_prompt(job_id, message.prompt)
+                if not rt.require_engine().end(job_id):
+                    raise NotReady(f"video {job_id} has finished", code="video_finished")
+            else:
+                check_prompt(message.prompt, rt.settings.limits)
+                await rt.require_engine().change_prompt(job_id, message.prompt)
         except RequestError as e:
             sender.note(_rejected(job_id, message.type, InvalidRequest(str(e), param=e.param)))
         except ServerError as e:
