@@ -78,8 +78,11 @@ ROWS = {
     "packcache-dropmasked": "packcache:drop_masked=true",
     "packcache-knorm": "packcache:selector=knorm",
     "packcache-w4": "packcache:window=4",  # the paper's window
+    # rebased, but only once the video passes the last trained index (15): bounded positions
+    "packcache-at15": "packcache:rebase_at=15",
+    "sliding-at15": "sliding:window=1,rebase_at=15",
 }
-FREE_ROWS = ("full", "packcache", "sliding", "sliding-norebase", "sink")
+FREE_ROWS = ("full", "packcache", "sliding", "sliding-norebase", "sink", "packcache-at15")
 SWEEP = {  # teacher-forced only
     "packcache-rho0.25": "packcache:rho=0.25",
     "packcache-rho0.75": "packcache:rho=0.75",
@@ -101,7 +104,16 @@ CURVE = {  # family -> specs at growing memory (teacher-forced only)
     "packcache-norebase": [f"packcache:budget={m},window={2 * m},rebase=false" for m in MEMORY],
     "sink": [f"sink:budget={m},window={m}" for m in MEMORY],
 }
-QUICK_ROWS = ("full", "packcache", "sliding", "sliding-norebase", "sink")
+QUICK_ROWS = (
+    "full",
+    "packcache",
+    "sliding",
+    "sliding-norebase",
+    "sink",
+    "packcache-at15",
+    "sliding-at15",
+    "packcache-norebase",
+)
 COMPARISONS = [  # (a, b, metric)
     ("packcache", "sliding", "tf_accuracy_reentry"),
     ("packcache", "sliding-norebase", "tf_accuracy_reentry"),
@@ -118,6 +130,11 @@ COMPARISONS = [  # (a, b, metric)
     ("sliding-norebase", "packcache-norebase", "tf_accuracy"),
     ("packcache", "packcache-w4", "tf_accuracy"),
     ("sliding-norebase", "sliding", "free_direction"),
+    ("packcache-at15", "packcache", "tf_accuracy"),  # saturating against classic rebase
+    ("packcache-at15", "packcache-norebase", "tf_accuracy"),
+    ("sliding-at15", "sliding-norebase", "tf_accuracy"),
+    ("packcache-at15", "packcache", "free_direction"),
+    ("packcache-at15", "sliding-norebase", "free_direction"),
 ]
 
 

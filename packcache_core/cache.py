@@ -12,7 +12,8 @@ The unconditional row has no text: its slots [3, P) hold padding that the attent
 
 Invariants: occupancy never exceeds the capacity fixed at construction; anchors (text, header,
 frame 0) are never moved; a history frame only ever loses tokens; after `pack` the retained
-history is contiguous and, with rebase, positioned at frames 1..m with keys re-rotated exactly.
+history is contiguous and, with rebase, positioned right before the next frame (frames 1..m, or
+up to `rebase_at`) with keys re-rotated exactly.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 
 from packcache_core.config import LumosConfig
 from packcache_core.layout import FrameLayout, frame_positions
-from packcache_core.policy import CachePolicy, open_ended_refusal
+from packcache_core.policy import CachePolicy, frames_held, open_ended_refusal, rebase_at
 from packcache_core.rope import RotaryTables, rerotate
 
 
@@ -99,8 +100,9 @@ def simulate_history(
     if write_backs is None:
         if (reason := open_ended_refusal(policy)) is not None:
             raise ValueError(reason)
-        assert policy.frames_held is not None
-        write_backs = 2 * (policy.frames_held + 1)
+        held = frames_held(policy)
+        assert held is not None
+        write_backs = 2 * (held + 1)
     frames: list[torch.Tensor] = []  # newest first
     peak = 0
     for _ in range(write_backs):
@@ -176,11 +178,24 @@ class KVCache:
 
     @property
     def next_frame_index(self) -> int:
-        """Temporal frame index for the next frame: after the retained history (rebase) or the
-        absolute frame number (no rebase)."""
-        if self.policy.rebase:
-            return 1 + len(self.history)
-        return 1 + self.frames_written
+        """Temporal frame index for the next frame: the absolute frame number (no rebase), or
+        right after the retained history (rebase), or with `rebase_at` R the absolute number
+        until it reaches R and then R (never below right after the retained history)."""
+        return self._next_index(len(self.history))
+
+    def _next_index(self, kept: int) -> int:
+        if not self.policy.rebase:
+            return 1 + self.frames_written
+        saturate = rebase_at(self.policy)
+        if not saturate:
+            return 1 + kept
+        return max(1 + kept, min(1 + self.frames_written, saturate))
+
+    def _rebased(self, kept: int) -> range:
+        """Temporal indices of `kept` retained frames with rebase: contiguous, right before
+        the next frame."""
+        start = self._next_index(kept) - kept
+        return range(start, start + kept)
 
     def frame_mask(self) -> torch.Tensor:
         """(2, 1, 1, used_tokens) additive mask in the cache dtype: 0 where the frame being fed
@@ -231,11 +246,12 @@ class KVCache:
                 score = None if h.score is None else h.score[k]
                 kept.append(HistoryFrame(h.frame, h.local[k], score, h.tokens))
             offset += h.local.numel()
-        moved = self.policy.rebase and any(h.frame != i for i, h in enumerate(kept, 1))
+        targets = self._rebased(len(kept))
+        moved = self.policy.rebase and any(h.frame != t for t, h in zip(targets, kept, strict=True))
         if not moved and sum(k.numel() for k in src) == offset - A:
             return  # nothing evicted or dropped: the gather would be the identity
         index = torch.cat(src).to(self.device) if src else torch.zeros(0, dtype=torch.int64)
-        delta = self._rebase_angles(kept) if moved else None
+        delta = self._rebase_angles(kept, targets) if moved else None
         n = index.numel()
         for buf in self.k:
             packed = buf.index_select(2, index)  # (2, Hkv, n, D)
@@ -243,11 +259,14 @@ class KVCache:
         for buf in self.v:
             buf[:, :, A : A + n] = buf.index_select(2, index)
         if self.policy.rebase:
-            kept = [HistoryFrame(i, h.local, h.score, h.tokens) for i, h in enumerate(kept, 1)]
+            kept = [
+                HistoryFrame(t, h.local, h.score, h.tokens)
+                for t, h in zip(targets, kept, strict=True)
+            ]
         self.history = kept
 
-    def _rebase_angles(self, kept: list[HistoryFrame]) -> torch.Tensor:
-        """(2, n, D/2) angle change of every kept token when frame f moves to 1, 2, ... .
+    def _rebase_angles(self, kept: list[HistoryFrame], targets: range) -> torch.Tensor:
+        """(2, n, D/2) angle change of every kept token when its frame moves to its target.
 
         Per branch, the difference of the exact float32 angles at the old and new positions,
         taken in float64: the re-rotated key equals the key rotated at its new position from
@@ -259,7 +278,11 @@ class KVCache:
                 [frame_positions(layout, h.frame, text_len)[:, h.local] for h in kept], 1
             )
             new = torch.cat(
-                [frame_positions(layout, i, text_len)[:, h.local] for i, h in enumerate(kept, 1)], 1
+                [
+                    frame_positions(layout, t, text_len)[:, h.local]
+                    for t, h in zip(targets, kept, strict=True)
+                ],
+                1,
             )
             rows.append(
                 self.rope.angles(new.to(self.device)).double()

@@ -63,8 +63,25 @@ def rebase_knob() -> Any:
     return knob(True, "renumber kept frames to stay in the trained positions")
 
 
+def rebase_at_knob() -> Any:
+    return knob(
+        0,
+        "with rebase: frames keep their own positions until the video reaches this temporal "
+        "index, then the frame being made stays there and the kept ones just before it "
+        "(0: the kept frames are always 1, 2, ..., the frame being made right after)",
+        ge=0,
+        le=100_000,
+    )
+
+
 class CachePolicy(Protocol):
-    """Decides, after each write-back, what each history frame keeps."""
+    """Decides, after each write-back, what each history frame keeps.
+
+    Two members are optional, so a new policy may leave them out: `frames_held` (most history
+    frames it ever keeps; None or absent: the history grows with the video, which rules out
+    open-ended videos) and `rebase_at` (see `rebase_at_knob`; absent: 0). Read them with
+    `frames_held()` and `rebase_at()`.
+    """
 
     @property
     def name(self) -> str: ...
@@ -77,11 +94,6 @@ class CachePolicy(Protocol):
     @property
     def uses_scores(self) -> bool:
         """Whether `select` reads per-token scores (the cache computes them only then)."""
-        ...
-
-    @property
-    def frames_held(self) -> int | None:
-        """Most history frames it ever keeps; None when the history grows with the video."""
         ...
 
     def select(
@@ -121,6 +133,7 @@ class FullPolicy:
 
     name: str = "full"
     rebase: bool = False
+    rebase_at: int = 0
     uses_scores: bool = False
 
     @property
@@ -143,6 +156,7 @@ class SlidingPolicy:
 
     window: int = window_knob(1)
     rebase: bool = rebase_knob()
+    rebase_at: int = rebase_at_knob()
     name: str = "sliding"
     uses_scores: bool = False
 
@@ -238,6 +252,7 @@ class PackCachePolicy:
     drop_masked: bool = knob(False, "packcache: never keep the history mask's MASK tokens")
     selector: str = knob("uniform", "packcache: which tokens stay", choices=SELECTORS)
     rebase: bool = rebase_knob()
+    rebase_at: int = rebase_at_knob()
     name: str = "packcache"
 
     def __post_init__(self) -> None:
@@ -323,6 +338,7 @@ class SinkPolicy:
     window: int = window_knob(1)
     budget: float = budget_knob()
     rebase: bool = rebase_knob()
+    rebase_at: int = rebase_at_knob()
     name: str = "sink"
     uses_scores: bool = False
 
@@ -369,10 +385,21 @@ POLICIES: dict[str, type] = {
 }
 
 
+def frames_held(policy: CachePolicy) -> int | None:
+    """Most history frames `policy` ever keeps; None: its history grows with the video."""
+    held: int | None = getattr(policy, "frames_held", None)
+    return held
+
+
+def rebase_at(policy: CachePolicy) -> int:
+    """With rebase, the temporal index where the frame being made saturates (0: never)."""
+    return int(getattr(policy, "rebase_at", 0))
+
+
 def open_ended_refusal(policy: CachePolicy) -> str | None:
     """Why `policy` cannot run a video without a preset end, or None if it can: its history
     must stop growing and, rebased, its positions stay within the frames it holds."""
-    if policy.frames_held is None:
+    if frames_held(policy) is None:
         return (
             f"cache policy {policy.name!r} keeps every frame, so its cache grows without end; "
             "an open-ended video needs a bounded one (packcache, sliding or sink)"

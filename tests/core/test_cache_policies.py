@@ -285,3 +285,39 @@ def test_make_policy_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="window"):
         make_policy("sliding", window=0)
     assert math.isclose(make_policy("packcache", rho=0.25).rho, 0.25)  # type: ignore[attr-defined]
+
+
+def test_rebase_at_keeps_positions_until_it_saturates_there() -> None:
+    """`rebase_at` R: frames keep their own positions until the video reaches R, then the frame
+    being made stays at R and the kept ones sit right before it, re-rotated exactly."""
+    cfg = load_model("builtin:tiny-random", device="meta").config
+    lay, text_len, D = LAYOUT, len(PROMPT), cfg.head_dim
+    policy = SlidingPolicy(window=2, rebase_at=4)
+    vis = visible_tokens(lay, history_mask_positions(lay.grid_tokens, 0.7))
+    rope = RotaryTables(D, cfg.rope_theta, "cpu")
+    cache = KVCache(
+        plan_cache(cfg, text_len, lay, policy, vis, None, torch.float32),
+        policy,
+        rope,
+        torch.device("cpu"),
+        torch.float32,
+    )
+    A, n_kv = cache.spec.anchor_tokens, cfg.num_key_value_heads
+    raw = torch.randn(7, 2, n_kv, lay.tokens, D)
+
+    def rotated(k: torch.Tensor, frame: int) -> torch.Tensor:
+        pos = torch.stack([frame_positions(lay, frame, t) for t in (text_len, 0)], 1)
+        cos, sin = rope.cos_sin(pos, torch.float32)
+        return apply_rotary(k, cos, sin)
+
+    made = []
+    for f in range(7):
+        position = cache.next_frame_index
+        made.append(position)
+        start = cache.current_start
+        cache.k[0][:, :, start : start + lay.tokens] = rotated(raw[f], position)
+        cache.commit_frame(position, vis)
+    assert made == [1, 2, 3, 4, 4, 4, 4]
+    assert [h.frame for h in cache.history] == [2, 3] and cache.next_frame_index == 4
+    want = torch.cat([rotated(raw[5], 2), rotated(raw[6], 3)], dim=2)
+    torch.testing.assert_close(cache.k[0][:, :, A : A + 2 * lay.tokens], want, atol=5e-5, rtol=0)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from packcache_core.generate import SamplingConfig
 from packcache_core.pipeline import FrameOutput, Pipeline, VideoParams, VideoRun
-from packcache_core.policy import POLICIES, make_policy
+from packcache_core.policy import POLICIES, make_policy, open_ended_refusal
 
 BOUNDED = {"window": 1}  # the windowed policies' knob, small so packing happens early
 
@@ -170,3 +170,19 @@ def test_extension_from_the_record_equals_one_uninterrupted_run(
     whole = _frames(_start(pipeline, total))
     assert _same(replayed + new, whole)
     assert all(torch.equal(a.rgb, b.rgb) for a, b in zip(replayed + new, whole, strict=True))
+
+
+def test_a_policy_that_does_not_say_what_it_holds_is_not_open_ended() -> None:
+    """`frames_held` is optional on a policy: leaving it out counts as a growing history."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Minimal:
+        name: str = "minimal"
+        rebase: bool = True
+        uses_scores: bool = False
+
+        def select(self, frames, layout, visible, scores=None):  # type: ignore[no-untyped-def]
+            return [torch.arange(f.numel()) for f in frames]
+
+    assert "grows" in (open_ended_refusal(Minimal()) or "")
+    assert open_ended_refusal(make_policy("packcache")) is None
