@@ -82,7 +82,15 @@ ROWS = {
     "packcache-at15": "packcache:rebase_at=15",
     "sliding-at15": "sliding:window=1,rebase_at=15",
 }
-FREE_ROWS = ("full", "packcache", "sliding", "sliding-norebase", "sink", "packcache-at15")
+FREE_ROWS = (
+    "full",
+    "packcache",
+    "sliding",
+    "sliding-norebase",
+    "sink",
+    "packcache-at15",
+    "sliding-at15",
+)
 SWEEP = {  # teacher-forced only
     "packcache-rho0.25": "packcache:rho=0.25",
     "packcache-rho0.75": "packcache:rho=0.75",
@@ -135,6 +143,7 @@ COMPARISONS = [  # (a, b, metric)
     ("sliding-at15", "sliding-norebase", "tf_accuracy"),
     ("packcache-at15", "packcache", "free_direction"),
     ("packcache-at15", "sliding-norebase", "free_direction"),
+    ("sliding-at15", "sliding-norebase", "free_direction"),
 ]
 
 
