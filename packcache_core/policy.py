@@ -402,7 +402,7 @@ def open_ended_refusal(policy: CachePolicy) -> str | None:
     if frames_held(policy) is None:
         return (
             f"cache policy {policy.name!r} keeps every frame, so its cache grows without end; "
-            "an open-ended video needs a bounded one (packcache, sliding or sink)"
+            "an open-ended video needs a bounded one (packcache, sliding or sink, with rebase)"
         )
     if not policy.rebase:
         return (

@@ -188,3 +188,20 @@ def extension(
         stated_seconds=source.seconds,
         prompt_changes=changes,
     )
+
+
+def remixed(source: VideoParams, prompt: str, made: int, limits: Limits) -> VideoParams:
+    """The request of a remix of `source`, which made `made` generated latent frames: its
+    image and settings (seed included) with `prompt` throughout, as long as the source
+    video (an open-ended source's remix is a fixed-length video of the length it reached)."""
+    check_prompt(prompt, limits)
+    if not source.open_ended:
+        return dataclasses.replace(source, prompt=prompt, prompt_changes=())
+    return dataclasses.replace(
+        source,
+        prompt=prompt,
+        prompt_changes=(),
+        open_ended=False,
+        latent_frames=min(max(2, 1 + made), limits.max_latent_frames),
+        stated_seconds=source.seconds,  # the duration its prompt stated
+    )

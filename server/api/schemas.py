@@ -269,7 +269,7 @@ class StopMessage(BaseModel):
 
 class PromptMessage(BaseModel):
     """Follow a new prompt from the next latent frame on (answered by `prompt_changed`, or
-    `prompt_rejected` when it does not fit the text slots the video holds)."""
+    `rejected` when the video cannot take it)."""
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["prompt"]

@@ -13,7 +13,6 @@ and treats another owner's job exactly as a missing one.
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import time
 from dataclasses import fields
@@ -25,7 +24,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from packcache_core.pipeline import VideoParams
 from packcache_core.record import Recorded
-from packcache_core.request import RequestError, added_latent_frames, check_prompt, extension
+from packcache_core.request import RequestError, added_latent_frames, extension, remixed
 from packcache_core.video.output import spritesheet
 from server.api.params import decode_upload, open_upload, to_video_params
 from server.api.schemas import (
@@ -105,11 +104,11 @@ async def remix(
     if source.status != "completed":
         raise NotReady(f"video {source_id} is {source.status}; only a completed video is remixed")
     try:
-        params, image, _ = await run_in_threadpool(rt.files.load_request, source_id)
+        params, image, recorded = await run_in_threadpool(rt.files.load_request, source_id)
     except (OSError, ValueError, KeyError) as e:
         raise NotFound(f"video {source_id} keeps no request record to remix from") from e
     try:
-        params = dataclasses.replace(params, prompt=check_prompt(prompt, rt.settings.limits))
+        params = remixed(params, prompt, len(recorded.codes), rt.settings.limits)
     except RequestError as e:
         raise InvalidRequest(str(e), param=e.param) from e
     job_id = new_video_id()

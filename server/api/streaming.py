@@ -126,7 +126,7 @@ class StreamSender:
         self._wake.set()
 
     def note(self, message: BaseModel) -> None:
-        """Queue a message the route made (e.g. `prompt_rejected`): it goes out in order with
+        """Queue a message the route made (e.g. `rejected`): it goes out in order with
         the events, never between a frame's header and its image."""
         if not self._closed:
             self._items.append(message)

@@ -121,15 +121,55 @@ def test_an_open_ended_request_that_cannot_stay_bounded_is_refused(
 
 
 @pytest.mark.parametrize(
-    "message", [{"type": "prompt"}, {"type": "prompt", "prompt": ""}, {"type": "pause"}]
+    ("message", "code"),
+    [
+        ({"type": "prompt"}, "invalid_prompt"),
+        ({"type": "prompt", "prompt": ""}, "invalid_prompt"),
+        ({"type": "prompt", "prompt": 5}, "invalid_prompt"),
+        ({"type": "stop", "now": True}, "invalid_prompt"),
+        ({"type": "prompt", "prompt": "y" * 2001}, "prompt_too_long"),  # max_prompt_chars
+    ],
 )
-def test_a_malformed_control_message_closes_with_1007(
-    server: LiveServer, message: dict[str, Any]
+def test_a_bad_prompt_or_stop_message_is_rejected_and_the_video_goes_on(
+    server: LiveServer, message: dict[str, Any], code: str
 ) -> None:
     with connect(server.ws_url) as ws:
         ws.send(request(**LONGER))
-        video_id = until(ws, "started")["id"]
+        until(ws, "started")
         ws.send(json.dumps(message))
+        log = messages(ws)
+    (rejected,) = [m for m in log if m["type"] == "rejected"]
+    assert rejected["request"] == message["type"] and rejected["error"]["code"] == code
+    assert log[-1]["type"] == "completed"
+
+
+def test_a_remix_of_an_open_ended_video_is_a_video_of_its_length(server: LiveServer) -> None:
+    with connect(server.ws_url) as ws:
+        ws.send(request(open_ended=True, cache_policy="packcache", steps=1, seed=3))
+        until(ws, "latent_frame")
+        ws.send(json.dumps({"type": "prompt", "prompt": "a blue circle"}))
+        until(ws, "prompt_changed")
+        until(ws, "latent_frame")
+        ws.send(json.dumps({"type": "stop"}))
+        source = messages(ws)[-1]
+    assert source["type"] == "completed"
+    made = source["stats"]["latent_frames"]
+    remix = server.client.post(
+        f"/v1/videos/{source['id']}/remix", json={"prompt": "a red square drifting"}
+    )
+    assert remix.status_code == 200, remix.text
+    video = server.wait_done(remix.json()["id"])
+    assert video["status"] == "completed" and video["latent_frames"] == made
+    record = json.loads(server.runtime.files.request(video["id"]).read_text())
+    assert record["open_ended"] is False and record["prompt_changes"] == []
+
+
+@pytest.mark.parametrize("message", [{"type": "pause"}, ["prompt"], "not json"])
+def test_a_malformed_control_message_closes_with_1007(server: LiveServer, message: Any) -> None:
+    with connect(server.ws_url) as ws:
+        ws.send(request(**LONGER))
+        video_id = until(ws, "started")["id"]
+        ws.send(message if isinstance(message, str) else json.dumps(message))
         error = until(ws, "error")
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=60)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 import logging
 from typing import Literal
 
@@ -118,10 +119,18 @@ async def _watch_client(
         try:
             message = CONTROL.validate_json(text)
         except ValidationError as e:
-            raise InvalidRequest(
-                'after the request, only {"type": "cancel"}, {"type": "stop"} or '
-                '{"type": "prompt", "prompt": "..."} are accepted'
-            ) from e
+            kind = _control_type(text)
+            if kind is None:
+                raise InvalidRequest(
+                    'after the request, only {"type": "cancel"}, {"type": "stop"} or '
+                    '{"type": "prompt", "prompt": "..."} are accepted'
+                ) from e
+            message_text, param = validation_message(e)
+            bad = InvalidRequest(
+                f"invalid {kind} message: {message_text}", param=param, code="invalid_prompt"
+            )
+            sender.note(_rejected(job_id, kind, bad))
+            continue
         if isinstance(message, CancelMessage):
             return "cancel"
         try:
@@ -131,10 +140,22 @@ async def _watch_client(
             else:
                 check_prompt(message.prompt, rt.settings.limits)
                 await rt.require_engine().change_prompt(job_id, message.prompt)
-        except RequestError as e:
-            sender.note(_rejected(job_id, message.type, InvalidRequest(str(e), param=e.param)))
+        except RequestError as e:  # longer than max_prompt_chars
+            too_long = InvalidRequest(str(e), param=e.param, code="prompt_too_long")
+            sender.note(_rejected(job_id, message.type, too_long))
         except ServerError as e:
             sender.note(_rejected(job_id, message.type, e))
+
+
+def _control_type(text: str) -> Literal["stop", "prompt"] | None:
+    """The type a malformed control message names, if it is `stop` or `prompt` (those are
+    answered with `rejected` and the video goes on; anything else closes the stream)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    kind = data.get("type") if isinstance(data, dict) else None
+    return kind if kind in ("stop", "prompt") else None
 
 
 def _rejected(job_id: str, request: Literal["stop", "prompt"], e: ServerError) -> RejectedMessage:
