@@ -43,6 +43,7 @@ import torch
 
 from packcache_core.batch import tick
 from packcache_core.generate import PromptTooLong
+from packcache_core.host import release_freed_blocks
 from packcache_core.pipeline import FrameOutput, Pipeline, StepMemory, VideoRun
 from packcache_core.record import Recorded
 from server.engine.events import (
@@ -65,6 +66,10 @@ from server.errors import InvalidRequest, NotReady, Overloaded, ServerError, Una
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.25
+# An open-ended video hands freed heap back every this many latent frames: the allocator keeps
+# freed blocks for speed (packcache_core/host.py), so where temporaries of other threads land
+# between its steps can otherwise raise the heap's high-water mark, step by step, for hours.
+TRIM_EVERY = 50
 MIN_WAIT_S = 0.001
 
 
@@ -428,6 +433,8 @@ class Engine:
             self.observer.on_step(job.policy, seconds)
         self._emit(job, Progress(steps_done, total))
         if out is not None:
+            if job.open_ended and out.result.index % TRIM_EVERY == 0:
+                release_freed_blocks()  # a video without end must not hold a growing heap
             index = job.rgb_frames  # frame_done counts this frame's RGB frames
             stats = job.frame_done(time.monotonic(), int(out.rgb.shape[0]))
             r = out.result
