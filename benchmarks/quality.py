@@ -112,16 +112,7 @@ CURVE = {  # family -> specs at growing memory (teacher-forced only)
     "packcache-norebase": [f"packcache:budget={m},window={2 * m},rebase=false" for m in MEMORY],
     "sink": [f"sink:budget={m},window={m}" for m in MEMORY],
 }
-QUICK_ROWS = (
-    "full",
-    "packcache",
-    "sliding",
-    "sliding-norebase",
-    "sink",
-    "packcache-at15",
-    "sliding-at15",
-    "packcache-norebase",
-)
+QUICK_ROWS = (*FREE_ROWS, "packcache-norebase")
 COMPARISONS = [  # (a, b, metric)
     ("packcache", "sliding", "tf_accuracy_reentry"),
     ("packcache", "sliding-norebase", "tf_accuracy_reentry"),

@@ -197,14 +197,17 @@ class KVCache:
         start = self._next_index(kept) - kept
         return range(start, start + kept)
 
-    def frame_mask(self) -> torch.Tensor:
+    def frame_mask(self, seen: int | None = None) -> torch.Tensor:
         """(2, 1, 1, used_tokens) additive mask in the cache dtype: 0 where the frame being fed
         may attend (every valid slot and itself), -inf on the unconditional row's unused text
         slots. Additive rather than boolean: SDPA gives the same bits either way, and a float
-        mask is the faster path on a CPU (benchmarks/README.md)."""
+        mask is the faster path on a CPU (benchmarks/README.md). `seen`: only the first `seen`
+        history tokens are visible (a re-cache redoing the history in order); None: all."""
         rest = torch.ones(
             2, self.used_tokens - self.spec.anchor_tokens, dtype=torch.bool, device=self.device
         )
+        if seen is not None:
+            rest[:, seen : self.history_tokens] = False
         valid = torch.cat((self.anchor_valid, rest), dim=1)[:, None, None, :]
         mask = torch.zeros(valid.shape, dtype=self.dtype, device=self.device)
         return mask.masked_fill_(~valid, float("-inf"))

@@ -295,7 +295,8 @@ class VideoGeneration:
 
     def change_prompt(self, prompt_ids: list[int]) -> int:
         """Follow `prompt_ids` from the next frame that starts; returns that frame's index. The
-        text is written again in the slots held for it; history and conditioning frame stay.
+        text is written again in the slots held for it, and, with `recache`, the conditioning
+        frame and the history are forwarded again under it (`_recache`).
 
         Raises:
             PromptTooLong: the prompt needs more text slots than the cache holds.
@@ -340,18 +341,16 @@ class VideoGeneration:
     def prefill(self) -> None:
         """Write text + header (causal) and the conditioning frame into both branches."""
         self._write_text(self.request.prompt_ids)
+        self._write_first_frame()
+        self._prefilled = True
+
+    def _write_first_frame(self) -> None:
+        """The conditioning frame, after the text, attending to the anchors before it."""
         frame0 = self.layout.frame_tokens(self.request.first_frame.to(self.device))
         cos, sin = self._frame_tables(0)
         mask = self.cache.anchor_valid[:, None, None, :]
-        self.model(
-            frame0.expand(2, -1),
-            cos,
-            sin,
-            mask,
-            self.cache.layers,
-            start=self.cache.spec.prefix_tokens,
-        )
-        self._prefilled = True
+        start = self.cache.spec.prefix_tokens
+        self.model(frame0.expand(2, -1), cos, sin, mask, self.cache.layers, start=start)
 
     def _write_text(self, prompt_ids: list[int]) -> None:
         """Text + header into the prefix slots of both rows (causal; padding after them is
@@ -380,21 +379,13 @@ class VideoGeneration:
         the anchors and the frames already redone; the conditional row's keys and values of the
         tokens a frame holds are replaced (the unconditional row has no text: it stays). Each
         frame is redone in the free slots of the current frame, at its own position."""
-        cache, F, dev = self.cache, self.layout.tokens, self.device
+        cache, dev = self.cache, self.device
         A, kv = cache.spec.anchor_tokens, cache.layers
-        frame0 = self.layout.frame_tokens(self.request.first_frame.to(dev))
-        cos, sin = self._frame_tables(0)
-        mask = cache.anchor_valid[:, None, None, :]
-        self.model(frame0.expand(2, -1), cos, sin, mask, kv, start=cache.spec.prefix_tokens)
+        self._write_first_frame()
         scratch, redone = cache.current_start, 0
         for h in cache.history:
             assert h.tokens is not None, "a history frame without its tokens"
-            rest = torch.zeros(2, scratch + F - A, dtype=torch.bool, device=dev)
-            rest[:, :redone] = True  # the frames redone so far ...
-            rest[:, scratch - A :] = True  # ... and itself
-            valid = torch.cat((cache.anchor_valid, rest), dim=1)[:, None, None, :]
-            mask = torch.zeros(valid.shape, dtype=self.dtype, device=dev)
-            mask.masked_fill_(~valid, float("-inf"))
+            mask = cache.frame_mask(seen=redone)  # the frames redone so far, and itself
             cos, sin = self._frame_tables(h.frame)
             self.model(h.tokens.expand(2, -1), cos, sin, mask, kv, start=scratch)
             src = scratch + h.local.to(dev)

@@ -100,13 +100,7 @@ async def remix(
     rt: Runtime, source_id: str, prompt: str, scope: str | None, owner: str
 ) -> VideoObject:
     """A new video from a completed one's conditioning image and settings, with `prompt`."""
-    source = lookup(rt, source_id, scope)
-    if source.status != "completed":
-        raise NotReady(f"video {source_id} is {source.status}; only a completed video is remixed")
-    try:
-        params, image, recorded = await run_in_threadpool(rt.files.load_request, source_id)
-    except (OSError, ValueError, KeyError) as e:
-        raise NotFound(f"video {source_id} keeps no request record to remix from") from e
+    params, image, recorded = await _source(rt, source_id, scope, "remixed", None)
     try:
         params = remixed(params, prompt, len(recorded.codes), rt.settings.limits)
     except RequestError as e:
@@ -120,16 +114,7 @@ async def extend(rt: Runtime, body: ExtendRequest, scope: str | None, owner: str
     from the source's recorded frames (no video is decoded or encoded again), and it is the
     whole video, the source's frames first."""
     source_id = body.video.id
-    source = lookup(rt, source_id, scope)
-    if source.status != "completed":
-        raise NotReady(
-            f"video {source_id} is {source.status}; only a completed video is extended",
-            param="video",
-        )
-    try:
-        params, image, recorded = await run_in_threadpool(rt.files.load_request, source_id)
-    except (OSError, ValueError, KeyError) as e:
-        raise NotFound(f"video {source_id} keeps no record to extend from", param="video") from e
+    params, image, recorded = await _source(rt, source_id, scope, "extended", "video")
     limits = rt.settings.limits
     try:
         seconds = None if body.seconds is None else float(body.seconds)
@@ -149,6 +134,23 @@ async def extend(rt: Runtime, body: ExtendRequest, scope: str | None, owner: str
         owner,
         resume=(source_id, recorded),
     )
+
+
+async def _source(
+    rt: Runtime, source_id: str, scope: str | None, verb: str, param: str | None
+) -> tuple[VideoParams, bytes, Recorded]:
+    """A completed video's saved request, image and recorded frames, for a new video made
+    from it (`verb`: what is done to it, for the messages); NotFound or NotReady otherwise."""
+    source = lookup(rt, source_id, scope)
+    if source.status != "completed":
+        raise NotReady(
+            f"video {source_id} is {source.status}; only a completed video is {verb}",
+            param=param,
+        )
+    try:
+        return await run_in_threadpool(rt.files.load_request, source_id)
+    except (OSError, ValueError, KeyError) as e:
+        raise NotFound(f"video {source_id} keeps no record to be {verb} from", param=param) from e
 
 
 async def _start(

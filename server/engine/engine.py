@@ -58,7 +58,7 @@ from server.engine.events import (
     Queued,
     Started,
 )
-from server.engine.job import Admission, Job, PromptRequest, Submission
+from server.engine.job import Admission, Job, PromptRequest, Submission, answer
 from server.engine.memory import DeviceMemory
 from server.engine.pace import DEFAULT_LEAD_S, Pace
 from server.engine.scheduler import FifoScheduler, tick_bytes
@@ -396,9 +396,9 @@ class Engine:
                 index = run.change_prompt(prompt)
             except ValueError as e:  # too long for its text slots, or a reserved marker
                 code = "prompt_too_long" if isinstance(e, PromptTooLong) else "invalid_prompt"
-                _answer(reply, InvalidRequest(str(e), param="prompt", code=code))
+                answer(reply, InvalidRequest(str(e), param="prompt", code=code))
                 continue
-            _answer(reply, index)
+            answer(reply, index)
             self._emit(job, PromptChanged(prompt, index))
 
     def _tick(self, jobs: list[Job]) -> None:
@@ -462,7 +462,7 @@ class Engine:
             unanswered, job.prompts = list(job.prompts), deque()
         for request in unanswered:
             gone = NotReady(f"video {job.id} has finished", code="video_finished")
-            _answer(request.reply, gone)
+            answer(request.reply, gone)
         now = time.monotonic()
         stats = job.stats(now)
         if status == "completed":
@@ -508,17 +508,3 @@ class Engine:
             pending, self._intake = list(self._intake), deque()
         for job in pending:
             self._drop(job, Unavailable("the server is shutting down", retry_after=5))
-
-
-def _answer(reply: asyncio.Future[int], outcome: int | BaseException) -> None:
-    """Settle a prompt change's future on its caller's loop (the caller may have gone)."""
-
-    def settle() -> None:
-        if reply.done():
-            return
-        if isinstance(outcome, BaseException):
-            reply.set_exception(outcome)
-        else:
-            reply.set_result(outcome)
-
-    reply.get_loop().call_soon_threadsafe(settle)

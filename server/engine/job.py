@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from PIL import Image
 
@@ -104,7 +104,7 @@ class Job:
     def resolve(self, outcome: Admission | BaseException) -> None:
         """Answer the submitter, on its own event loop: admitted, or refused with an error."""
         if self.reply is not None:
-            self.reply.get_loop().call_soon_threadsafe(_settle, self.reply, outcome)
+            answer(self.reply, outcome)
 
     def record_step(self, seconds: float, peak_bytes: int, denoised: bool) -> None:
         """Account one step; `denoised` is False for the prefill."""
@@ -157,8 +157,16 @@ class Job:
         )
 
 
-def _settle(fut: asyncio.Future[Admission], outcome: Admission | BaseException) -> None:
-    if fut.done():  # the submitter went away
+T = TypeVar("T")
+
+
+def answer(reply: asyncio.Future[T], outcome: T | BaseException) -> None:
+    """Settle `reply` with a result or an error on its own event loop, from any thread."""
+    reply.get_loop().call_soon_threadsafe(_settle, reply, outcome)
+
+
+def _settle(fut: asyncio.Future[T], outcome: T | BaseException) -> None:
+    if fut.done():  # the caller went away
         return
     if isinstance(outcome, BaseException):
         fut.set_exception(outcome)
