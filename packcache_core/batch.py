@@ -21,7 +21,7 @@ import itertools
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
 import torch
@@ -154,10 +154,7 @@ def forward_together(model: LumosTransformer, inputs: list[StepInputs]) -> list[
     one (2R, F, hidden) tensor). Nothing but the runs' own cache slots of this step is written,
     so a forward that raises can be run again, alone or with others.
     """
-    segments = [
-        Segment(slice(2 * j, 2 * j + 2), inp.segment.mask, inp.segment.kv, inp.segment.start)
-        for j, inp in enumerate(inputs)
-    ]
+    segments = [replace(inp.segment, rows=slice(2 * j, 2 * j + 2)) for j, inp in enumerate(inputs)]
     hidden = model.forward_segments(
         torch.cat([inp.tokens for inp in inputs]),  # (2R, F)
         torch.cat([inp.cos for inp in inputs]),  # (2R, F, D)

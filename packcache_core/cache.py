@@ -7,8 +7,12 @@ temporal frame index they are positioned. What it is not: a policy (that decides
 see `policy.py`) or a generator.
 
 Slot layout (same for both rows, so every write is one slice):
-    [ text+header (P = n+3) | frame 0 (F) | history (packed) | current frame (F) ]
-The unconditional row has no text: its slots [3, P) hold padding that the attention mask hides.
+    [ pad | text | header (3) | frame 0 (F) | history (packed) | current frame (F) ]
+      <----- prefix P = text capacity + 3 ---->
+The prefix is right-aligned: the conditional row's text ends where the header begins, and the
+unconditional row has no text (all its text slots are padding). So each row attends one
+contiguous run of slots, from its first valid one (`row_start`) to the end, and a denoising step
+needs no attention mask at all (which lets a GPU use its flash kernels).
 
 Invariants: occupancy never exceeds the capacity fixed at construction; anchors (text, header,
 frame 0) are never moved; a history frame only ever loses tokens; after `pack` the retained
@@ -23,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from packcache_core.config import LumosConfig
-from packcache_core.layout import FrameLayout, frame_positions
+from packcache_core.layout import HEADER_LEN, FrameLayout, frame_positions
 from packcache_core.policy import CachePolicy, frames_held, open_ended_refusal, rebase_at
 from packcache_core.rope import RotaryTables, rerotate
 
@@ -50,7 +54,7 @@ class CacheSpec:
 
     @property
     def prefix_tokens(self) -> int:
-        return self.text_capacity + 3
+        return self.text_capacity + HEADER_LEN
 
     @property
     def anchor_tokens(self) -> int:
@@ -126,6 +130,7 @@ class KVCache:
     v: list[torch.Tensor] = field(init=False)
     history: list[HistoryFrame] = field(init=False, default_factory=list)  # oldest first
     frames_written: int = field(init=False, default=0)  # generated frames written back so far
+    row_start: tuple[int, int] = field(init=False)  # first slot each row attends (`hold_text`)
 
     def __post_init__(self) -> None:
         s = self.spec
@@ -136,11 +141,14 @@ class KVCache:
         self.v = [
             torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(s.n_layers)
         ]
-        # Which anchor slots each row may attend: the unconditional row has no text.
-        valid = torch.ones(2, s.anchor_tokens, dtype=torch.bool, device=self.device)
-        valid[1, 3 : s.prefix_tokens] = False
-        valid[0, s.text_len + 3 : s.prefix_tokens] = False  # text slots held for a new prompt
-        self.anchor_valid = valid  # (2, A)
+        self.hold_text(s.text_len)
+
+    def hold_text(self, n: int) -> None:
+        """The conditional row's text is `n` tokens long from now on: set each row's first
+        attended slot (`row_start`; the unconditional row starts at the header)."""
+        assert n <= self.spec.text_capacity, "more text than the slots held for it"
+        header = self.spec.prefix_tokens - HEADER_LEN
+        self.row_start = (header - n, header)
 
     @classmethod
     def allocate(
@@ -197,20 +205,17 @@ class KVCache:
         start = self._next_index(kept) - kept
         return range(start, start + kept)
 
-    def frame_mask(self, seen: int | None = None) -> torch.Tensor:
-        """(2, 1, 1, used_tokens) additive mask in the cache dtype: 0 where the frame being fed
-        may attend (every valid slot and itself), -inf on the unconditional row's unused text
-        slots. Additive rather than boolean: SDPA gives the same bits either way, and a float
-        mask is the faster path on a CPU (benchmarks/README.md). `seen`: only the first `seen`
-        history tokens are visible (a re-cache redoing the history in order); None: all."""
-        rest = torch.ones(
-            2, self.used_tokens - self.spec.anchor_tokens, dtype=torch.bool, device=self.device
-        )
-        if seen is not None:
-            rest[:, seen : self.history_tokens] = False
-        valid = torch.cat((self.anchor_valid, rest), dim=1)[:, None, None, :]
+    def frame_mask(self, seen: int) -> torch.Tensor:
+        """(2, 1, 1, used_tokens) additive mask (cache dtype) for a frame fed while only the
+        first `seen` history tokens are valid (a re-cache redoing the history in order): 0 on
+        each row's slots from `row_start` on, the history up to `seen` and the current frame,
+        -inf elsewhere. Denoising steps need no mask (`row_start` alone)."""
+        slot = torch.arange(self.used_tokens, device=self.device)
+        first = torch.tensor(self.row_start, device=self.device)[:, None]
+        history_end = self.spec.anchor_tokens + seen
+        valid = (slot >= first) & ((slot < history_end) | (slot >= self.current_start))
         mask = torch.zeros(valid.shape, dtype=self.dtype, device=self.device)
-        return mask.masked_fill_(~valid, float("-inf"))
+        return mask.masked_fill_(~valid, float("-inf"))[:, None, None, :]
 
     def commit_frame(
         self, frame: int, visible: torch.Tensor, tokens: torch.Tensor | None = None

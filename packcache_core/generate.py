@@ -8,8 +8,9 @@ frame back and packs the cache); `step()` runs the next unit through the one ste
 What it is not: a scheduler (the server ticks many requests together) or a video decoder.
 
 The two guidance branches run as one batched forward (rows 0 = conditional, 1 = unconditional).
-Per frame, positions, rotary tables and the attention mask are built once for the current
-frame's rows; per step only the frame's tokens change. The output head runs on the current
+Per frame, positions and rotary tables are built once for the current frame's rows; per step
+only the frame's tokens change. Steps attend without a mask (each row its own run of cache
+slots, `KVCache.row_start`). The output head runs on the current
 frame's code slots and the code vocabulary only.
 
 Invariant: a request's cache is allocated in the constructor at its final size; `step()` never
@@ -29,6 +30,7 @@ from packcache_core.batch import StepInputs, tick
 from packcache_core.cache import CacheSpec, KVCache, plan_cache, visible_tokens
 from packcache_core.config import CODE_OFFSET
 from packcache_core.layout import (
+    HEADER_LEN,
     MASK,
     FrameLayout,
     frame_positions,
@@ -162,7 +164,6 @@ class _FrameState:
     ids: torch.Tensor  # (N,) code-slot ids, MASK = unknown
     cos: torch.Tensor  # (2, F, D)
     sin: torch.Tensor
-    mask: torch.Tensor  # (2, 1, 1, K)
     position: int
     started: float
     step: int = 0
@@ -254,8 +255,8 @@ class VideoGeneration:
         if self._frame is None:
             self._frame = self._start_frame()
         fs = self._frame
-        segment = Segment(slice(None), fs.mask, self.cache.layers, self.cache.current_start)
-        return StepInputs(self._frame_tokens(fs.ids).expand(2, -1), fs.cos, fs.sin, segment)
+        tokens = self._frame_tokens(fs.ids).expand(2, -1)
+        return StepInputs(tokens, fs.cos, fs.sin, self._segment())
 
     @torch.no_grad()
     def finish_step(self, hidden: torch.Tensor) -> FrameResult | None:
@@ -348,30 +349,33 @@ class VideoGeneration:
         """The conditioning frame, after the text, attending to the anchors before it."""
         frame0 = self.layout.frame_tokens(self.request.first_frame.to(self.device))
         cos, sin = self._frame_tables(0)
-        mask = self.cache.anchor_valid[:, None, None, :]
-        start = self.cache.spec.prefix_tokens
-        self.model(frame0.expand(2, -1), cos, sin, mask, self.cache.layers, start=start)
+        segment = self._segment(self.cache.spec.prefix_tokens)
+        self.model.forward_segments(frame0.expand(2, -1), cos, sin, [segment])
 
     def _write_text(self, prompt_ids: list[int]) -> None:
-        """Text + header into the prefix slots of both rows (causal; padding after them is
-        hidden). The conditional row's prompt ends where the first one did, so the header and
-        every frame keep their positions whatever the length of a later prompt."""
-        req, dev, P, n = self.request, self.device, self.cache.spec.prefix_tokens, len(prompt_ids)
-        header = header_tokens(req.seconds, req.fps)
-        tokens = torch.full((2, P), self.model.config.pad_token_id, dtype=torch.int64)
-        tokens[0, : n + 3] = torch.tensor(prompt_ids + header)
-        tokens[1, :3] = torch.tensor(header)
+        """Text + header (causal) into the prefix slots of both rows, right-aligned: the
+        conditional row's prompt ends where the first one did, at the same slot and position,
+        so the header and every frame keep theirs whatever the length of a later prompt; the
+        unconditional row has the header only. Only the slots from the text's first on are fed
+        and attended, so slots held for a longer prompt change no bit of the result."""
+        req, dev, n = self.request, self.device, len(prompt_ids)
+        self.cache.hold_text(n)
+        first = self.cache.row_start[0]
+        S = n + HEADER_LEN
+        tokens = torch.full((2, S), self.model.config.pad_token_id, dtype=torch.int64)
+        tokens[0] = torch.tensor(prompt_ids + header_tokens(req.seconds, req.fps))
+        tokens[1, n:] = tokens[0, n:]
+        # The header sits at position text_len (conditional) and 0 (unconditional); the
+        # unconditional row's pad positions are arbitrary (negative here): they are masked.
         pos = torch.stack(
-            [text_positions(P, self.text_len - n, dev), text_positions(P, device=dev)], dim=1
-        )  # (5, 2, P); pad positions are arbitrary: they are masked
+            [text_positions(S, self.text_len - n, dev), text_positions(S, -n, dev)], dim=1
+        )  # (5, 2, S)
         cos, sin = self.rope.cos_sin(pos, self.dtype)
-        mask = torch.ones(P, P, dtype=torch.bool, device=dev).tril()[None].repeat(2, 1, 1)
-        mask[0, :, n + 3 :] = False  # pads are invisible ...
-        mask[1, :, 3:] = False  # (the uncond row has no text)
-        mask[0].fill_diagonal_(True)  # ... except to themselves (their rows are discarded)
-        mask[1].fill_diagonal_(True)
-        self.model(tokens.to(dev), cos, sin, mask[:, None], self.cache.layers, start=0)
-        self.cache.anchor_valid[0, :P] = torch.arange(P, device=dev) < n + 3
+        mask = torch.ones(S, S, dtype=torch.bool, device=dev).tril()[None].repeat(2, 1, 1)
+        mask[1, :, :n] = False  # the unconditional row's pads are invisible ...
+        mask[1].fill_diagonal_(True)  # ... except to themselves (their rows are discarded)
+        segment = Segment(slice(None), mask[:, None], self.cache.layers, first, (first, first))
+        self.model.forward_segments(tokens.to(dev), cos, sin, [segment])
 
     def _recache(self) -> None:
         """KV re-cache after a prompt change: the conditioning frame and then each history
@@ -414,17 +418,17 @@ class VideoGeneration:
         position = self.cache.next_frame_index
         cos, sin = self._frame_tables(position)
         ids = torch.full((self.layout.n_codes,), MASK, dtype=torch.int64, device=self.device)
-        return _FrameState(ids, cos, sin, self.cache.frame_mask(), position, time.perf_counter())
+        return _FrameState(ids, cos, sin, position, time.perf_counter())
+
+    def _segment(self, start: int | None = None) -> Segment:
+        """A frame's forward written at `start` (default: the current frame's slots), each row
+        attending its own slots up to it, without a mask."""
+        start = self.cache.current_start if start is None else start
+        return Segment(slice(None), None, self.cache.layers, start, self.cache.row_start)
 
     def _forward(self, fs: _FrameState, frame_tokens: torch.Tensor) -> torch.Tensor:
-        return self.model(
-            frame_tokens.expand(2, -1),
-            fs.cos,
-            fs.sin,
-            fs.mask,
-            self.cache.layers,
-            start=self.cache.current_start,
-        )
+        tokens = frame_tokens.expand(2, -1)
+        return self.model.forward_segments(tokens, fs.cos, fs.sin, [self._segment()])
 
     def _frame_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         tokens = self.layout.frame_tokens(None).to(self.device)

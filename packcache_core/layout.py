@@ -108,6 +108,9 @@ def latent_frames_for(num_frames: float, t_stride: int = T_STRIDE) -> int:
     return math.ceil((num_frames - 1) / t_stride) + 1
 
 
+HEADER_LEN = 3  # the tokens between the text and frame 0: VIDEO_START, seconds, fps
+
+
 def header_tokens(seconds: int, fps: int) -> list[int]:
     return [VIDEO_START, NGRID + seconds, NGRID + fps]
 
@@ -140,7 +143,7 @@ def frame_positions(
     """(5, tokens) int64 position ids of latent frame `frame` in a branch whose text prefix
     (everything before VIDEO_START) has `text_len` tokens."""
     j = torch.arange(layout.tokens, device=device)
-    pos_1d = text_len + 3 + frame * layout.tokens + j
+    pos_1d = text_len + HEADER_LEN + frame * layout.tokens + j
     q = j - 3
     flag = (q >= 0) & (q < layout.grid_tokens)
     p0 = text_len + 6

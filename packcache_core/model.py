@@ -10,7 +10,8 @@ RoPE in float32 with cos/sin rounded to the activation dtype; q, k, v cast to th
 dtype for attention. In float32 every step is plain float32.
 
 Invariant: `forward` never changes shapes it was given; with a cache it writes K/V for the fed
-tokens at slots [start, start + S) and attends over slots [0, start + S) under `mask`.
+tokens at slots [start, start + S) and attends over slots [0, start + S) under `mask`, or from
+`first` on (see `Segment`): without a mask, each row over its own slots [first[row], start + S).
 """
 
 from __future__ import annotations
@@ -34,9 +35,14 @@ class Segment:
     """Rows of a batch that share one cache (one request's guidance branches)."""
 
     rows: slice
-    mask: torch.Tensor  # bool (b, 1, S or 1, K), True = may attend
+    # bool (True = may attend) or additive float, (b, 1, S or 1, K); None: no mask (`first`)
+    mask: torch.Tensor | None
     kv: list[LayerKV] | None  # per-layer buffers, written at [start, start + S)
     start: int = 0
+    # The first slot each row attends (None: slot 0). Without a mask each row attends slots
+    # [first, start + S) in a call of its own, with no mask, which every SDPA kernel (flash
+    # included) accepts; with one, all rows attend from the smallest, which the mask's K counts.
+    first: tuple[int, ...] | None = None
 
 
 QK_NORM_EPS = 1e-5  # hard-coded in Chameleon's qk LayerNorm, independent of rms_norm_eps
@@ -118,11 +124,26 @@ class Attention(nn.Module):
             k_buf[:, :, start : start + S] = k
             v_buf[:, :, start : start + S] = v
             k, v = k_buf[:, :, : start + S], v_buf[:, :, : start + S]  # (b, Hkv, start+S, D)
+        if seg.first is None:
+            return self._sdpa(q, k, v, seg.mask)
+        if seg.mask is not None:
+            lo = min(seg.first)
+            return self._sdpa(q, k[:, :, lo:], v[:, :, lo:], seg.mask)
+        # Rows attend runs of different lengths: a call each, over its own suffix.
+        rows = [
+            self._sdpa(q[r : r + 1], k[r : r + 1, :, f:], v[r : r + 1, :, f:], None)
+            for r, f in enumerate(seg.first)
+        ]
+        return torch.cat(rows)
+
+    def _sdpa(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
         return F.scaled_dot_product_attention(
             q,
             k,
             v,
-            attn_mask=seg.mask,
+            attn_mask=mask,
             scale=1.0 / math.sqrt(self.head_dim),
             enable_gqa=self.n_heads != self.n_kv,
         )
@@ -195,21 +216,25 @@ class LumosTransformer(nn.Module):
         tokens: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        mask: torch.Tensor,
+        mask: torch.Tensor | None,
         kv: list[LayerKV] | None = None,
         start: int = 0,
+        first: tuple[int, ...] | None = None,
     ) -> torch.Tensor:
         """Final normed hidden states (B, S, hidden).
 
         Args:
             tokens: (B, S) int64 ids.
             cos, sin: (B, S, head_dim) rotary tables for the fed tokens (activation dtype).
-            mask: bool, True = may attend; (B, 1, S or 1, K) with K = S without a cache and
-                K = start + S with one.
+            mask: bool (True = may attend) or additive float; (B, 1, S or 1, K) with K = S
+                without a cache, K = start + S with one, K = start + S - min(first) with
+                `first`. None: each row attends from its `first` on.
             kv: per-layer (k, v) buffers to write the fed tokens into at [start, start + S).
             start: first cache slot of the fed tokens.
+            first: with a cache, per row the first slot it attends.
         """
-        return self.forward_segments(tokens, cos, sin, [Segment(slice(None), mask, kv, start)])
+        segment = Segment(slice(None), mask, kv, start, first)
+        return self.forward_segments(tokens, cos, sin, [segment])
 
     def forward_segments(
         self, tokens: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, segments: list[Segment]

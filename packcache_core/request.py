@@ -163,12 +163,18 @@ def added_latent_frames(seconds: float | None, latent_frames: int | None, limits
 
 
 def extension(
-    source: VideoParams, made: int, prompt: str, more: int, limits: Limits
+    source: VideoParams,
+    made: int,
+    prompt: str,
+    more: int,
+    limits: Limits,
+    length_param: str = "seconds",
 ) -> VideoParams:
     """The request of a video that continues `source`, which made `made` generated latent
     frames, by `more`, following `prompt` from the first new frame. It keeps the source's
     settings, seed and stated duration, so the source's recorded frames replay exactly and
-    the new ones are those one uninterrupted request of the whole length would draw."""
+    the new ones are those one uninterrupted request of the whole length would draw.
+    `length_param`: the field `more` came from, named by an error."""
     check_prompt(prompt, limits)
     total = 1 + made + more
     if more < 1 or total > limits.max_latent_frames:
@@ -176,7 +182,7 @@ def extension(
         raise RequestError(
             f"the extended video would have {total} latent frames ({rgb_frames(total)} "
             f"frames); this server allows up to {most}, and an extension adds at least one",
-            "seconds",
+            length_param,
         )
     changes = tuple((i, text) for i, text in source.prompt_changes if i <= made)
     if prompt != source.prompt_at(made):

@@ -94,6 +94,23 @@ def test_same_tokens_with_and_without_batching_on_cuda() -> None:
     assert_same_tokens(load_model("builtin:tiny-random", "cuda"), 8)
 
 
+@pytest.mark.gpu
+def test_steps_run_on_the_flash_kernel_on_cuda() -> None:
+    """A bf16 request's prefill, denoising steps and write-backs on a GPU, with SDPA allowed
+    only its flash kernel: a step that passed a mask (or any other shape flash refuses) would
+    find no kernel and raise."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model = load_model("builtin:tiny-random", "cuda", torch.bfloat16)
+    gen = generation(model, 0, FrameLayout(4, 8))
+    gen.prefill()  # the prefix is causal: the one forward with a mask
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        while not gen.done:
+            gen.step()
+
+
 def assert_same_tokens(model: LumosTransformer, concurrency: int) -> None:
     layouts = [FrameLayout(4, 8), FrameLayout(4, 4)]  # two geometries: two forwards per tick
     alone = [run_alone(generation(model, i, layouts[i % 2])) for i in range(concurrency)]
@@ -114,7 +131,13 @@ def test_batched_forward_equals_per_request_forwards(model: LumosTransformer) ->
     with torch.no_grad():
         alone = [model.forward_segments(i.tokens, i.cos, i.sin, [i.segment]) for i in inputs]
         segs = [
-            Segment(slice(2 * j, 2 * j + 2), i.segment.mask, i.segment.kv, i.segment.start)
+            Segment(
+                slice(2 * j, 2 * j + 2),
+                i.segment.mask,
+                i.segment.kv,
+                i.segment.start,
+                i.segment.first,
+            )
             for j, i in enumerate(inputs)
         ]
         batched = model.forward_segments(

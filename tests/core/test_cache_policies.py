@@ -6,9 +6,11 @@ A new policy is one line in POLICIES; every invariant below then runs on it.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from packcache_core.cache import KVCache, plan_cache, simulate_history, visible_tokens
 from packcache_core.generate import SamplingConfig, VideoGeneration, VideoRequest, cache_plan_for
@@ -206,6 +208,53 @@ def test_packcache_keeping_everything_equals_full(model: LumosTransformer) -> No
     for a, b in zip(full, packed, strict=True):
         assert torch.equal(a.codes, b.codes)
         assert a.cache.used_tokens == b.cache.used_tokens
+
+
+def test_steps_attend_without_a_mask_each_row_its_own_slots(
+    model: LumosTransformer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the prefill every forward (denoising steps and write-backs) calls SDPA with no
+    mask, per row over one contiguous run of slots ending at the frame: the conditional row
+    from its text's first slot, the unconditional row from the header (3 slots before frame
+    0, its text slots held back)."""
+    sdpa = F.scaled_dot_product_attention
+    calls: list[tuple[int, int, bool]] = []
+
+    def spy(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw: object) -> torch.Tensor:
+        calls.append((q.shape[0], k.shape[2], kw.get("attn_mask") is None))
+        return sdpa(q, k, v, **kw)  # type: ignore[arg-type]
+
+    gen = VideoGeneration(model, request(5), SamplingConfig(steps=2), PackCachePolicy(), 0)
+    gen.prefill()
+    P, F_ = gen.cache.spec.prefix_tokens, LAYOUT.tokens
+    assert gen.cache.row_start == (P - 3 - len(PROMPT), P - 3)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    while not gen.done:
+        end = gen.cache.current_start + F_
+        calls.clear()
+        gen.step()
+        first = gen.cache.row_start
+        per_forward = [(1, end - first[0], True), (1, end - first[1], True)]
+        assert calls and calls == per_forward * (len(calls) // 2)
+
+
+def test_text_slots_held_for_a_new_prompt_change_no_bit(model: LumosTransformer) -> None:
+    """A video that holds 200 text slots (a stream, for a prompt change) computes what the
+    same request without them does, bit for bit: the held slots lie outside every row's range."""
+    plain, held = (
+        VideoGeneration(
+            model, replace(request(5), text_slots=n), SamplingConfig(steps=2), PackCachePolicy(), 4
+        )
+        for n in (0, 200)
+    )
+    assert held.cache.spec.prefix_tokens == plain.cache.spec.prefix_tokens + 200 - len(PROMPT)
+    assert torch.equal(plain.predict_frame(), held.predict_frame())
+    codes: list[list[torch.Tensor]] = [[], []]
+    for gen, out in zip((plain, held), codes, strict=True):
+        while not gen.done:
+            if (r := gen.step()) is not None:
+                out.append(r.codes)
+    assert len(codes[0]) == 4 and all(map(torch.equal, *codes))
 
 
 def test_same_seed_same_tokens_whatever_runs_beside(model: LumosTransformer) -> None:
