@@ -2,6 +2,7 @@
 
     python benchmarks/attention.py --json benchmarks/results/attention-cpu.json
     python benchmarks/attention.py --quick
+    python benchmarks/attention.py --device cuda --dtype bfloat16 ...   # device_check.py's step
 
 A denoising step attends the frame's queries of both rows (conditional, unconditional) over one
 request's cache in one SDPA call. The conditional row may attend every key; the unconditional
@@ -11,13 +12,15 @@ full cache at the 13th latent frame, and over 4000 keys, about PackCache's), flo
 ways, interleaved round by round (the machine's load spreads over all of them):
 
 - `bool`: one call, a boolean key mask (True = may attend), the earlier path;
-- `float`: one call, an additive float mask (0 / -inf), what `KVCache.frame_mask` builds now;
+- `float`: one call, an additive float mask (0 / -inf), the path before the right-aligned
+  prefix;
 - `none`: one call without a mask (wrong for the unconditional row: the floor a mask can reach);
 - `split`: two calls: the conditional row without a mask, the unconditional row with its float
   mask (only the unconditional row carries one);
 - `split-none`: two calls without masks, the unconditional row over the keys after the text
-  slots plus its header (what a cache layout keeping the unused slots out of range would run;
-  on a GPU the only variant whose calls may all use the flash kernels).
+  slots plus its header: what the cache runs now (its prefix is right-aligned, so each row
+  attends one contiguous run of slots, `KVCache.row_start`); on a GPU the only variant whose
+  calls may all use the flash kernels.
 
 It checks that every variant but `none` gives the same output as `bool` (max abs difference)
 and prints the median seconds per call and the ratio to `bool`.
@@ -48,44 +51,61 @@ HEADER = 3  # the unconditional row's valid text slots: the header tokens
 def variants(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text: int
 ) -> dict[str, Callable[[], torch.Tensor]]:
-    """q (2, H, S, D), k and v (2, H, K, D); the unconditional row (1) sees no text slot past
-    the header."""
-    K = k.shape[2]
-    valid = torch.ones(2, 1, 1, K, dtype=torch.bool)
+    """q (2, H, S, D), k and v (2, Hkv, K, D); the unconditional row (1) sees no text slot
+    past the header."""
+    K, dev = k.shape[2], k.device
+    gqa = q.shape[1] != k.shape[1]
+    valid = torch.ones(2, 1, 1, K, dtype=torch.bool, device=dev)
     valid[1, :, :, HEADER:text] = False
-    additive = torch.zeros(valid.shape).masked_fill_(~valid, float("-inf"))
-    keep = torch.cat((torch.arange(HEADER), torch.arange(text, K)))  # uncond's keys, in order
+    additive = torch.zeros(valid.shape, dtype=q.dtype, device=dev)
+    additive.masked_fill_(~valid, float("-inf"))
+    keep = torch.cat((torch.arange(HEADER), torch.arange(text, K))).to(dev)  # uncond's, in order
     k1, v1 = k[1:, :, keep], v[1:, :, keep]  # as if the cache laid them out contiguously
 
+    def sdpa(
+        q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, mask, enable_gqa=gqa)
+
     def split(mask: torch.Tensor | None) -> torch.Tensor:
-        cond = F.scaled_dot_product_attention(q[:1], k[:1], v[:1])
+        cond = sdpa(q[:1], k[:1], v[:1])
         if mask is None:
-            return torch.cat((cond, F.scaled_dot_product_attention(q[1:], k1, v1)))
-        return torch.cat((cond, F.scaled_dot_product_attention(q[1:], k[1:], v[1:], mask)))
+            return torch.cat((cond, sdpa(q[1:], k1, v1)))
+        return torch.cat((cond, sdpa(q[1:], k[1:], v[1:], mask)))
 
     return {
-        "bool": lambda: F.scaled_dot_product_attention(q, k, v, valid),
-        "float": lambda: F.scaled_dot_product_attention(q, k, v, additive),
-        "none": lambda: F.scaled_dot_product_attention(q, k, v),
+        "bool": lambda: sdpa(q, k, v, valid),
+        "float": lambda: sdpa(q, k, v, additive),
+        "none": lambda: sdpa(q, k, v),
         "split": lambda: split(additive[1:]),
         "split-none": lambda: split(None),
     }
 
 
+def timed(fn: Callable[[], torch.Tensor], device: torch.device) -> float:
+    """Seconds of one call (the device's queue drained before and after)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
 def measure(keys: int, args: argparse.Namespace) -> dict[str, Any]:
     g = torch.Generator().manual_seed(keys)
-    H, S, D = args.heads, args.queries, args.head_dim
-    q = torch.randn(2, H, S, D, generator=g)
-    k, v = (torch.randn(2, H, keys, D, generator=g) for _ in range(2))
+    H, Hkv, S, D = args.heads, args.kv_heads or args.heads, args.queries, args.head_dim
+    dev, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    q = torch.randn(2, H, S, D, generator=g).to(dev, dtype)
+    k, v = (torch.randn(2, Hkv, keys, D, generator=g).to(dev, dtype) for _ in range(2))
     runs = variants(q, k, v, args.text)
-    want = runs["bool"]()
-    error = {name: float((fn() - want).abs().max()) for name, fn in runs.items()}
+    want = runs["bool"]().float()
+    error = {name: float((fn().float() - want).abs().max()) for name, fn in runs.items()}
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.rounds):
         for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(timed(fn, dev))
     base = statistics.median(times["bool"])
     return {
         name: {
@@ -101,19 +121,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--keys", default="12869,4000", help="comma list of key counts")
     p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--kv-heads", type=int, help="K/V heads (GQA); default: --heads")
     p.add_argument("--queries", type=int, default=988, help="tokens per frame")
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--text", type=int, default=67, help="text slots incl. the header")
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--threads", type=int)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--quick", action="store_true", help="small sizes, 3 rounds (CI smoke run)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     if args.quick:
         args.keys, args.queries, args.rounds = "600", 96, 3
-    host = prepare_host("cpu", args.threads)
-    print(f"threads {host.threads}, load {report.load_now()}", flush=True)
-    results: dict[str, Any] = {"load_avg": report.load_now(), "threads": host.threads}
+    host = prepare_host(args.device, args.threads)
+    print(f"{args.device} {args.dtype}, threads {host.threads}, load {report.load_now()}")
+    results: dict[str, Any] = {
+        "load_avg": report.load_now(),
+        "threads": host.threads,
+        "device": args.device,
+        "dtype": args.dtype,
+    }
     for keys in [int(x) for x in args.keys.split(",")]:
         res = measure(keys, args)
         results[str(keys)] = res

@@ -6,8 +6,11 @@
 What it runs, in order, each as its own process (so one failing step still leaves the others'
 results): the `gpu`-marked tests; `cache_policies.py` on the Lumos-1 1B and 3B shapes
 (`configs.py`: 672x384, 48 x 84 latent grid) in bfloat16, 13 latent frames, 2 denoising steps per
-frame, `full` / `sliding` / `packcache` (TOTAL, LAST, peak cache bytes per policy); the
-`batching.py` table on the 1B shape (1, 2, 4 requests); and `cache_policies.py` on the 1B shape
+frame, `full` / `sliding` / `packcache` (TOTAL, LAST, peak cache bytes per policy); one
+attention call at the 3B shape in each way the unconditional row's unused text slots can be
+hidden (`attention.py`: the right-aligned layout's two mask-free calls, which may use the
+flash kernels, against one call under a mask, which may not); the `batching.py` table on the 1B
+shape (1, 2, 4 requests); and `cache_policies.py` on the 1B shape
 again with `--compile` (static-shape steps compiled; CUDA graphs on a GPU) against without.
 Each step writes its JSON and PNG into `--out`; `device_check.json` there gathers the headline
 numbers and how long each step took. `--dry` runs the same steps on the CPU with the `quick`
@@ -36,15 +39,22 @@ def steps(out: Path, dry: bool) -> list[tuple[str, list[str]]]:
     if dry:
         models = {"quick": ["--quick", "--device", "cpu", "--frames", "3", "--steps", "1"]}
         batch = ["--quick", "--device", "cpu", "--concurrency", "1,2", "--steps", "1"]
+        attention = ["--quick"]
     else:
         gpu = ["--device", "cuda", "--dtype", "bfloat16", "--frames", "13", "--steps", "2"]
         models = {name: ["--config", name, *gpu] for name in ("lumos-1b", "lumos-3b")}
         batch = ["--config", "lumos-1b", "--device", "cuda", "--dtype", "bfloat16"]
         batch += ["--concurrency", "1,2,4", "--steps", "2"]
+        # One attention call of Lumos-1 3B at 672x384 (4084 tokens a frame, a 200-token
+        # prompt): the full cache at the 13th latent frame, and about PackCache's.
+        attention = ["--device", "cuda", "--dtype", "bfloat16", "--heads", "24"]
+        attention += ["--kv-heads", "8", "--head-dim", "128", "--queries", "4084"]
+        attention += ["--text", "203", "--keys", "53295,12455"]
     policies = ["--policies", "full,sliding,packcache", "--no-fidelity"]
     first = next(iter(models.values()))
     benches = [(f"policies_{name}", ["cache_policies.py", *args, *policies])
                for name, args in models.items()]  # fmt: skip
+    benches.append(("attention", ["attention.py", *attention]))
     benches.append(("batching", ["batching.py", *batch]))
     benches.append(("compiled", ["cache_policies.py", *first, *policies, "--compile"]))
     run = [("gpu_tests", [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests"])]
@@ -59,6 +69,12 @@ def headline(name: str, path: Path) -> dict[str, Any]:
     data = json.loads(path.read_text())
     if name == "batching":
         return {"summary": data["summary"], "rows": len(data["rows"])}
+    if name == "attention":  # median seconds per call, per key count and variant
+        return {
+            keys: {variant: r["median_seconds"] for variant, r in res.items()}
+            for keys, res in data.items()
+            if isinstance(res, dict)
+        }
     return {
         policy: {
             k: data["policies"][policy]["summary"].get(k)

@@ -159,6 +159,17 @@ def test_attention_quick(tmp_path: Path) -> None:
     assert res["none"]["max_abs_diff_vs_bool"] > 1e-3  # the mask matters: the check can fail
 
 
+def test_attention_quick_grouped_heads_bf16(tmp_path: Path) -> None:
+    """The device check's form (K/V heads shared, bfloat16), on the CPU."""
+    out = tmp_path / "attention.json"
+    run_script("attention.py", "--kv-heads", "2", "--dtype", "bfloat16", "--json", str(out))
+    res = json.loads(out.read_text())
+    assert res["dtype"] == "bfloat16"
+    for exact in ("float", "split", "split-none"):
+        assert res["600"][exact]["max_abs_diff_vs_bool"] < 2e-2, exact  # bf16 rounding
+    assert res["600"]["none"]["max_abs_diff_vs_bool"] > 5e-2
+
+
 def test_device_check_dry(tmp_path: Path) -> None:
     """The GPU slot's one command, end to end on a CPU (tiny config)."""
     proc = run_repo_script(
@@ -168,7 +179,10 @@ def test_device_check_dry(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "device_check.json").read_text())
     assert report["dry"] is True and report["failed"] == []
     steps = report["steps"]
-    assert set(steps) == {"gpu_tests", "policies_quick", "batching", "compiled"}
+    assert set(steps) == {"gpu_tests", "policies_quick", "attention", "batching", "compiled"}
+    attention = steps["attention"]["results"]["600"]
+    assert set(attention) == {"bool", "float", "none", "split", "split-none"}
+    assert all(t > 0 for t in attention.values())
     for name in ("policies_quick", "compiled"):
         policies = steps[name]["results"]
         assert set(policies) == set(POLICIES)
