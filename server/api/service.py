@@ -119,7 +119,8 @@ async def extend(rt: Runtime, body: ExtendRequest, scope: str | None, owner: str
     try:
         seconds = None if body.seconds is None else float(body.seconds)
         more = added_latent_frames(seconds, body.latent_frames, limits)
-        params = extension(params, len(recorded.codes), body.prompt, more, limits)
+        given = "seconds" if body.latent_frames is None else "latent_frames"
+        params = extension(params, len(recorded.codes), body.prompt, more, limits, given)
     except RequestError as e:
         raise InvalidRequest(str(e), param=e.param) from e
     job_id = new_video_id()

@@ -82,7 +82,7 @@ def test_extension_errors(server: LiveServer) -> None:
             400,
             "seconds",
         ),
-        (post("/v1/videos/extensions", json=ref | {"latent_frames": 1000}), 400, "seconds"),
+        (post("/v1/videos/extensions", json=ref | {"latent_frames": 1000}), 400, "latent_frames"),
         (post("/v1/videos/extensions", json={"prompt": "on", "seconds": "1"}), 400, "video"),
         (post("/v1/videos/extensions", json=ref | {"seconds": "1", "size": "64x64"}), 400, "size"),
         (

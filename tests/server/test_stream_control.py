@@ -117,6 +117,7 @@ def test_an_open_ended_request_that_cannot_stay_bounded_is_refused(
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=60)
     assert error["type"] == "error" and error["error"]["param"] == param
+    assert error["id"] is None  # no video was made: none is named
     assert ws.close_code == 1007
 
 

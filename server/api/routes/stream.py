@@ -36,6 +36,7 @@ import logging
 from typing import Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter, ValidationError
 
 from packcache_core.request import RequestError, check_prompt
@@ -234,6 +235,9 @@ async def stream(ws: WebSocket, rt: RuntimeDep) -> None:
     except ServerError as e:
         if job_id is not None:
             _cancel(rt, job_id)
+            # a refused request leaves no video behind: name none the client would look up
+            if not await run_in_threadpool(rt.store.known, [job_id]):
+                job_id = None
         await _refuse(ws, e, job_id)
     finally:
         rt.open_streams -= 1
