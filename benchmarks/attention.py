@@ -5,9 +5,9 @@
     python benchmarks/attention.py --device cuda --dtype bfloat16 ...   # device_check.py's step
 
 A denoising step attends the frame's queries of both rows (conditional, unconditional) over one
-request's cache in one SDPA call. The conditional row may attend every key; the unconditional
-row must not see the text slots it leaves unused (its prompt is only the 3 header tokens). This
-times that call, `paper-shaped` sizes by default ((2, 4, 988, 64) queries over 12869 keys, the
+request's cache. The conditional row may attend every key; the unconditional row must not see
+the text slots it leaves unused (its prompt is only the 3 header tokens). This times that
+attention, `paper-shaped` sizes by default ((2, 4, 988, 64) queries over 12869 keys, the
 full cache at the 13th latent frame, and over 4000 keys, about PackCache's), float32, in five
 ways, interleaved round by round (the machine's load spreads over all of them):
 

@@ -12,7 +12,7 @@ scheduler (the caller decides which runs tick together) or an accountant (the ca
 outcomes: results, errors, times).
 
 Invariant: a run's tokens do not depend on which other runs share its tick: its rows see only
-its own cache and mask, and its random numbers come from its own generator.
+its own cache slots, and its random numbers come from its own generator.
 """
 
 from __future__ import annotations

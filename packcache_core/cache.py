@@ -181,7 +181,8 @@ class KVCache:
 
     @property
     def used_tokens(self) -> int:
-        """Slots attended while denoising the next frame (per branch)."""
+        """Slots in use while denoising the next frame (per branch): up to the frame's end,
+        counted from slot 0 (each row attends those from its `row_start` on)."""
         return self.current_start + self.spec.layout.tokens
 
     @property

@@ -133,7 +133,7 @@ class PromptTooLong(ValueError):
 
 @dataclass(frozen=True)
 class CacheStats:
-    used_tokens: int  # slots attended while denoising, per branch
+    used_tokens: int  # slots in use while denoising, per branch (`KVCache.used_tokens`)
     capacity_tokens: int  # fixed per branch
     history_tokens: int
     history_frames: int
@@ -359,9 +359,8 @@ class VideoGeneration:
         unconditional row has the header only. Only the slots from the text's first on are fed
         and attended, so slots held for a longer prompt change no bit of the result."""
         req, dev, n = self.request, self.device, len(prompt_ids)
-        self.cache.hold_text(n)
-        first = self.cache.row_start[0]
         S = n + HEADER_LEN
+        first = self.cache.spec.prefix_tokens - S
         tokens = torch.full((2, S), self.model.config.pad_token_id, dtype=torch.int64)
         tokens[0] = torch.tensor(prompt_ids + header_tokens(req.seconds, req.fps))
         tokens[1, n:] = tokens[0, n:]
@@ -376,6 +375,7 @@ class VideoGeneration:
         mask[1].fill_diagonal_(True)  # ... except to themselves (their rows are discarded)
         segment = Segment(slice(None), mask[:, None], self.cache.layers, first, (first, first))
         self.model.forward_segments(tokens.to(dev), cos, sin, [segment])
+        self.cache.hold_text(n)  # after the forward: one that raises leaves the old text in force
 
     def _recache(self) -> None:
         """KV re-cache after a prompt change: the conditioning frame and then each history

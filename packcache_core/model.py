@@ -139,13 +139,17 @@ class Attention(nn.Module):
     def _sdpa(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
     ) -> torch.Tensor:
+        gqa = self.n_heads != self.n_kv
+        if gqa and mask is not None and q.is_cuda:
+            # CUDA's memory-efficient kernel, the fused one that takes a mask, refuses shared
+            # K/V heads: expanded (as `enable_gqa` would), it takes the call instead of the math
+            # kernel, which holds every score in float32. Only the prefix and a re-cache pass a
+            # mask; denoising steps do not (flash takes shared heads as they are).
+            k = k.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+            v = v.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+            gqa = False
         return F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            scale=1.0 / math.sqrt(self.head_dim),
-            enable_gqa=self.n_heads != self.n_kv,
+            q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(self.head_dim), enable_gqa=gqa
         )
 
 

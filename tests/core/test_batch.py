@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -107,6 +109,29 @@ def test_steps_run_on_the_flash_kernel_on_cuda() -> None:
     gen = generation(model, 0, FrameLayout(4, 8))
     gen.prefill()  # the prefix is causal: the one forward with a mask
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        while not gen.done:
+            gen.step()
+
+
+@pytest.mark.gpu
+def test_prefix_and_recache_avoid_the_math_kernel_on_cuda() -> None:
+    """The forwards that pass a mask (the causal prefix, a prompt change's re-cache) run on
+    a fused kernel on a GPU although the model shares K/V heads: with the math kernel
+    disallowed, a whole video with a prompt change still runs."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model = load_model("builtin:tiny-random", "cuda", torch.bfloat16)
+    assert model.config.num_key_value_heads < model.config.num_attention_heads
+    gen = generation(model, 2, FrameLayout(4, 8))  # 5 latent frames
+    gen = VideoGeneration(
+        model, replace(gen.request, text_slots=64), gen.sampling, gen.policy, seed=2
+    )
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
+        while gen.frames_done < 1:
+            gen.step()
+        gen.change_prompt([0, *range(16000, 16040), 8710])
         while not gen.done:
             gen.step()
 

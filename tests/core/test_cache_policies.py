@@ -257,6 +257,23 @@ def test_text_slots_held_for_a_new_prompt_change_no_bit(model: LumosTransformer)
     assert len(codes[0]) == 4 and all(map(torch.equal, *codes))
 
 
+def test_a_prompt_of_another_length_ends_where_the_first_did(model: LumosTransformer) -> None:
+    """A layer-0 key depends on its token and position only: after a change to a longer, then
+    a shorter prompt, the conditional row's header keys are those the first prompt wrote (same
+    slots, same positions), and each row attends from the new text's first slot on."""
+    req = replace(request(5), text_slots=40)
+    gen = VideoGeneration(model, req, SamplingConfig(steps=2), PackCachePolicy(), 0)
+    gen.prefill()
+    P, k0 = gen.cache.spec.prefix_tokens, gen.cache.k[0]
+    header = k0[:, :, P - 3 : P].clone()
+    for prompt in ([0, *range(16100, 16130), 8710], [0, 16200, 8710]):
+        gen._write_text(prompt)
+        assert gen.cache.row_start == (P - 3 - len(prompt), P - 3)
+        torch.testing.assert_close(k0[:, :, P - 3 : P], header, rtol=0, atol=1e-6)
+    # the same header tokens at another position (the unconditional row's 0) have other keys
+    assert not torch.allclose(header[0], header[1], atol=1e-3)
+
+
 def test_same_seed_same_tokens_whatever_runs_beside(model: LumosTransformer) -> None:
     alone = run(model, PackCachePolicy(), seed=7)
     a = VideoGeneration(model, request(), SamplingConfig(steps=2), PackCachePolicy(), seed=7)

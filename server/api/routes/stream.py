@@ -236,11 +236,20 @@ async def stream(ws: WebSocket, rt: RuntimeDep) -> None:
         if job_id is not None:
             _cancel(rt, job_id)
             # a refused request leaves no video behind: name none the client would look up
-            if not await run_in_threadpool(rt.store.known, [job_id]):
-                job_id = None
+            job_id = await _if_known(rt, job_id)
         await _refuse(ws, e, job_id)
     finally:
         rt.open_streams -= 1
+
+
+async def _if_known(rt: Runtime, job_id: str) -> str | None:
+    """`job_id` if the store has its video (kept when the store cannot say)."""
+    try:
+        known = await run_in_threadpool(rt.store.known, [job_id])
+    except Exception:
+        log.warning("could not look %s up in the job store", job_id, exc_info=True)
+        return job_id
+    return job_id if known else None
 
 
 def _cancel(rt: Runtime, job_id: str) -> None:
