@@ -220,25 +220,22 @@ class LumosTransformer(nn.Module):
         tokens: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        mask: torch.Tensor | None,
+        mask: torch.Tensor,
         kv: list[LayerKV] | None = None,
         start: int = 0,
-        first: tuple[int, ...] | None = None,
     ) -> torch.Tensor:
-        """Final normed hidden states (B, S, hidden).
+        """Final normed hidden states (B, S, hidden), every row attending from slot 0 under
+        `mask` (rows attending from their own first slot: `forward_segments`, `Segment.first`).
 
         Args:
             tokens: (B, S) int64 ids.
             cos, sin: (B, S, head_dim) rotary tables for the fed tokens (activation dtype).
             mask: bool (True = may attend) or additive float; (B, 1, S or 1, K) with K = S
-                without a cache, K = start + S with one, K = start + S - min(first) with
-                `first`. None: each row attends from its `first` on.
+                without a cache and K = start + S with one.
             kv: per-layer (k, v) buffers to write the fed tokens into at [start, start + S).
             start: first cache slot of the fed tokens.
-            first: with a cache, per row the first slot it attends.
         """
-        segment = Segment(slice(None), mask, kv, start, first)
-        return self.forward_segments(tokens, cos, sin, [segment])
+        return self.forward_segments(tokens, cos, sin, [Segment(slice(None), mask, kv, start)])
 
     def forward_segments(
         self, tokens: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, segments: list[Segment]
