@@ -27,8 +27,14 @@ from dataclasses import dataclass, field
 import torch
 
 from packcache_core.config import LumosConfig
-from packcache_core.layout import HEADER_LEN, FrameLayout, frame_positions
-from packcache_core.policy import CachePolicy, frames_held, open_ended_refusal, rebase_at
+from packcache_core.layout import BOUNDARY, HEADER_LEN, FrameLayout, frame_positions
+from packcache_core.policy import (
+    CachePolicy,
+    PolicyError,
+    frames_held,
+    open_ended_refusal,
+    rebase_at,
+)
 from packcache_core.rope import RotaryTables, rerotate
 
 
@@ -114,6 +120,13 @@ def simulate_history(
         frames.insert(0, torch.arange(layout.tokens))
         keep = policy.select(frames, layout, visible)
         frames = [f[k] for f, k in zip(frames, keep, strict=True) if k is not None]
+        if any(f.numel() <= BOUNDARY for f in frames):
+            raise PolicyError(
+                f"cache policy {policy.name!r} with these parameters would keep a history frame "
+                f"with no grid token on this model's {layout.h}x{layout.w} latent grid "
+                f"({layout.grid_tokens} grid tokens a frame): raise budget",
+                "budget",
+            )
     return max(peak, sum(f.numel() for f in frames))
 
 

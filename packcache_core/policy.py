@@ -1,7 +1,8 @@
 """Cache policies: small objects that decide which history tokens stay in a request's KV cache.
 
-What it is: `FullPolicy`, `SlidingPolicy`, `PackCachePolicy` (the PackCache paper's decay
-budget, with the choices measured in `benchmarks/quality.py`) and `SinkPolicy`, and `POLICIES`,
+What it is: `FullPolicy`, `SlidingPolicy`, `PackCachePolicy` (the PackCache paper's rule, section
+3.1 of `packcache-method.md`), `PackCacheFloorsPolicy` (a variant with per-frame floors, tuned
+on a built-in model) and `SinkPolicy`, and `POLICIES`,
 the registry every name, parameter and bound is derived from (request fields, settings, CLI
 choices, metric labels, the page). A policy only looks at frame-local token indices (and, if
 it asks, per-token scores the cache computes) and returns what to keep; it never touches
@@ -24,7 +25,15 @@ from typing import Any, Protocol
 
 import torch
 
-from packcache_core.layout import FrameLayout
+from packcache_core.layout import BOUNDARY, FrameLayout
+
+
+class PolicyError(ValueError):
+    """Parameters no policy of that name can take; `param` names the one to change."""
+
+    def __init__(self, message: str, param: str = "cache_policy") -> None:
+        super().__init__(message)
+        self.param = param
 
 
 # Frame-local index of the tokens outside the grid: image-start, two size tokens, image-end.
@@ -50,6 +59,9 @@ def knob(default: Any, doc: str, **bounds: Any) -> Any:
     return field(default=default, metadata={"knob": Knob(doc, **bounds)})
 
 
+SELECTORS = ("uniform", "knorm")  # how a packed frame chooses its tokens (see `choose`)
+
+
 # Knobs several policies share: one declaration each (a fresh field per class).
 def window_knob(default: int) -> Any:
     return knob(default, "history frames kept", ge=1, le=1000)
@@ -57,6 +69,18 @@ def window_knob(default: int) -> Any:
 
 def budget_knob() -> Any:
     return knob(1.0, "history memory in frames (1 = a one-frame window's)", gt=0, le=16)
+
+
+def rho_knob() -> Any:
+    return knob(0.5, "packcache: decay of a frame's share per frame of distance", gt=0, le=1)
+
+
+def drop_masked_knob() -> Any:
+    return knob(False, "packcache: never keep the history mask's MASK tokens")
+
+
+def selector_knob() -> Any:
+    return knob("uniform", "packcache: which tokens stay", choices=SELECTORS)
 
 
 def rebase_knob() -> Any:
@@ -185,9 +209,6 @@ def uniform_subset(m: int, n: int) -> torch.Tensor:
     return torch.div(torch.arange(n) * m, n, rounding_mode="floor")
 
 
-SELECTORS = ("uniform", "knorm")  # PackCachePolicy.selector
-
-
 def choose(
     n: int, candidates: torch.Tensor, score: torch.Tensor | None, selector: str
 ) -> torch.Tensor:
@@ -219,6 +240,12 @@ def _select_frame(
     return torch.cat((torch.nonzero(boundary).flatten(), chosen)).sort().values
 
 
+def grid_candidates(layout: FrameLayout, visible: torch.Tensor, drop_masked: bool) -> int:
+    """G: the grid tokens a whole frame offers a packing policy (with `drop_masked`, only
+    those the history mask left visible)."""
+    return int(visible.sum()) - BOUNDARY if drop_masked else layout.grid_tokens
+
+
 def _frame_scores(scores: Sequence[torch.Tensor] | None, d: int) -> torch.Tensor | None:
     return None if scores is None else scores[d - 1]
 
@@ -229,43 +256,172 @@ def grid_budget(budget: float, layout: FrameLayout, frames: int) -> float:
     return budget * layout.tokens - 4 * frames
 
 
+def check_decay(name: str, window: int, rho: float, budget: float, selector: str) -> None:
+    """The parameters both PackCache policies share, checked (PolicyError naming the bad one)."""
+    if window < 1:
+        raise PolicyError(f"{name} window must be >= 1, got {window}", "window")
+    if not 0 < rho <= 1:
+        raise PolicyError(f"{name} rho must be in (0, 1], got {rho}", "rho")
+    if budget <= 0:
+        raise PolicyError(f"{name} budget must be > 0, got {budget}", "budget")
+    if selector not in SELECTORS:
+        raise PolicyError(
+            f"unknown {name} selector {selector!r} (available: {', '.join(SELECTORS)})",
+            "selector",
+        )
+
+
+def decay_shares(n: int, rho: float) -> list[float]:
+    """Shares of the history budget of the n frames held, newest first: rho^min(d, n - 1) for
+    d = 1..n, normalised (PackCache's decay; with rho = 1/2 they need no normalising:
+    [1], [1/2, 1/2], [1/2, 1/4, 1/4], [1/2, 1/4, 1/8, 1/8], ...)."""
+    weights = [rho ** min(d, n - 1) for d in range(1, n + 1)]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def window_of_quota(b_min: float) -> int:
+    """The window W whose minimum quota is `b_min` = 2^-(W-1) (1/2, 1/4, 1/8: W = 2, 3, 4);
+    ValueError for any other value."""
+    W = 1 - math.log2(b_min) if 0 < b_min <= 1 else 0.0
+    if b_min <= 0 or abs(W - round(W)) > 1e-9:
+        raise PolicyError(
+            f"b_min={b_min:g} is not a quota of the form 2^-(W-1) (1/2, 1/4, 1/8, ... for a "
+            "window of 2, 3, 4, ... frames); set window instead",
+            "b_min",
+        )
+    return round(W)
+
+
 @dataclass(frozen=True)
 class PackCachePolicy:
-    """W history frames packed by an exponential decay budget (PackCache).
+    """PackCache as the paper defines it (`packcache-method.md` section 3.1): one rule over the
+    n <= W finished frames the cache holds after a write-back.
 
-    `budget` is the history's memory in frames: the W frames together hold about `budget *
-    layout.tokens` tokens, boundary tokens included, so `budget=1` costs what a one-frame
-    window costs. Of the B = budget * tokens - 4W grid tokens, each frame first gets its floor
-    f = ceil(b_min V) and the rest is shared by exponential decay: the frame at distance d
-    keeps `n_d = min(V, f + ceil((B - W f) rho^(d-1) / sum_k rho^(k-1)))` of its V candidates
-    (all grid tokens, or only those the history mask left visible with `drop_masked`; what a
-    whole frame cannot take goes to the others by the same weights), chosen by `selector` from
-    what it kept at d - 1, plus its 4 boundary tokens; frames beyond W leave first (FIFO). The
-    ceilings put the history at most W tokens above the budget, and it is below the budget
-    only when every frame is whole or the floors alone exceed it.
+    The frame at distance d (1 = newest) has the share b_d = rho^min(d, n - 1) (normalised) of
+    a history of `budget` frames' worth of grid tokens and keeps n_d = min(G, budget b_d G) of
+    its G grid tokens (codes and row newlines, MASK tokens included; with `drop_masked` G
+    counts only those the history mask left visible), chosen by `selector` from what it kept
+    before (nested), plus its 4 boundary tokens. Counts are integers: each share floored, the
+    tokens left over given one by one to the newest frames, so at budget 1 they sum to exactly
+    G. One rule gives the paper's three phases: fill (n = 1: the finished frame whole), pack
+    (n = 2, 3: [1/2, 1/2], [1/2, 1/4, 1/4]) and slide (a frame beyond W leaves, FIFO, and with
+    `rebase` the rest are renumbered). `b_min`, the paper's minimum quota 2^-(W-1), is another
+    way to give the window: `make_policy` derives W from it, and a `b_min` that contradicts
+    the window is refused.
     """
 
-    window: int = window_knob(2)
-    rho: float = knob(0.5, "packcache: decay of the token budget per frame of distance", gt=0, le=1)
+    window: int = knob(
+        3, "history frames kept (packcache: the paper's three-frame quota)", ge=1, le=1000
+    )
+    rho: float = rho_knob()
     budget: float = budget_knob()
-    b_min: float = knob(1 / 8, "packcache: floor per frame, a share of its tokens", ge=0, le=1)
-    drop_masked: bool = knob(False, "packcache: never keep the history mask's MASK tokens")
-    selector: str = knob("uniform", "packcache: which tokens stay", choices=SELECTORS)
+    b_min: float = knob(
+        0.0,
+        "packcache: the window as the paper's minimum quota 2^-(W-1) (0.5, 0.25, 0.125 for "
+        "W = 2, 3, 4); 0: from window",
+        ge=0,
+        le=1,
+    )
+    drop_masked: bool = drop_masked_knob()
+    selector: str = selector_knob()
     rebase: bool = rebase_knob()
     rebase_at: int = rebase_at_knob()
     name: str = "packcache"
 
     def __post_init__(self) -> None:
-        if self.window < 1:
-            raise ValueError(f"packcache window must be >= 1, got {self.window}")
-        if not 0 < self.rho <= 1:
-            raise ValueError(f"packcache rho must be in (0, 1], got {self.rho}")
-        if self.budget <= 0 or not 0 <= self.b_min <= 1:
-            raise ValueError("packcache budget must be > 0 and b_min in [0, 1]")
-        if self.selector not in SELECTORS:
-            raise ValueError(
-                f"unknown packcache selector {self.selector!r} (available: {', '.join(SELECTORS)})"
+        check_decay(self.name, self.window, self.rho, self.budget, self.selector)
+        if self.b_min and window_of_quota(self.b_min) != self.window:
+            raise PolicyError(
+                f"b_min={self.b_min:g} is the quota of a {window_of_quota(self.b_min)}-frame "
+                f"window, but window={self.window}; give one of them (b_min = 2^-(window-1))",
+                "b_min",
             )
+
+    @classmethod
+    def derive(cls, params: dict[str, object]) -> dict[str, object]:
+        """A `b_min` given without a window sets the window."""
+        b_min = params.get("b_min")
+        if isinstance(b_min, int | float) and b_min and "window" not in params:
+            return {**params, "window": window_of_quota(float(b_min))}
+        return params
+
+    @property
+    def uses_scores(self) -> bool:
+        return self.selector != "uniform"
+
+    @property
+    def frames_held(self) -> int:
+        return self.window
+
+    def frame_counts(self, n: int, g: int) -> list[int]:
+        """Grid tokens kept by each of the n frames held (newest first), of g each (3.1)."""
+        target = [min(g, self.budget * s * g) for s in decay_shares(n, self.rho)]
+        counts = [math.floor(t + 1e-9) for t in target]
+        left = math.floor(sum(target) + 1e-9) - sum(counts)
+        for d in range(n):
+            if left <= 0:
+                break
+            if counts[d] < g:
+                counts[d] += 1
+                left -= 1
+        return counts
+
+    def candidates(self, layout: FrameLayout, visible: torch.Tensor) -> int:
+        return grid_candidates(layout, visible, self.drop_masked)
+
+    def select(
+        self,
+        frames: Sequence[torch.Tensor],
+        layout: FrameLayout,
+        visible: torch.Tensor,
+        scores: Sequence[torch.Tensor] | None = None,
+    ) -> list[torch.Tensor | None]:
+        n = min(len(frames), self.window)
+        counts = self.frame_counts(n, self.candidates(layout, visible)) if n else []
+        return [
+            _select_frame(
+                local,
+                layout,
+                visible,
+                counts[d - 1],
+                self.drop_masked,
+                _frame_scores(scores, d),
+                self.selector,
+            )
+            if d <= n
+            else None
+            for d, local in enumerate(frames, 1)
+        ]
+
+
+@dataclass(frozen=True)
+class PackCacheFloorsPolicy:
+    """A variant of PackCache tuned on `builtin:demo-long` (not the paper's rule): every held
+    frame is cut from its first write-back. Of the B = budget * tokens - 4W grid tokens of W
+    frames, each first gets its floor f = ceil(floor V) and the rest is shared by exponential
+    decay: the frame at distance d keeps `n_d = min(V, f + ceil((B - W f) rho^(d-1) / sum_k
+    rho^(k-1)))` of its V candidates (what a whole frame cannot take goes to the others by the
+    same weights), chosen by `selector` from what it kept at d - 1, plus its 4 boundary tokens;
+    frames beyond W leave first (FIFO). The ceilings put the history at most W tokens above the
+    budget."""
+
+    window: int = window_knob(2)
+    rho: float = rho_knob()
+    budget: float = budget_knob()
+    floor: float = knob(
+        1 / 8, "packcache-floors: floor per frame, a share of its tokens", ge=0, le=1
+    )
+    drop_masked: bool = drop_masked_knob()
+    selector: str = selector_knob()
+    rebase: bool = rebase_knob()
+    rebase_at: int = rebase_at_knob()
+    name: str = "packcache-floors"
+
+    def __post_init__(self) -> None:
+        check_decay(self.name, self.window, self.rho, self.budget, self.selector)
+        if not 0 <= self.floor <= 1:
+            raise PolicyError(f"{self.name} floor must be in [0, 1], got {self.floor}", "floor")
 
     @property
     def uses_scores(self) -> bool:
@@ -276,16 +432,14 @@ class PackCachePolicy:
         return self.window
 
     def visible_count(self, layout: FrameLayout, visible: torch.Tensor) -> int:
-        if not self.drop_masked:
-            return layout.grid_tokens
-        return int(visible.sum()) - 4
+        return grid_candidates(layout, visible, self.drop_masked)
 
     def frame_budgets(self, v: int, layout: FrameLayout) -> list[int]:
         """Grid tokens kept by the frames at distance 1 .. W with v candidates each: floors,
         then the rest of the budget by decay weight, a share that would overfill a frame
         going to the frames not yet whole (water-filling), each share rounded up."""
         W = self.window
-        floor = min(v, math.ceil(self.b_min * v))
+        floor = min(v, math.ceil(self.floor * v))
         extra = [0.0] * W
         rest = grid_budget(self.budget, layout, W) - W * floor
         open_ = list(range(W))
@@ -370,17 +524,15 @@ class SinkPolicy:
 
 
 # What a request gets where neither it nor the model's card names a policy (a real Lumos-1
-# checkpoint). The parameters' defaults are those on each class; PackCache's are the best
-# PackCache `benchmarks/quality.py` measured at the memory of a one-frame window (window 2 over
-# 4: +0.017 and +0.030 teacher-forced accuracy at 1x and 2x; keeping or dropping MASK tokens,
-# rho and b_min made no significant difference; knorm selection lost 0.04-0.05), with `rebase`
-# kept on: it cost 0.03-0.06 there, but it is what keeps positions in the trained range for any
-# length (benchmarks/README.md).
+# checkpoint): PackCache with the paper's rule and defaults (section 3.1 of
+# `packcache-method.md`; W = 3 is the paper's best quota), never a variant tuned on a built-in
+# model. The official loop keeps the full cache; `full` gives exactly that.
 DEFAULT_POLICY = "packcache"
 POLICIES: dict[str, type] = {
     "full": FullPolicy,
     "sliding": SlidingPolicy,
     "packcache": PackCachePolicy,
+    "packcache-floors": PackCacheFloorsPolicy,
     "sink": SinkPolicy,
 }
 
@@ -471,8 +623,11 @@ def make_policy(name: str, **params: object) -> CachePolicy:
             f"bad parameters for cache policy {name!r}: {', '.join(unknown)} "
             f"(its parameters: {', '.join(knobs)})"
         )
+    cls = POLICIES[name]
+    if (derive := getattr(cls, "derive", None)) is not None:
+        params = derive(params)
     try:
-        policy: CachePolicy = POLICIES[name](**params)
+        policy: CachePolicy = cls(**params)
         return policy
     except TypeError as e:
         raise ValueError(f"bad parameters for cache policy {name!r}: {e}") from e

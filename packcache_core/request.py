@@ -133,7 +133,7 @@ def resolve(ask: Ask, defaults: GenerationDefaults, limits: Limits) -> VideoPara
     try:
         policy = make_policy(name, **params)
     except ValueError as e:
-        raise RequestError(str(e), "cache_policy") from e
+        raise RequestError(str(e), getattr(e, "param", "cache_policy")) from e
     if ask.open_ended and (why := open_ended_refusal(policy)) is not None:
         raise RequestError(why, "cache_policy")
     return VideoParams(

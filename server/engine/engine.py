@@ -294,7 +294,7 @@ class Engine:
             self.observer.on_reject(e.code)
             error = e
         except ValueError as e:  # the core refuses the request (e.g. a caption with a marker)
-            error = InvalidRequest(str(e))
+            error = InvalidRequest(str(e), param=getattr(e, "param", None))
         except Exception as e:
             log.exception("preparing %s failed", job.id)
             error = ServerError(f"could not prepare the request: {e}")

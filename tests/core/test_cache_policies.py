@@ -20,6 +20,7 @@ from packcache_core.model import LumosTransformer
 from packcache_core.policy import (
     CachePolicy,
     FullPolicy,
+    PackCacheFloorsPolicy,
     PackCachePolicy,
     SinkPolicy,
     SlidingPolicy,
@@ -35,10 +36,12 @@ POLICIES: list[CachePolicy] = [
     SlidingPolicy(window=3, rebase=False),
     PackCachePolicy(),
     PackCachePolicy(window=4),
-    PackCachePolicy(drop_masked=False, b_min=0.3),
-    PackCachePolicy(window=3, rho=0.7, budget=0.5, rebase=False),
+    PackCachePolicy(window=2, rho=0.7, budget=0.5, rebase=False),
     PackCachePolicy(drop_masked=True),
     PackCachePolicy(selector="knorm", budget=2.0),
+    PackCacheFloorsPolicy(),
+    PackCacheFloorsPolicy(floor=0.3),
+    PackCacheFloorsPolicy(window=3, rho=0.7, budget=0.5, rebase=False),
     SinkPolicy(),
     SinkPolicy(sink=2, window=2, budget=2.0, rebase=False),
 ]
@@ -93,13 +96,18 @@ def test_invariants(model: LumosTransformer, policy: CachePolicy) -> None:
         anchors["k"] = snap
         for h in c.history:  # every kept frame keeps its four boundary tokens
             assert int(boundary_mask(h.local, spec.layout).sum()) == 4
-        if isinstance(policy, PackCachePolicy | SlidingPolicy) and policy.rebase:
+        packcache = PackCachePolicy | PackCacheFloorsPolicy
+        if isinstance(policy, packcache | SlidingPolicy) and policy.rebase:
             # the current frame never sits later than frame W + 1
             assert r.frame_position <= policy.window + 1
             assert [h.frame for h in c.history] == list(range(1, len(c.history) + 1))
+        grid = [int((~boundary_mask(h.local, spec.layout)).sum()) for h in reversed(c.history)]
         if isinstance(policy, PackCachePolicy):
+            g = policy.candidates(spec.layout, gen.visible)
+            assert grid == policy.frame_counts(len(grid), g)
+            assert len(c.history) == min(c.frames_written, policy.window)
+        if isinstance(policy, PackCacheFloorsPolicy):
             v = policy.visible_count(spec.layout, gen.visible)
-            grid = [int((~boundary_mask(h.local, spec.layout)).sum()) for h in reversed(c.history)]
             assert grid == [policy.frame_budget(d, v, spec.layout) for d in range(1, len(grid) + 1)]
             assert len(c.history) <= policy.window
         if isinstance(policy, SinkPolicy):
@@ -136,15 +144,15 @@ def test_packcache_capacity_does_not_depend_on_length(model: LumosTransformer) -
     assert full[1] > full[0]
 
 
-def test_packcache_capacity_formula() -> None:
+def test_packcache_floors_capacity_formula() -> None:
     """Floors, then the rest of `budget` frames by decay; history = sum(n_d) + 4W."""
     lay = FrameLayout(48, 84)
     masked = history_mask_positions(lay.grid_tokens, 0.7)
     vis = visible_tokens(lay, masked)
-    p = PackCachePolicy(window=4)
+    p = PackCacheFloorsPolicy(window=4)
     v = p.visible_count(lay, vis)
     assert v == 4080  # masked tokens are kept by default: every grid token is a candidate
-    assert PackCachePolicy(drop_masked=True).visible_count(lay, vis) == 1224  # 30% survive
+    assert PackCacheFloorsPolicy(drop_masked=True).visible_count(lay, vis) == 1224  # 30% survive
     # floor ceil(4080 / 8) = 510 each; (4084 - 16 - 4 * 510) = 2028 shared 8:4:2:1
     budgets = [p.frame_budget(d, v, lay) for d in range(1, 5)]
     assert budgets == [510 + 1082, 510 + 541, 510 + 271, 510 + 136]
@@ -159,11 +167,15 @@ def test_packcache_capacity_formula() -> None:
 def test_budget_is_history_memory_in_frames(budget: float, layout: FrameLayout) -> None:
     """`budget` frames of memory, at most W tokens over; equal memory to a window is one knob."""
     vis = visible_tokens(layout, history_mask_positions(layout.grid_tokens, 0.7))
-    for spec in (f"packcache:budget={budget}", f"packcache:budget={budget},window=6,rho=0.8"):
+    specs = (
+        f"packcache-floors:budget={budget}",
+        f"packcache-floors:budget={budget},window=6,rho=0.8",
+    )
+    for spec in specs:
         p = policy_from_spec(spec)
         held = simulate_history(p, layout, vis, write_backs=30)
         W = p.window  # type: ignore[attr-defined]
-        floors = W * (4 + math.ceil(p.b_min * layout.grid_tokens))  # type: ignore[attr-defined]
+        floors = W * (4 + math.ceil(p.floor * layout.grid_tokens))  # type: ignore[attr-defined]
         # below the floors only if they exceed it; at most W whole frames
         target = min(max(budget * layout.tokens, floors), W * layout.tokens)
         assert target <= held <= target + W
@@ -177,7 +189,7 @@ def test_budget_is_history_memory_in_frames(budget: float, layout: FrameLayout) 
 
 def test_knorm_keeps_the_smallest_key_norms(model: LumosTransformer) -> None:
     """What `knorm` keeps of the newest frame are exactly its lowest-scoring grid tokens."""
-    policy = PackCachePolicy(selector="knorm")
+    policy = PackCachePolicy(selector="knorm", budget=0.5)  # the first frame is cut to half
     gen = VideoGeneration(model, request(4), SamplingConfig(steps=1), policy, seed=3)
     gen.step()  # prefill
     seen: list[torch.Tensor] = []
@@ -192,17 +204,17 @@ def test_knorm_keeps_the_smallest_key_norms(model: LumosTransformer) -> None:
     (h,) = gen.cache.history
     score = seen[0]
     grid = torch.nonzero(~boundary_mask(torch.arange(LAYOUT.tokens), LAYOUT)).flatten()
-    n = policy.frame_budget(1, LAYOUT.grid_tokens, LAYOUT)
+    (n,) = policy.frame_counts(1, LAYOUT.grid_tokens)
     want = grid[torch.argsort(score[grid], stable=True)[:n]].sort().values
     kept = h.local[~boundary_mask(h.local, LAYOUT)]
     assert torch.equal(kept, want)
     assert h.score is not None and torch.equal(h.score, score[h.local])
-    uniform = PackCachePolicy().select([torch.arange(LAYOUT.tokens)], LAYOUT, gen.visible)
+    uniform = PackCachePolicy(budget=0.5).select([torch.arange(LAYOUT.tokens)], LAYOUT, gen.visible)
     assert not torch.equal(uniform[0], h.local)  # the selector changed which tokens stay
 
 
 def test_packcache_keeping_everything_equals_full(model: LumosTransformer) -> None:
-    keep_all = PackCachePolicy(window=FRAMES, drop_masked=False, budget=2.0**FRAMES)
+    keep_all = PackCachePolicy(window=FRAMES, budget=2.0 ** (FRAMES - 1))
     full = run(model, FullPolicy(), seed=11)
     packed = run(model, keep_all, seed=11)
     for a, b in zip(full, packed, strict=True):

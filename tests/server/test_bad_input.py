@@ -314,6 +314,25 @@ def test_numbers_are_plain_decimal(server: LiveServer, fields: dict[str, str], p
     assert close_code == 1007 and ws_error["error"]["param"] == param, ws_error
 
 
+@pytest.mark.parametrize(
+    ("fields", "param", "word"),
+    [
+        ({"b_min": 0.125, "window": 3}, "b_min", "4-frame window"),
+        ({"b_min": 0.3}, "b_min", "2^-(w-1)"),
+        ({"budget": 0.01}, "budget", "no grid token"),  # checked on the model's grid
+    ],
+    ids=["b_min-contradicts-window", "b_min-not-a-quota", "budget-below-a-token"],
+)
+def test_packcache_parameters_outside_its_rule(
+    server: LiveServer, fields: dict[str, float], param: str, word: str
+) -> None:
+    fields = {"cache_policy": "packcache", **fields}
+    error = assert_error(server.create(**fields), 400, word)
+    assert error["param"] == param, error
+    ws_error, close_code = ws_refusal(server, request(**fields))
+    assert close_code == 1007 and ws_error["error"]["param"] == param, ws_error
+
+
 def test_plain_numbers_still_pass(server: LiveServer) -> None:
     fields = {"steps": "1", "latent_frames": "2", "seed": "7", "guidance_scale": "1.5e0"}
     video = server.create(**fields).json()

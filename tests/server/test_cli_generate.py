@@ -83,6 +83,8 @@ def test_generate_defaults_to_the_demo_model_and_its_card(image: Path, tmp_path:
         (["--cache-policy", "lru"], "choose from 'full', 'sliding', 'packcache'"),
         (["--policy-param", "windw=3"], "parameters: window, "),  # names the valid keys
         (["--policy-param", "selector=best"], "'best'"),
+        (["--policy-param", "b_min=0.3"], "b_min=0.3 is not a quota"),
+        (["--policy-param", "budget=0.01"], "raise budget"),
         (["--size", "100x64"], "--size"),
         (["--model", "builtin:nope"], "unknown built-in model"),
         (["--model", "/no/such/checkpoint"], "does not exist"),
