@@ -360,12 +360,15 @@ class PromptChangedMessage(BaseModel):
 
 
 class RejectedMessage(BaseModel):
-    """A `stop` or `prompt` message the video could not take (a stop of a fixed-length video,
-    a prompt too long for its text slots, a video already over); the video goes on."""
+    """A message after the request that the video could not take (a stop of a fixed-length
+    video, a prompt too long for its text slots, a video already over, a message too big,
+    malformed or of an unknown type); the video goes on."""
 
     type: Literal["rejected"] = "rejected"
     id: str
-    request: Literal["stop", "prompt"]
+    request: Literal["stop", "prompt", "cancel"] | None = Field(
+        description="the type the message named; null when it named none the server knows"
+    )
     error: ErrorDetail
 
 

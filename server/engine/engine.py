@@ -73,6 +73,15 @@ TRIM_EVERY = 50
 MIN_WAIT_S = 0.001
 
 
+CLIENT_CANCEL = "cancelled by the client"
+NOTHING_MADE = "stopped before its first frame: no video was made"
+
+
+def _prompt_refusal(e: ValueError) -> InvalidRequest:
+    code = "prompt_too_long" if isinstance(e, PromptTooLong) else "invalid_prompt"
+    return InvalidRequest(str(e), param="prompt", code=code)
+
+
 def _held(job: Job) -> bool:
     """A paced request ahead of playback: passed over this tick, its turn goes to others."""
     return job.pace is not None and job.pace.held()
@@ -164,12 +173,16 @@ class Engine:
         self._wake.set()
         return await reply
 
-    def cancel(self, job_id: str, status: FinalStatus = "cancelled") -> bool:
-        """Ask the engine to stop a request; it is finished before its next step."""
+    def cancel(
+        self, job_id: str, status: FinalStatus = "cancelled", reason: str = CLIENT_CANCEL
+    ) -> bool:
+        """Ask the engine to stop a request; it is finished before its next step (queued or
+        running). `reason` is the message its video keeps: who decided, in words."""
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
             return False
+        job.cancel_reason = reason
         job.cancel_requested = status
         self._wake.set()
         return True
@@ -192,11 +205,19 @@ class Engine:
 
     async def change_prompt(self, job_id: str, prompt: str) -> int:
         """Have a video follow `prompt` from its next frame; returns the generated latent
-        frame it takes effect at.
+        frame it takes effect at (`request_prompt`, awaited)."""
+        return await self.request_prompt(job_id, prompt)
 
-        Raises:
-            NotReady: the video has finished (or was never accepted).
-            InvalidRequest: the prompt does not fit the text slots the video holds.
+    def request_prompt(self, job_id: str, prompt: str) -> asyncio.Future[int]:
+        """Queue a prompt change without waiting for it (call on an event loop): the future
+        is answered, on that loop, with the generated latent frame it takes effect at, once
+        the video runs. Prompts queued together take effect together: the last one sent wins
+        and the earlier ones are answered `superseded`.
+
+        Raises (at once, or through the future):
+            NotReady: the video has finished, or would finish before the change takes effect.
+            InvalidRequest: the prompt does not fit the text slots the video holds, or a
+                later one replaced it before it took effect.
         """
         reply: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         with self._lock:
@@ -209,7 +230,7 @@ class Engine:
                 code="video_finished",
             )
         self._wake.set()
-        return await reply
+        return reply
 
     def job_ids(self) -> list[str]:
         """Every request accepted and not finished: waiting, queued or running."""
@@ -374,7 +395,9 @@ class Engine:
         now = time.monotonic()
         for job in [*self.scheduler.running, *self.scheduler.waiting]:
             if job.cancel_requested == "cancelled":
-                self._finish(job, "cancelled", "cancelled", "cancelled by the client")
+                self._finish(job, "cancelled", "cancelled", job.cancel_reason)
+            elif job.end_requested and job.first_frame_at is None:  # queued, or no frame yet
+                self._finish(job, "cancelled", "stopped_before_first_frame", NOTHING_MADE)
             elif job.run is not None and (
                 job.end_requested or (job.open_ended and now > job.deadline)
             ):
@@ -387,17 +410,30 @@ class Engine:
                 self._change_prompts(job, job.run)
 
     def _change_prompts(self, job: Job, run: VideoRun) -> None:
-        while True:
-            with self._lock:
-                if not job.prompts:
-                    return
-                prompt, reply = job.prompts.popleft()
+        """Apply the prompt changes queued since the last step. They all take effect at the
+        same frame, where the generation keeps the last one set: only that one is answered
+        `prompt_changed` (and recorded); the earlier ones are `superseded`. A change that
+        would take effect after a fixed-length video's last frame is refused."""
+        with self._lock:
+            queued, job.prompts = list(job.prompts), deque()
+        taken: list[tuple[PromptRequest, int]] = []
+        for request in queued:
             try:
-                index = run.change_prompt(prompt)
+                index = run.change_prompt(request.prompt)
             except ValueError as e:  # too long for its text slots, or a reserved marker
-                code = "prompt_too_long" if isinstance(e, PromptTooLong) else "invalid_prompt"
-                answer(reply, InvalidRequest(str(e), param="prompt", code=code))
+                answer(request.reply, _prompt_refusal(e))
                 continue
+            if not job.open_ended and index >= job.sub.params.latent_frames:
+                last = job.sub.params.latent_frames - 1
+                why = f"video {job.id} ends with latent frame {last}, before the change"
+                answer(request.reply, NotReady(why, code="video_finished"))
+                continue
+            taken.append((request, index))
+        for request, _ in taken[:-1]:
+            why = "a later prompt, sent before this one took effect, replaced it"
+            answer(request.reply, InvalidRequest(why, param="prompt", code="superseded"))
+        if taken:
+            (prompt, reply), index = taken[-1]
             answer(reply, index)
             self._emit(job, PromptChanged(prompt, index))
 

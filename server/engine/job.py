@@ -5,8 +5,9 @@ What it is: `Submission` (what a route hands the engine), `Admission` (the engin
 statistics it accumulates. What it is not: the scheduling decision (`scheduler.py`) or the
 generation itself (`packcache_core.pipeline.VideoRun`).
 
-Invariant: only the engine thread mutates a `Job`, except `cancel_requested`, which any thread
-may set (a single attribute write) and the engine reads before every step. Other threads learn
+Invariant: only the engine thread mutates a `Job`, except `cancel_requested` (with
+`cancel_reason`, set just before it) and `end_requested`, which any thread may set (single
+attribute writes) and the engine reads before every step. Other threads learn
 about a job from its events, never by reading its generation while a step mutates it.
 """
 
@@ -63,6 +64,7 @@ class Job:
     deadline: float  # timeout; an open-ended video instead ends (completed) there
     reply: asyncio.Future[Admission] | None = None
     cancel_requested: FinalStatus | None = None  # "cancelled" or "timeout"
+    cancel_reason: str = "cancelled"  # set with `cancel_requested`: who decided, in words
     end_requested: bool = False  # an open-ended video asked to end (any thread may set it)
     prompts: deque[PromptRequest] = field(default_factory=deque)  # under the engine's lock
     prepared: Prepared | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from packcache_core.pipeline import Pipeline
 from packcache_core.policy import make_policy
 from packcache_core.record import Recorded
 from server.engine.engine import Engine
-from server.engine.events import Frame, PromptChanged, Started
+from server.engine.events import Event, Frame, Progress, PromptChanged, Started
 from server.engine.job import Submission
 from server.errors import InvalidRequest, NotReady
 from tests.server.test_engine import (
@@ -92,3 +93,42 @@ def test_an_open_ended_video_resumed_after_a_crash_completes_with_its_record(
     frames = [e for e in log.of("a") if isinstance(e, Frame)]
     assert [f.latent_index for f in frames] == [0, 1, 2, 3]
     assert all(torch.equal(f.rgb, o.rgb) for f, o in zip(frames[1:], outs, strict=True))
+
+
+def test_a_prompt_change_after_the_last_frame_is_refused(
+    pipeline: Pipeline, log: Log, stop: list[Engine]
+) -> None:
+    """Sent while a fixed-length video's last frame is being made, a change would take effect
+    at a frame that never comes: `video_finished`, and nothing emitted (so nothing recorded)."""
+    latent, steps = 3, 4
+    p = params(latent, steps, text_slots=200)
+    engine = make_engine(pipeline, budget=4 * need(pipeline, p))
+    stop.append(engine)
+    loop = asyncio.new_event_loop()  # where the prompt's caller awaits, as a route would
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    asked: list[asyncio.Task[int]] = []
+
+    async def ask() -> asyncio.Task[int]:
+        task = asyncio.ensure_future(engine.change_prompt("a", "a blue circle"))
+        await asyncio.sleep(0)  # the task ran up to its await: the change is queued
+        return task
+
+    def during_last_frame(event: Event) -> None:  # on the engine thread, which waits here
+        first_step_of_last = (latent - 2) * steps + 1
+        if isinstance(event, Progress) and event.steps_done == first_step_of_last:
+            asked.append(asyncio.run_coroutine_threadsafe(ask(), loop).result(timeout=30))
+
+    async def outcome(task: asyncio.Task[int]) -> int | BaseException:
+        try:
+            return await task
+        except NotReady as e:
+            return e
+
+    sub = Submission("a", IMAGE, p, (log.listener("a"), during_last_frame))
+    asyncio.run(engine.submit(sub))
+    assert log.final("a").status == "completed"
+    (task,) = asked
+    refused = asyncio.run_coroutine_threadsafe(outcome(task), loop).result(timeout=30)
+    assert isinstance(refused, NotReady) and refused.code == "video_finished"
+    assert not [e for e in log.of("a") if isinstance(e, PromptChanged)]
+    loop.call_soon_threadsafe(loop.stop)

@@ -6,6 +6,7 @@ Real uvicorn, real `websockets` client, `builtin:tiny-random`.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -127,7 +128,8 @@ def test_an_open_ended_request_that_cannot_stay_bounded_is_refused(
         ({"type": "prompt"}, "invalid_prompt"),
         ({"type": "prompt", "prompt": ""}, "invalid_prompt"),
         ({"type": "prompt", "prompt": 5}, "invalid_prompt"),
-        ({"type": "stop", "now": True}, "invalid_prompt"),
+        ({"type": "stop", "now": True}, "invalid_message"),
+        ({"type": "cancel", "now": True}, "invalid_message"),
         ({"type": "prompt", "prompt": "y" * 2001}, "prompt_too_long"),  # max_prompt_chars
     ],
 )
@@ -141,6 +143,8 @@ def test_a_bad_prompt_or_stop_message_is_rejected_and_the_video_goes_on(
         log = messages(ws)
     (rejected,) = [m for m in log if m["type"] == "rejected"]
     assert rejected["request"] == message["type"] and rejected["error"]["code"] == code
+    if "now" in message:  # the field at fault is named
+        assert rejected["error"]["param"] == "now"
     assert log[-1]["type"] == "completed"
 
 
@@ -165,14 +169,110 @@ def test_a_remix_of_an_open_ended_video_is_a_video_of_its_length(server: LiveSer
     assert record["open_ended"] is False and record["prompt_changes"] == []
 
 
-@pytest.mark.parametrize("message", [{"type": "pause"}, ["prompt"], "not json"])
-def test_a_malformed_control_message_closes_with_1007(server: LiveServer, message: Any) -> None:
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ({"type": "pause"}, "invalid_message"),
+        (["prompt"], "invalid_message"),
+        ("not json", "invalid_message"),
+        (b"\x89PNG", "invalid_message"),
+        ("x" * 30_000, "message_too_large"),  # over 12 * max_prompt_chars + 1024
+    ],
+)
+def test_a_malformed_or_oversized_control_message_is_rejected_and_the_video_kept(
+    server: LiveServer, message: Any, code: str
+) -> None:
     with connect(server.ws_url) as ws:
         ws.send(request(**LONGER))
-        video_id = until(ws, "started")["id"]
-        ws.send(message if isinstance(message, str) else json.dumps(message))
-        error = until(ws, "error")
-        with pytest.raises(ConnectionClosed):
-            ws.recv(timeout=60)
-    assert "only" in error["error"]["message"] and ws.close_code == 1007
-    wait_until(lambda: video_id not in server.runtime.require_engine().job_ids(), timeout=60)
+        until(ws, "started")
+        ws.send(message if isinstance(message, str | bytes) else json.dumps(message))
+        log = messages(ws)
+    (rejected,) = [m for m in log if m["type"] == "rejected"]
+    assert rejected["request"] is None and rejected["error"]["code"] == code
+    assert log[-1]["type"] == "completed"
+    assert server.client.get(f"/v1/videos/{log[-1]['id']}").json()["status"] == "completed"
+
+
+def test_a_long_non_ascii_prompt_is_answered_and_the_video_kept(server: LiveServer) -> None:
+    """1,600 characters outside the BMP (within max_prompt_chars) escape to 19,200 in JSON:
+    the message is read, the prompt refused for the text slots, and the video goes on."""
+    prompt = "\U0001f600" * 1600
+    with connect(server.ws_url) as ws:
+        ws.send(request(**LONGER))
+        until(ws, "started")
+        ws.send(json.dumps({"type": "prompt", "prompt": prompt}))  # ASCII-escaped
+        log = messages(ws)
+    (rejected,) = [m for m in log if m["type"] == "rejected"]
+    assert rejected["request"] == "prompt" and rejected["error"]["code"] == "prompt_too_long"
+    assert log[-1]["type"] == "completed"
+    assert server.client.get(f"/v1/videos/{log[-1]['id']}").json()["status"] == "completed"
+
+
+def test_a_flood_of_prompts_is_bounded_and_stop_overtakes_it(server: LiveServer) -> None:
+    """40 prompt messages then `stop`: the excess is rejected at once, each prompt is
+    answered exactly once, and the record keeps only the changes that took effect."""
+    n = 40
+    with connect(server.ws_url) as ws:
+        ws.send(request(open_ended=True, cache_policy="sliding", steps=1))
+        until(ws, "latent_frame")
+        for i in range(n):
+            ws.send(json.dumps({"type": "prompt", "prompt": f"a blue circle number {i}"}))
+        ws.send(json.dumps({"type": "stop"}))
+        log = messages(ws)
+    assert log[-1]["type"] == "completed"
+    changed = [m for m in log if m["type"] == "prompt_changed"]
+    rejected = [m for m in log if m["type"] == "rejected"]
+    assert len(changed) + len(rejected) == n  # every prompt answered once
+    assert any(m["error"]["code"] == "too_many_prompts" for m in rejected)
+    record = json.loads(server.runtime.files.request(log[-1]["id"]).read_text())
+    assert record["prompt_changes"] == [[m["latent_index"], m["prompt"]] for m in changed]
+    indexes = [m["latent_index"] for m in changed]
+    assert indexes == sorted(set(indexes))  # at most one change per frame
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One request at a time: a second one waits in the queue."""
+    live = LiveServer(tmp_path_factory.mktemp("single"), max_running=1).start()
+    yield live
+    live.stop()
+
+
+def queued_behind_a_long_video(live: LiveServer, ws: ClientConnection, **fields: Any) -> str:
+    """Start a long video on `live` (returns its id), then a request on `ws` that queues."""
+    blocker = live.create(latent_frames=12, steps=4)
+    assert blocker.status_code == 200, blocker.text
+    wait_until(lambda: live.runtime.require_engine().stats.running == 1, timeout=60)
+    ws.send(request(**fields))
+    assert until(ws, "queued")["position"] >= 1
+    return str(blocker.json()["id"])
+
+
+def test_a_queued_stream_reads_cancel_behind_a_prompt(single: LiveServer) -> None:
+    with connect(single.ws_url) as ws:
+        blocker = queued_behind_a_long_video(single, ws, **LONGER)
+        ws.send(json.dumps({"type": "prompt", "prompt": "a blue circle"}))
+        ws.send(json.dumps({"type": "cancel"}))
+        log = messages(ws)
+    assert [m["type"] for m in log][-1] == "error" and log[-1]["error"]["code"] == "cancelled"
+    assert "started" not in [m["type"] for m in log]  # cancelled while it waited
+    assert "client" in log[-1]["error"]["message"]
+    single.runtime.require_engine().cancel(blocker)
+
+
+def test_an_open_ended_stream_stopped_before_its_first_frame_keeps_no_video(
+    single: LiveServer,
+) -> None:
+    with connect(single.ws_url) as ws:
+        blocker = queued_behind_a_long_video(
+            single, ws, open_ended=True, cache_policy="sliding", steps=1
+        )
+        ws.send(json.dumps({"type": "stop"}))
+        log = messages(ws)
+    final = log[-1]
+    assert final["type"] == "error" and final["error"]["code"] == "stopped_before_first_frame"
+    assert "started" not in [m["type"] for m in log]
+    video = single.wait_done(final["id"])
+    assert video["status"] == "failed"
+    assert video["error"]["code"] == "stopped_before_first_frame"
+    single.runtime.require_engine().cancel(blocker)

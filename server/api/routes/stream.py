@@ -16,7 +16,9 @@ closed with 1009 before it is inflated further.
 After the request the client may send `{"type": "prompt", "prompt": ...}` (answered by
 `prompt_changed` with the latent frame it takes effect at, or `rejected`), `{"type": "stop"}`
 (an open-ended video completes with what it made) and `{"type": "cancel"}` (the job stops and
-its cache is freed before its next step). A fixed-length job is otherwise the server's
+its cache is freed before its next step). They are read as they come, queued or running (the
+reader never waits on the engine); any message the video cannot take, malformed or too big
+included, is answered `rejected` and the video goes on. A fixed-length job is otherwise the server's
 promise: a client that closes the socket, vanishes or stops answering keep-alive pings loses
 its stream, never the generation, which runs to completion and stores the video (GET
 /v1/videos/{id}/content); an open-ended one ends there, completed; with
@@ -33,7 +35,8 @@ import base64
 import binascii
 import json
 import logging
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
@@ -60,8 +63,16 @@ from server.api.schemas import (
     StreamRequest,
 )
 from server.api.streaming import StreamSender
+from server.engine.engine import CLIENT_CANCEL
 from server.entry.runtime import Runtime
-from server.errors import InvalidRequest, NotReady, PayloadTooLarge, ServerError, Unauthorized
+from server.errors import (
+    InvalidRequest,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    ServerError,
+    Unauthorized,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["stream"])
@@ -98,39 +109,39 @@ def _decode_image(data: str, limit: int) -> bytes:
 
 
 CONTROL = TypeAdapter[ControlMessage](ControlMessage)
+Request = Literal["stop", "prompt", "cancel"]
+# Prompt changes a stream may have waiting for the engine at once (a change takes effect at
+# the next frame; while the video is queued it waits for the start). More are `rejected`.
+MAX_PENDING_PROMPTS = 4
+ONLY = (
+    'after the request, only {"type": "cancel"}, {"type": "stop"} or '
+    '{"type": "prompt", "prompt": "..."} are accepted'
+)
 
 
 def control_limit(max_prompt_chars: int) -> int:
-    """Largest message after the request: a `prompt` of the longest allowed prompt, escaped."""
-    return 4 * max_prompt_chars + 1024
+    """Longest message after the request that is read: a `prompt` of the longest allowed
+    prompt, every character escaped as JSON's longest form (a character outside the BMP is
+    a surrogate pair, 12 characters), plus room for the rest."""
+    return 12 * max_prompt_chars + 1024
 
 
 async def _watch_client(
     ws: WebSocket, rt: Runtime, sender: StreamSender, job_id: str
 ) -> Literal["cancel", "disconnect"]:
-    """Serves the client's `stop` and `prompt` messages until a cancel or a disconnect;
-    raises `InvalidRequest` on any other message. A stop or prompt change the video cannot
-    take is answered with `rejected`, and the video goes on."""
+    """Serves the client's `stop` and `prompt` messages until a cancel or a disconnect. Never
+    waits on the engine, so a `cancel` or `stop` is read at once, queued or running. Anything
+    the video cannot take (a stop of a fixed-length video, a prompt too long, a message too
+    big, malformed or of an unknown type) is answered with `rejected`, and the video goes on."""
     limit = control_limit(rt.settings.max_prompt_chars)
+    pending: set[asyncio.Future[int]] = set()
     while True:
-        try:
-            text = await _receive_text(ws, limit)
-        except WebSocketDisconnect:
+        received = await ws.receive()
+        if received["type"] == "websocket.disconnect":
             return "disconnect"
-        try:
-            message = CONTROL.validate_json(text)
-        except ValidationError as e:
-            kind = _control_type(text)
-            if kind is None:
-                raise InvalidRequest(
-                    'after the request, only {"type": "cancel"}, {"type": "stop"} or '
-                    '{"type": "prompt", "prompt": "..."} are accepted'
-                ) from e
-            message_text, param = validation_message(e)
-            bad = InvalidRequest(
-                f"invalid {kind} message: {message_text}", param=param, code="invalid_prompt"
-            )
-            sender.note(_rejected(job_id, kind, bad))
+        message = _parse_control(received, job_id, limit)
+        if isinstance(message, RejectedMessage):
+            sender.note(message)
             continue
         if isinstance(message, CancelMessage):
             return "cancel"
@@ -139,29 +150,82 @@ async def _watch_client(
                 if not rt.require_engine().end(job_id):
                     raise NotReady(f"video {job_id} has finished", code="video_finished")
             else:
-                check_prompt(message.prompt, rt.settings.limits)
-                await rt.require_engine().change_prompt(job_id, message.prompt)
-        except RequestError as e:  # longer than max_prompt_chars
-            too_long = InvalidRequest(str(e), param=e.param, code="prompt_too_long")
-            sender.note(_rejected(job_id, message.type, too_long))
+                _change_prompt(rt, sender, job_id, message.prompt, pending)
         except ServerError as e:
             sender.note(_rejected(job_id, message.type, e))
 
 
-def _control_type(text: str) -> Literal["stop", "prompt"] | None:
-    """The type a malformed control message names, if it is `stop` or `prompt` (those are
-    answered with `rejected` and the video goes on; anything else closes the stream)."""
+def _parse_control(
+    received: Mapping[str, Any], job_id: str, limit: int
+) -> ControlMessage | RejectedMessage:
+    """A control message, or the `rejected` that answers one the server cannot take."""
+    text = received.get("text")
+    if text is None:
+        bad = InvalidRequest("expected a JSON text message, got a binary one")
+        return _rejected(job_id, None, bad, "invalid_message")
+    if len(text) > limit:
+        too_big = PayloadTooLarge(
+            f"message has {len(text)} characters; the limit after the request is {limit}"
+        )
+        return _rejected(job_id, None, too_big, "message_too_large")
+    try:
+        return CONTROL.validate_json(text)
+    except ValidationError as e:
+        kind = _control_type(text)
+        if kind is None:
+            return _rejected(job_id, None, InvalidRequest(ONLY), "invalid_message")
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"][1:]) or None  # [0] is the type's tag
+        bad = InvalidRequest(f"invalid {kind} message: {field}: {first['msg']}", param=field)
+        return _rejected(
+            job_id, kind, bad, "invalid_prompt" if field == "prompt" else "invalid_message"
+        )
+
+
+def _change_prompt(
+    rt: Runtime, sender: StreamSender, job_id: str, prompt: str, pending: set[asyncio.Future[int]]
+) -> None:
+    """Queue a prompt change; its answer (`prompt_changed` from the engine, or `rejected`)
+    comes when it takes effect, without holding up the next message."""
+    try:
+        check_prompt(prompt, rt.settings.limits)
+    except RequestError as e:  # longer than max_prompt_chars
+        raise InvalidRequest(str(e), param=e.param, code="prompt_too_long") from e
+    if len(pending) >= MAX_PENDING_PROMPTS:
+        raise Overloaded(
+            f"{len(pending)} prompt changes are waiting to take effect; send the next one "
+            "after a `prompt_changed` or `rejected`",
+            code="too_many_prompts",
+        )
+    future = rt.require_engine().request_prompt(job_id, prompt)
+    pending.add(future)
+
+    def answered(done: asyncio.Future[int]) -> None:
+        pending.discard(done)
+        error = None if done.cancelled() else done.exception()
+        if isinstance(error, ServerError):
+            sender.note(_rejected(job_id, "prompt", error))
+        elif error is not None:
+            log.error("prompt change of %s failed", job_id, exc_info=error)
+
+    future.add_done_callback(answered)
+
+
+def _control_type(text: str) -> Request | None:
+    """The type a malformed control message names, if it is one of the control types."""
     try:
         data = json.loads(text)
     except ValueError:
         return None
     kind = data.get("type") if isinstance(data, dict) else None
-    return kind if kind in ("stop", "prompt") else None
+    return kind if kind in ("stop", "prompt", "cancel") else None
 
 
-def _rejected(job_id: str, request: Literal["stop", "prompt"], e: ServerError) -> RejectedMessage:
+def _rejected(
+    job_id: str, request: Request | None, e: ServerError, code: str | None = None
+) -> RejectedMessage:
     _, kind, _ = wire(e)
-    detail = ErrorDetail(message=e.message, type=kind, param=e.param, code=e.code)
+    detail = ErrorDetail(message=e.message, type=kind, param=e.param, code=code or e.code)
     return RejectedMessage(id=job_id, request=request, error=detail)
 
 
@@ -195,7 +259,7 @@ async def _run(ws: WebSocket, rt: Runtime, request: StreamRequest, job_id: str, 
         if watching.done() and watching.result() == "disconnect":
             raise WebSocketDisconnect(1001)
         if watching.done():  # cancel: the final `error` (code "cancelled") still goes out
-            rt.require_engine().cancel(job_id)
+            _cancel(rt, job_id, CLIENT_CANCEL)
         try:
             finished = await sending
         except (RuntimeError, OSError) as e:  # sending to a socket the client closed
@@ -227,14 +291,14 @@ async def stream(ws: WebSocket, rt: RuntimeDep) -> None:
         await _close(ws, code)
     except WebSocketDisconnect:
         if job_id is not None and request is not None and request.cancel_on_disconnect:
-            _cancel(rt, job_id)
+            _cancel(rt, job_id, "cancelled: its client left (cancel_on_disconnect)")
         elif job_id is not None and request is not None and request.open_ended:
             _end(rt, job_id)  # its reader is gone: it ends, completed with what it made
         elif job_id is not None:
             log.info("client of %s left; the job runs on, its video is stored", job_id)
     except ServerError as e:
         if job_id is not None:
-            _cancel(rt, job_id)
+            _cancel(rt, job_id, f"the server refused the stream: {e.message}")
             # a refused request leaves no video behind: name none the client would look up
             job_id = await _if_known(rt, job_id)
         await _refuse(ws, e, job_id)
@@ -252,9 +316,9 @@ async def _if_known(rt: Runtime, job_id: str) -> str | None:
     return job_id if known else None
 
 
-def _cancel(rt: Runtime, job_id: str) -> None:
+def _cancel(rt: Runtime, job_id: str, reason: str) -> None:
     if rt.engine is not None:
-        rt.engine.cancel(job_id)
+        rt.engine.cancel(job_id, reason=reason)
 
 
 def _end(rt: Runtime, job_id: str) -> None:
