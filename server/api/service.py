@@ -279,9 +279,10 @@ def content(rt: Runtime, job_id: str, scope: str | None, variant: Variant) -> Pa
     where = {"video": files.video, "thumbnail": files.thumbnail, "spritesheet": files.sprites}
     path = where[variant](job_id)
     if variant == "spritesheet" and not path.is_file() and files.video(job_id).is_file():
-        part = path.with_suffix(".part")
-        part.write_bytes(spritesheet(files.video(job_id)))
-        part.replace(path)  # whole or not at all: two readers may race to make it
+        try:
+            files.derived(path, partial(spritesheet, files.video(job_id)))
+        except FileNotFoundError as e:  # deleted while it was being made
+            raise NotFound(f"video {job_id} was deleted", code="video_not_found") from e
     if not path.is_file():
         raise NotFound(f"the {variant} of {job_id} is missing from the data directory")
     return path

@@ -20,7 +20,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
+import tempfile
+import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -68,6 +71,7 @@ class VideoFiles:
         """Makes `root` and writes a probe there, so an unwritable or full data directory
         stops the server at start-up with one clear error (`OSError`) naming it."""
         self.root = root
+        self._making = [threading.Lock() for _ in range(16)]  # `derived`, striped by path
         probe = root / ".write-probe"
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -91,6 +95,22 @@ class VideoFiles:
 
     def sprites(self, job_id: str) -> Path:
         return self.folder(job_id) / "spritesheet.jpg"
+
+    def derived(self, path: Path, make: Callable[[], bytes]) -> Path:
+        """`path`, made by `make` if it is missing: once, whoever asks first (the others
+        in this process wait for it), and atomically (a uniquely named part file renamed
+        into place, so another process making it too never mixes its bytes with ours)."""
+        with self._making[hash(path) % len(self._making)]:
+            if not path.is_file():
+                fd, part = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
+                try:
+                    with os.fdopen(fd, "wb") as out:
+                        out.write(make())
+                    os.replace(part, path)
+                except BaseException:
+                    Path(part).unlink(missing_ok=True)
+                    raise
+        return path
 
     def request(self, job_id: str) -> Path:
         return self.folder(job_id) / "request.json"

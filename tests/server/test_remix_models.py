@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import av
 import numpy as np
@@ -107,3 +109,25 @@ def test_spritesheet_tiles_the_video(client: openai.OpenAI, server: LiveServer) 
 
     assert err(first, frames[0]) < 12 and err(last, frames[-1]) < 12
     assert client.videos.download_content(video.id, variant="spritesheet").read() == sheet
+
+
+def test_concurrent_first_requests_for_a_spritesheet_all_get_it(server: LiveServer) -> None:
+    """8 clients at once ask for each new video's spritesheet, which none has made yet: each
+    gets the whole file (it was a shared part file, and some got HTTP 500)."""
+    ids = [server.create(latent_frames=2, steps=1).json()["id"] for _ in range(3)]
+    for video_id in ids:
+        assert server.wait_done(video_id)["status"] == "completed"
+    for video_id in ids:
+        start = threading.Barrier(8)
+        url = f"/v1/videos/{video_id}/content?variant=spritesheet"
+
+        def fetch(_: int, url: str = url, start: threading.Barrier = start) -> tuple[int, bytes]:
+            start.wait(timeout=30)
+            response = server.client.get(url)
+            return response.status_code, response.content
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(fetch, range(8)))
+        assert [status for status, _ in answers] == [200] * 8
+        assert len({body for _, body in answers}) == 1
+        assert not list(server.runtime.files.folder(video_id).glob("*.part"))
