@@ -1,10 +1,12 @@
-"""Cosmos-Tokenizer-DV4x8x8 through NVIDIA's TorchScript files, with incremental decoding.
+"""Cosmos-Tokenizer-DV4x8x8 from NVIDIA's TorchScript files, with a streaming decoder.
 
 What it is: a `VideoTokenizer` over a local folder holding NVIDIA's `encoder.jit` and
-`decoder.jit`, loaded with `torch.jit.load` and probed once at load time, so that a wrong or
-broken file fails there with a message naming it. What it is not: a downloader, or a
-re-implementation (the network here is NVIDIA's graph; `cosmos_net.py` re-implements the
-architecture only to test this module).
+`decoder.jit`. The encoder runs as NVIDIA's graph (`torch.jit.load`; it encodes one image per
+request). The decoder's weights are loaded by name into this project's network
+(`cosmos_net.InvQuantizedDecoder`, strictly: `cosmos_weights.py`), which is checked against
+NVIDIA's graph on a probe at load time and then decodes, whole clips and streams alike. Both
+files are probed once, so a wrong or broken file fails at load with a message naming it. What
+it is not: a downloader.
 
 File interfaces (NVIDIA's `networks/discrete_video.py`): `encoder.jit` is the sequence encoder
 -> quant_conv -> FSQ and returns a tuple (indices int32 (B, t, h, w), codes (B, 6, t, h, w),
@@ -14,94 +16,90 @@ follow the Lumos-1 reference: uint8 / 255 * 2 - 1 in float64, then cast to `dtyp
 (1, 3, T, H, W); indices go in as int32. `dtype` defaults to bf16 like the reference, except on
 the CPU: the encoder's avg_pool3d has no CPU bf16 kernel (torch 2.13), so there it is float32.
 
-Incremental decoding. The DV4x8x8 decoder is causal in latent frames (see `cosmos_net.py`), so
-output latent frame t is a function of latent frames 0..t alone: the last 4 RGB frames of
-decoding frames 0..t are whole-clip frames 4t-3..4t. `CosmosStreamDecoder` therefore
-re-decodes the latent frames pushed so far and keeps the newest frames.
-- window=None (default): re-decode the whole prefix. Exact, and no shorter window is: the
-  decoder's 24 kernel-3 temporal convolutions reach 48 latent frames back and the mid block's
-  causal temporal attention reaches every earlier frame. Measured on the full-width
-  architecture (`cosmos_net.py`, random weights, 7 random latent frames at 64x64, float32,
-  CPU): streamed and whole-clip frames differ by at most 1 uint8 level, PSNR 94.6 dB (the
-  floating-point noise of decoder calls of different lengths). Cost: frame t re-decodes t+1
-  latent frames, 1.2 TFLOP each at 672x384 (FlopCounterMode), so L frames cost L(L+1)/2
-  decodes instead of L; a 1B-parameter LLM spends about 50 steps x 2 branches x 4084 tokens x
-  2 GFLOP = 0.8 PFLOP producing each latent frame.
-- window=w (w >= 2): re-decode only the last w latent frames. Approximate: the window's first
-  frame is treated as the clip's first frame (replicated as temporal padding, un-patched to a
-  single frame) and attention no longer sees older frames. Same measurement, PSNR of the
-  streamed clip vs the whole clip: w=2 18.5 dB, 3 19.8, 4 21.6, 5 24.1, 6 27.8. Random
-  weights and random codes are a harsh case; measure on real weights before using a window.
+Streaming. The decoder is causal in latent frames (`cosmos_net.py`), so `CosmosStreamDecoder`
+decodes each pushed latent frame once, with a `CausalState`: every temporal convolution keeps
+its last 2 input frames and the middle block's causal temporal attention keeps the keys and
+values of the frames before (`causal_state.py`). A push costs one latent frame of decoder
+work at frame 10,000 as at frame 1.
+- window=None: attention keeps every frame: exact (equal to the whole-clip decode up to float
+  rounding; measured on the full-width network with random weights, 13 latent frames at 64x64,
+  float32, CPU: max |diff| 2.7e-6 in [-1, 1], at most 1 uint8 level where a value sits on a
+  truncation boundary, PSNR 93 dB), but its keys and values grow by one frame per push (at
+  672x384 in bf16: 7.9 MiB per latent frame).
+- window=w: a frame attends to itself and the w - 1 frames before it; the state then has a
+  fixed size (at 672x384 in bf16: 390 MiB of convolution inputs, plus w - 1 frames of keys and
+  values). Exact while the clip is at most w latent frames; past that, the attention sees fewer
+  frames than the whole-clip decode. PSNR of the streamed clip against the whole clip on the
+  same network, 13 frames: w=2 26.0 dB, 4 30.6 dB, 8 40.9 dB (longer clips:
+  benchmarks/cosmos_stream.py). Random weights and random codes are a harsh case; measure on
+  real weights before shortening it. `DEFAULT_WINDOW` (32 latent frames, 125 RGB frames, exact
+  for every clip up to that length) bounds open-ended streams.
 
-Key invariant: with window=None the concatenated `push` outputs equal `decode(codes)` up to
-floating-point differences between decoder calls of different lengths.
+Key invariant: with window=None (or a window at least the clip's length) the concatenated
+`push` outputs equal `decode(codes)` up to floating-point rounding.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from packcache_core.video.base import check_codes, check_image, n_frames, to_uint8_frames
+from packcache_core.video.causal_state import CausalState
+from packcache_core.video.cosmos_net import InvQuantizedDecoder
+from packcache_core.video.cosmos_weights import CosmosWeightsError, load_decoder
 from packcache_core.video.fsq import COSMOS_FSQ
 
 ENCODER_FILE = "encoder.jit"
 DECODER_FILE = "decoder.jit"
+DEFAULT_WINDOW = 32  # latent frames (125 RGB frames) of temporal attention in a stream
 _PROBE_PX = 32  # probe image side: small, and a multiple of every stride
-
-
-def _check_window(window: int | None) -> None:
-    # A 1-frame window would decode each latent frame as a clip start: 1 RGB frame, not 4.
-    if window is not None and window < 2:
-        raise ValueError(f"window must be None or >= 2, got {window}")
+AGREEMENT_FP32 = 1e-4  # mean |network - NVIDIA's graph| allowed on the probe, float32
+AGREEMENT_LOW = 2e-2  # the same in bf16 / fp16 (~2.5 uint8 levels)
 
 
 class CosmosStreamDecoder:
-    """Feeds a causal decoder latent frame by latent frame (see the module docstring).
+    """Decodes one clip latent frame by latent frame with per-layer causal state.
 
     Args:
-        decode: integer (k, h, w) codes -> float (3, 1 + stride*(k-1), H, W) video.
-        n_codes: codebook size, for input checks.
-        temporal_stride: RGB frames per latent frame after the first.
-        window: latent frames re-decoded per push; None for all pushed so far (exact).
+        net: the decoder network (weights on `device`).
+        device: where it runs.
+        window: latent frames a frame's temporal attention sees (None: all; exact).
     """
 
     def __init__(
-        self,
-        decode: Callable[[torch.Tensor], torch.Tensor],
-        n_codes: int,
-        temporal_stride: int,
-        window: int | None = None,
+        self, net: InvQuantizedDecoder, device: torch.device, window: int | None = None
     ) -> None:
-        _check_window(window)
-        self._decode = decode
-        self._n_codes = n_codes
-        self._stride = temporal_stride
-        self._window = window
-        self._codes: list[torch.Tensor] = []  # each (h, w), in push order
+        self._net = net
+        self._device = device
+        self._state = CausalState(window)
+        self._shape: tuple[int, ...] | None = None
 
+    @torch.inference_mode()
     def push(self, codes: torch.Tensor) -> torch.Tensor:
         """Integer (h, w) codes of the next latent frame -> uint8 (n, H, W, 3), n = 1 or 4."""
-        check_codes(codes, self._n_codes, ndim=2)
-        if self._codes and codes.shape != self._codes[0].shape:
+        check_codes(codes, self._net.fsq.n_codes, ndim=2)
+        if self._shape is not None and tuple(codes.shape) != self._shape:
             raise ValueError(
-                f"latent frame shape changed: {tuple(codes.shape)} after "
-                f"{tuple(self._codes[0].shape)}"
+                f"latent frame shape changed: {tuple(codes.shape)} after {self._shape}"
             )
-        self._codes.append(codes.detach().clone())  # the caller may reuse its buffer
-        start = 0 if self._window is None else max(0, len(self._codes) - self._window)
-        video = self._decode(torch.stack(self._codes[start:]))  # (3, T_window, H, W)
-        n_new = 1 if len(self._codes) == 1 else self._stride
-        return to_uint8_frames(video[:, -n_new:])
+        self._shape = tuple(codes.shape)
+        indices = codes.to(self._device, torch.int32)[None, None]  # (1, 1, h, w)
+        video = self._net(indices, self._state)[0]  # (3, n, H, W)
+        return to_uint8_frames(video)
+
+    @property
+    def state_bytes(self) -> int:
+        """Memory its causal state holds now."""
+        return self._state.nbytes
 
 
 class CosmosTokenizer:
-    """`VideoTokenizer` over NVIDIA's Cosmos DV4x8x8 TorchScript encoder and decoder.
+    """`VideoTokenizer` over NVIDIA's Cosmos DV4x8x8 encoder graph and decoder weights.
 
-    Build it with `load_cosmos`, which also probes both graphs.
+    Build it with `load_cosmos`, which also probes both.
     """
 
     n_codes: int = COSMOS_FSQ.n_codes
@@ -111,20 +109,21 @@ class CosmosTokenizer:
     def __init__(
         self,
         encoder: torch.jit.ScriptModule,
-        decoder: torch.jit.ScriptModule,
+        decoder: InvQuantizedDecoder,
         *,
         name: str,
         device: torch.device,
         dtype: torch.dtype,
-        window: int | None = None,
+        window: int | None = DEFAULT_WINDOW,
     ) -> None:
-        _check_window(window)
+        CausalState(window)  # validates the window
         self.name = name
         self.encoder = encoder
         self.decoder = decoder
         self.device = device
         self.dtype = dtype
         self.window = window
+        self._meta: InvQuantizedDecoder | None = None  # its structure, for memory estimates
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 (H, W, 3) RGB -> int64 (H/8, W/8) codes on the CPU."""
@@ -138,7 +137,26 @@ class CosmosTokenizer:
         return to_uint8_frames(self._decode(codes))
 
     def stream_decoder(self) -> CosmosStreamDecoder:
-        return CosmosStreamDecoder(self._decode, self.n_codes, self.temporal_stride, self.window)
+        return CosmosStreamDecoder(self.decoder, self.device, self.window)
+
+    def stream_state_bytes(self, height: int, width: int, latent_frames: int) -> int:
+        """Memory a stream's causal state holds after `latent_frames` pushes of `height` x
+        `width` pixels (its largest, for a window or a clip of that length), in this dtype.
+
+        Computed by running the network's structure on the meta device (no memory, no FLOPs)
+        for two pushes: the convolution inputs plus one frame of keys and values, then one more.
+        """
+        h, w = height // self.spatial_stride, width // self.spatial_stride
+        if self._meta is None:
+            with torch.device("meta"):
+                self._meta = InvQuantizedDecoder(self.decoder.cfg).to(self.dtype)
+        state, sizes = CausalState(None), []
+        for _ in range(2):
+            self._meta(torch.zeros(1, 1, h, w, dtype=torch.int32, device="meta"), state)
+            sizes.append(state.nbytes)
+        per_frame = sizes[1] - sizes[0]  # keys and values of one latent frame
+        kept = latent_frames if self.window is None else min(latent_frames, self.window - 1)
+        return sizes[0] - per_frame + per_frame * kept
 
     @torch.inference_mode()
     def _encode(self, image: torch.Tensor) -> torch.Tensor:
@@ -165,18 +183,21 @@ def _describe(x: object) -> str:
     return f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
 
 
-def _probe(tokenizer: CosmosTokenizer, folder: Path) -> None:
-    """Runs both graphs once on a tiny input; ValueError naming the file that misbehaves."""
-    enc, dec = folder / ENCODER_FILE, folder / DECODER_FILE
+def _hint(device: torch.device, dtype: torch.dtype) -> str:
+    if device.type == "cpu" and dtype != torch.float32:
+        return " (CPU kernels such as avg_pool3d lack bf16/fp16; try dtype=torch.float32)"
+    return ""
+
+
+def _probe_encoder(tokenizer: CosmosTokenizer, enc: Path) -> None:
+    """Runs the encoder graph once on a tiny image; ValueError naming the file if it fails."""
     h = _PROBE_PX // tokenizer.spatial_stride
-    hint = ""
-    if tokenizer.device.type == "cpu" and tokenizer.dtype != torch.float32:
-        hint = " (CPU kernels such as avg_pool3d lack bf16/fp16; try dtype=torch.float32)"
     try:
         indices = tokenizer._encode(torch.zeros(_PROBE_PX, _PROBE_PX, 3, dtype=torch.uint8))
     except RuntimeError as err:
         raise ValueError(
-            f"{enc}: fails on a {tokenizer.dtype} (1, 3, 1, 32, 32) input: {_last_line(err)}{hint}"
+            f"{enc}: fails on a {tokenizer.dtype} (1, 3, 1, 32, 32) input: {_last_line(err)}"
+            f"{_hint(tokenizer.device, tokenizer.dtype)}"
         ) from err
     if (
         not isinstance(indices, torch.Tensor)
@@ -187,18 +208,50 @@ def _probe(tokenizer: CosmosTokenizer, folder: Path) -> None:
             f"{enc}: not a DV4x8x8 encoder; a 32x32 image should give integer indices"
             f" (1, 1, {h}, {h}), got {_describe(indices)}"
         )
+
+
+@torch.inference_mode()
+def _probe_decoder(
+    graph: torch.jit.ScriptModule, dec: Path, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """NVIDIA's graph on 2 latent frames of 4x4 codes -> float (3, 5, 32, 32); ValueError
+    naming the file if it fails or gives another shape."""
+    h = _PROBE_PX // CosmosTokenizer.spatial_stride
+    codes = torch.arange(2 * h * h, device=device, dtype=torch.int32).reshape(1, 2, h, h)
     try:
-        video = tokenizer._decode(torch.zeros(2, h, h, dtype=torch.int64))
+        video = graph(codes * 997 % COSMOS_FSQ.n_codes)  # spread over the codebook
     except RuntimeError as err:
         raise ValueError(
-            f"{dec}: fails on int32 (1, 2, {h}, {h}) indices: {_last_line(err)}{hint}"
+            f"{dec}: fails on int32 (1, 2, {h}, {h}) indices: {_last_line(err)}"
+            f"{_hint(device, dtype)}"
         ) from err
-    want = (3, n_frames(2, tokenizer.temporal_stride), _PROBE_PX, _PROBE_PX)
+    want = (1, 3, n_frames(2, CosmosTokenizer.temporal_stride), _PROBE_PX, _PROBE_PX)
     if not isinstance(video, torch.Tensor) or tuple(video.shape) != want:
         raise ValueError(
             f"{dec}: not a DV4x8x8 decoder; 2 latent frames of {h}x{h} should give pixels"
-            f" (1, {', '.join(map(str, want))}), got {_describe(video)}"
+            f" {want}, got {_describe(video)}"
         )
+    return video
+
+
+@torch.inference_mode()
+def _check_agreement(net: InvQuantizedDecoder, graph_video: torch.Tensor, dec: Path) -> float:
+    """This network with the file's weights must decode the probe as the file's own graph does
+    (a file whose tensor names match but whose graph computes something else fails here).
+    Returns the largest difference, in the [-1, 1] pixel range."""
+    h = _PROBE_PX // CosmosTokenizer.spatial_stride
+    codes = torch.arange(2 * h * h, device=graph_video.device, dtype=torch.int32)
+    video = net((codes * 997 % COSMOS_FSQ.n_codes).reshape(1, 2, h, h))
+    diff = (video.float() - graph_video.float()).abs()
+    # float32: rounding only (~1e-6); bf16/fp16 round every layer differently (~1e-2).
+    limit = AGREEMENT_FP32 if graph_video.dtype == torch.float32 else AGREEMENT_LOW
+    if float(diff.mean()) > limit:
+        raise ValueError(
+            f"{dec}: its weights, run by this project's DV4x8x8 network, decode a probe "
+            f"differently from the file's own graph (mean |diff| {float(diff.mean()):.3g} > "
+            f"{limit}); the file's architecture is not the one Lumos-1 was trained with"
+        )
+    return float(diff.max())
 
 
 def _load_jit(path: Path, device: torch.device, dtype: torch.dtype) -> torch.jit.ScriptModule:
@@ -225,20 +278,21 @@ def load_cosmos(
     folder: str | Path,
     device: torch.device | str = "cpu",
     dtype: torch.dtype | None = None,
-    window: int | None = None,
+    window: int | None = DEFAULT_WINDOW,
 ) -> CosmosTokenizer:
     """Loads and probes NVIDIA's Cosmos-Tokenizer-DV4x8x8 from a local folder.
 
     Args:
-        folder: holds `encoder.jit` and `decoder.jit` (other files are ignored).
-        device: where both graphs run.
+        folder: holds `encoder.jit` and `decoder.jit` (other files are ignored here).
+        device: where the encoder graph and the decoder network run.
         dtype: floating dtype of weights and inputs; None for `default_dtype(device)` (bf16,
             as the reference, except on the CPU). NVIDIA's graphs may cast to bf16 internally,
             in which case another dtype fails the probe.
-        window: see `CosmosStreamDecoder`; None (exact) unless measured otherwise.
+        window: a stream's attention window (`CosmosStreamDecoder`); None: exact, unbounded.
     Raises:
         FileNotFoundError: the folder or one of the two files is missing.
-        ValueError: a file is not TorchScript, or does not behave like DV4x8x8.
+        ValueError: a file is not TorchScript, does not behave like DV4x8x8, or its decoder
+            weights do not load by name into DV4x8x8's network or decode differently there.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -247,13 +301,17 @@ def load_cosmos(
     dtype = default_dtype(device) if dtype is None else dtype
     if not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+    enc, dec = folder / ENCODER_FILE, folder / DECODER_FILE
+    encoder, graph = _load_jit(enc, device, dtype), _load_jit(dec, device, dtype)
+    graph_video = _probe_decoder(graph, dec, device, dtype)
+    try:
+        net = load_decoder(graph.state_dict(), device, dtype).net
+    except CosmosWeightsError as err:
+        raise ValueError(f"{dec}: {err}") from err
+    _check_agreement(net, graph_video, dec)
+    del graph, graph_video  # the network holds the weights from here on
     tokenizer = CosmosTokenizer(
-        _load_jit(folder / ENCODER_FILE, device, dtype),
-        _load_jit(folder / DECODER_FILE, device, dtype),
-        name=f"cosmos:{folder.name}",
-        device=device,
-        dtype=dtype,
-        window=window,
+        encoder, net, name=f"cosmos:{folder.name}", device=device, dtype=dtype, window=window
     )
-    _probe(tokenizer, folder)
+    _probe_encoder(tokenizer, enc)
     return tokenizer

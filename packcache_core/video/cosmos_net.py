@@ -1,13 +1,17 @@
-"""A compact re-implementation of the Cosmos DV4x8x8 tokenizer network, for testing.
+"""The Cosmos DV4x8x8 tokenizer network, re-implemented: the decoder that serves, and tests.
 
 What it is: the encoder and decoder layer structure of NVIDIA's Cosmos-Tokenizer-DV4x8x8
 (factorised causal 3-D convolutions, per-frame LayerNorm-style GroupNorm(1), a mid block with
 spatial and causal temporal attention, 3-D Haar patching with the first frame repeated, FSQ
-(8,8,8,5,5,5)), with deterministic random weights, and `export_jit` to write `encoder.jit` and
-`decoder.jit` that `cosmos.load_cosmos` loads exactly like NVIDIA's files. Module names follow
-NVIDIA's (`decoder.up.2.block.0.conv1.0.conv3d.weight`, ...) so a real state dict should load
-with strict=False, as the Lumos-1 reference does; that is unverified without the checkpoint.
-What it is not: trained, or a production decoder (the server loads NVIDIA's jit files).
+(8,8,8,5,5,5)). The module tree is NVIDIA's (`cosmos_tokenizer/modules/layers3d.py`,
+`networks/discrete_video.py` of github.com/NVIDIA/Cosmos-Tokenizer): the same names down to
+the parameters (`decoder.up.2.block.0.conv1.0.conv3d.weight`), including the resampling
+layers NVIDIA builds but DV4x8x8 never runs (`decoder.up.1.upsample.*`, each upsample's time
+convolution `conv1`), so `decoder.jit`'s state dict loads into `InvQuantizedDecoder` strictly
+(`cosmos_weights.py`). `cosmos.py` decodes with this network and NVIDIA's weights, because its
+layers take a `CausalState` (`causal_state.py`) and decode a stream frame by frame; NVIDIA's
+graph can only re-decode the whole clip. `randomize` and `export_jit` write `encoder.jit` and
+`decoder.jit` with random weights for tests. What it is not: trained.
 
 Only the DV4x8x8 case is built: patch 4 (so all temporal compression comes from the Haar
 patcher and the network runs at the latent frame rate), one learned 2x spatial resampling (after
@@ -33,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from packcache_core.video.causal_state import CausalState
 from packcache_core.video.fsq import FSQ
 
 
@@ -73,7 +78,11 @@ class DVConfig:
 
 
 class CausalConv3d(nn.Module):
-    """Conv3d that pads time on the left by repeating the first frame, space with zeros."""
+    """Conv3d that pads time on the left by repeating the first frame, space with zeros.
+
+    With a `CausalState`, the frames before `x` come from the state (the previous push's last
+    inputs; frame 0 repeated at the clip's start), so a stream convolves what a clip would.
+    """
 
     def __init__(
         self, cin: int, cout: int, kernel: tuple[int, int, int], padding: int = 0, stride: int = 1
@@ -83,11 +92,22 @@ class CausalConv3d(nn.Module):
         self.spatial_pad = (padding, padding, padding, padding)
         self.conv3d = nn.Conv3d(cin, cout, kernel, stride=(1, stride, stride))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.time_pad > 0:
+    def forward(self, x: torch.Tensor, state: CausalState | None = None) -> torch.Tensor:
+        if self.time_pad > 0 and state is not None:
+            x = state.extend(self, x, self.time_pad)
+        elif self.time_pad > 0:
             first = x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1)
             x = torch.cat([first, x], dim=2)
         return self.conv3d(F.pad(x, self.spatial_pad))
+
+
+class CausalSequential(nn.Sequential):
+    """nn.Sequential (same parameter names) that hands a `CausalState` to every layer."""
+
+    def forward(self, x: torch.Tensor, state: CausalState | None = None) -> torch.Tensor:
+        for layer in self:
+            x = layer(x, state)
+        return x
 
 
 def _spatial_conv(cin: int, cout: int) -> CausalConv3d:
@@ -100,6 +120,11 @@ def _temporal_conv(cin: int, cout: int) -> CausalConv3d:
 
 def _pointwise(cin: int, cout: int) -> CausalConv3d:
     return CausalConv3d(cin, cout, (1, 1, 1))
+
+
+def _factorised_conv(cin: int, cout: int) -> CausalSequential:
+    """NVIDIA's factorised 3-D convolution: (1,3,3) in space, then (3,1,1) in time."""
+    return CausalSequential(_spatial_conv(cin, cout), _temporal_conv(cout, cout))
 
 
 class FrameNorm(nn.Module):
@@ -121,15 +146,15 @@ class ResBlock(nn.Module):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.norm1 = FrameNorm(cin)
-        self.conv1 = nn.Sequential(_spatial_conv(cin, cout), _temporal_conv(cout, cout))
+        self.conv1 = _factorised_conv(cin, cout)
         self.norm2 = FrameNorm(cout)
-        self.conv2 = nn.Sequential(_spatial_conv(cout, cout), _temporal_conv(cout, cout))
+        self.conv2 = _factorised_conv(cout, cout)
         self.nin_shortcut = _pointwise(cin, cout) if cin != cout else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
-        return self.nin_shortcut(x) + h
+    def forward(self, x: torch.Tensor, state: CausalState | None = None) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)), state)
+        h = self.conv2(F.silu(self.norm2(h)), state)
+        return self.nin_shortcut(x) + h  # a pointwise shortcut needs no state
 
 
 class _Attention(nn.Module):
@@ -149,9 +174,9 @@ class _Attention(nn.Module):
 
 
 class SpatialAttention(_Attention):
-    """Every position attends to all positions of its own frame."""
+    """Every position attends to all positions of its own frame (so it needs no state)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: CausalState | None = None) -> torch.Tensor:
         B, C, T, H, W = x.shape
         q, k, v = (t.permute(0, 2, 3, 4, 1).reshape(B * T, 1, H * W, C) for t in self.qkv(x))
         y = F.scaled_dot_product_attention(q, k, v)  # (B*T, 1, H*W, C)
@@ -160,12 +185,17 @@ class SpatialAttention(_Attention):
 
 
 class TemporalAttention(_Attention):
-    """Every position attends to the same position in its own and all earlier frames."""
+    """Every position attends to the same position in its own and all earlier frames (with a
+    `CausalState`: the earlier frames' keys and values it keeps, all or a window)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: CausalState | None = None) -> torch.Tensor:
         B, C, T, H, W = x.shape
         q, k, v = (t.permute(0, 3, 4, 2, 1).reshape(B * H * W, 1, T, C) for t in self.qkv(x))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B*H*W, 1, T, C)
+        if state is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B*H*W, 1, T, C)
+        else:
+            k, v, mask = state.attend(self, k, v)  # (B*H*W, 1, P + T, C)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.reshape(B, H, W, T, C).permute(0, 4, 3, 1, 2)
         return x + self.proj_out(y)
 
@@ -176,64 +206,85 @@ class MidBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.block_1 = ResBlock(channels, channels)
-        self.attn_1 = nn.Sequential(SpatialAttention(channels), TemporalAttention(channels))
+        self.attn_1 = CausalSequential(SpatialAttention(channels), TemporalAttention(channels))
         self.block_2 = ResBlock(channels, channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block_2(self.attn_1(self.block_1(x)))
+    def forward(self, x: torch.Tensor, state: CausalState | None = None) -> torch.Tensor:
+        return self.block_2(self.attn_1(self.block_1(x, state), state), state)
 
 
 class DownLevel(nn.Module):
-    """One encoder resolution: residual blocks, then `downsample` (Identity where none)."""
+    """One encoder resolution: residual blocks, then `downsample` (NVIDIA's: none at the last
+    level; `attn` is the empty list NVIDIA builds where no attention resolution matches)."""
 
-    def __init__(self, blocks: list[ResBlock], downsample: nn.Module) -> None:
+    def __init__(self, blocks: list[ResBlock], downsample: HybridDownsample | None) -> None:
         super().__init__()
         self.block = nn.ModuleList(blocks)
-        self.downsample = downsample
+        self.attn = nn.ModuleList()
+        if downsample is not None:
+            self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.block:
             x = block(x)
-        return self.downsample(x)
+        return self.downsample(x) if hasattr(self, "downsample") else x
 
 
 class UpLevel(nn.Module):
-    """One decoder resolution: residual blocks, then `upsample` (Identity where none)."""
+    """One decoder resolution: residual blocks, then `upsample` (none at the finest level)."""
 
-    def __init__(self, blocks: list[ResBlock], upsample: nn.Module) -> None:
+    def __init__(self, blocks: list[ResBlock], upsample: HybridUpsample | None) -> None:
         super().__init__()
         self.block = nn.ModuleList(blocks)
-        self.upsample = upsample
+        self.attn = nn.ModuleList()
+        if upsample is not None:
+            self.upsample = upsample
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: CausalState | None = None) -> torch.Tensor:
         for block in self.block:
-            x = block(x)
-        return self.upsample(x)
+            x = block(x, state)
+        return self.upsample(x) if hasattr(self, "upsample") else x
 
 
-class SpatialDownsample(nn.Module):
-    """2x spatial: strided (1,3,3) conv plus 2x2 average pool, then a pointwise conv."""
+class HybridDownsample(nn.Module):
+    """NVIDIA's hybrid downsampler, spatial part only: 2x in H and W by a strided (1,3,3)
+    convolution plus a 2x2 average pool, then a pointwise convolution. `conv2` (time) exists
+    for the names; DV4x8x8 leaves time to the patcher. `spatial=False`: the identity."""
 
-    def __init__(self, channels: int) -> None:
+    TIME_CONV = "conv2"  # built, never run
+
+    def __init__(self, channels: int, spatial: bool) -> None:
         super().__init__()
         self.conv1 = CausalConv3d(channels, channels, (1, 3, 3), stride=2)
+        self.conv2 = _temporal_conv(channels, channels)  # unused: no time downsampling
         self.conv3 = _pointwise(channels, channels)
+        self.spatial = spatial
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.spatial:
+            return x
         x = F.pad(x, (0, 1, 0, 1))
         x = self.conv1(x) + F.avg_pool3d(x, kernel_size=(1, 2, 2), stride=(1, 2, 2))
         return self.conv3(x)
 
 
-class SpatialUpsample(nn.Module):
-    """2x spatial: nearest repeat, a residual (1,3,3) conv, then a pointwise conv."""
+class HybridUpsample(nn.Module):
+    """NVIDIA's hybrid upsampler, spatial part only: nearest 2x repeat, a residual (1,3,3)
+    convolution, then a pointwise one. `conv1` (time) exists for the names; DV4x8x8 never
+    upsamples time. `spatial=False`: the identity (every layer is per frame: no state)."""
 
-    def __init__(self, channels: int) -> None:
+    TIME_CONV = "conv1"  # built, never run
+
+    def __init__(self, channels: int, spatial: bool) -> None:
         super().__init__()
+        self.conv1 = _temporal_conv(channels, channels)  # unused: no time upsampling
         self.conv2 = _spatial_conv(channels, channels)
         self.conv3 = _pointwise(channels, channels)
+        self.spatial = spatial
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.spatial:
+            return x
         x = x.repeat_interleave(2, dim=3).repeat_interleave(2, dim=4)
         return self.conv3(self.conv2(x) + x)
 
@@ -259,15 +310,24 @@ def haar_patch(x: torch.Tensor, levels: int) -> torch.Tensor:
     return x
 
 
-def haar_unpatch(x: torch.Tensor, levels: int) -> torch.Tensor:
-    """Inverse of `haar_patch`: (B, C*8^levels, t, h, w) -> (B, C, 1 + p(t-1), p*h, p*w)."""
+def haar_unpatch(x: torch.Tensor, levels: int, clip_start: bool = True) -> torch.Tensor:
+    """Inverse of `haar_patch`: (B, C*8^levels, t, h, w) -> (B, C, 1 + p(t-1), p*h, p*w).
+
+    `clip_start=False` (a stream's later pushes): keep all p(t) frames, since only the clip's
+    first latent frame carries the p - 1 repeated padding frames.
+    """
     haar = _HAAR.type_as(x)  # type_as, so a traced graph follows the input dtype
     for _ in range(levels):
         B, C8, T, H, W = x.shape
         x = x.reshape(B, 2, 2, 2, C8 // 8, T, H, W)
         x = torch.einsum("ai,bj,ck,nijkCthw->nCtahbwc", haar, haar, haar, x)
         x = x.reshape(B, C8 // 8, 2 * T, 2 * H, 2 * W)
-    return x[:, :, 2**levels - 1 :]
+    return x[:, :, 2**levels - 1 :] if clip_start else x
+
+
+def _n_spatial_resamplings(cfg: DVConfig) -> int:
+    """Learned 2x spatial resamplings (NVIDIA's num_spatial_downs / num_spatial_ups)."""
+    return int(math.log2(cfg.spatial_compression)) - int(math.log2(cfg.patch_size))
 
 
 class Encoder(nn.Module):
@@ -277,26 +337,23 @@ class Encoder(nn.Module):
         super().__init__()
         self.patch_levels = int(math.log2(cfg.patch_size))
         c0 = cfg.channels
-        self.conv_in = nn.Sequential(
-            _spatial_conv(3 * cfg.patch_size**3, c0), _temporal_conv(c0, c0)
-        )
+        self.conv_in = _factorised_conv(3 * cfg.patch_size**3, c0)
         mult_in = (1, *cfg.channels_mult)
+        n, downs = len(cfg.channels_mult), _n_spatial_resamplings(cfg)
         self.down = nn.ModuleList()
         for i, mult in enumerate(cfg.channels_mult):
             blocks = [
                 ResBlock(c0 * (mult_in[i] if j == 0 else mult), c0 * mult)
                 for j in range(cfg.num_res_blocks)
             ]
-            # DV4x8x8 halves H and W once, after the finest level; time is left to the patcher.
-            self.down.append(
-                DownLevel(blocks, SpatialDownsample(c0 * mult) if i == 0 else nn.Identity())
-            )
+            # NVIDIA builds a downsampler after every level but the last; in DV4x8x8 only the
+            # first halves H and W (time is left to the patcher), the others pass through.
+            down = HybridDownsample(c0 * mult, spatial=i < downs) if i < n - 1 else None
+            self.down.append(DownLevel(blocks, down))
         top = c0 * cfg.channels_mult[-1]
         self.mid = MidBlock(top)
         self.norm_out = FrameNorm(top)
-        self.conv_out = nn.Sequential(
-            _spatial_conv(top, cfg.z_channels), _temporal_conv(cfg.z_channels, cfg.z_channels)
-        )
+        self.conv_out = _factorised_conv(top, cfg.z_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(haar_patch(x, self.patch_levels))
@@ -307,15 +364,19 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Latent (B, z_channels, t, h, w) -> pixels (B, 3, 1 + 4(t-1), 8h, 8w) in about [-1, 1]."""
+    """Latent (B, z_channels, t, h, w) -> pixels (B, 3, 1 + 4(t-1), 8h, 8w) in about [-1, 1].
+
+    With a `CausalState`, `z` holds the stream's next t latent frames and the result their
+    pixels: 1 + 4(t-1) for the clip's first push, 4t after it; the state advances by t.
+    """
 
     def __init__(self, cfg: DVConfig) -> None:
         super().__init__()
         self.patch_levels = int(math.log2(cfg.patch_size))
         top = cfg.channels * cfg.channels_mult[-1]
-        self.conv_in = nn.Sequential(_spatial_conv(cfg.z_channels, top), _temporal_conv(top, top))
+        self.conv_in = _factorised_conv(cfg.z_channels, top)
         self.mid = MidBlock(top)
-        n = len(cfg.channels_mult)
+        n, ups = len(cfg.channels_mult), _n_spatial_resamplings(cfg)
         levels: list[UpLevel] = []
         c_in = top
         for i in reversed(range(n)):  # coarse to fine; stored fine-first as NVIDIA does
@@ -323,22 +384,25 @@ class Decoder(nn.Module):
             blocks = [
                 ResBlock(c_in if j == 0 else c_out, c_out) for j in range(cfg.num_res_blocks + 1)
             ]
-            # The mirror of the encoder: double H and W once, after the coarsest level.
-            levels.insert(
-                0, UpLevel(blocks, SpatialUpsample(c_out) if i == n - 1 else nn.Identity())
-            )
+            # The mirror of the encoder: an upsampler after every level but the finest; only
+            # the coarsest doubles H and W.
+            up = HybridUpsample(c_out, spatial=n - 1 - i < ups) if i > 0 else None
+            levels.insert(0, UpLevel(blocks, up))
             c_in = c_out
         self.up = nn.ModuleList(levels)
         out_ch = 3 * cfg.patch_size**3
         self.norm_out = FrameNorm(c_in)
-        self.conv_out = nn.Sequential(_spatial_conv(c_in, out_ch), _temporal_conv(out_ch, out_ch))
+        self.conv_out = _factorised_conv(c_in, out_ch)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.mid(self.conv_in(z))
+    def forward(self, z: torch.Tensor, state: CausalState | None = None) -> torch.Tensor:
+        h = self.mid(self.conv_in(z, state), state)
         for i in reversed(range(len(self.up))):
-            h = self.up[i](h)
-        h = self.conv_out(F.silu(self.norm_out(h)))  # (B, 3*64, t, H/4, W/4)
-        return haar_unpatch(h, self.patch_levels)
+            h = self.up[i](h, state)
+        h = self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 3*64, t, H/4, W/4)
+        clip_start = state is None or state.frames == 0
+        if state is not None:
+            state.frames += z.shape[2]  # the one place a stream advances
+        return haar_unpatch(h, self.patch_levels, clip_start)
 
 
 class Quantizer(nn.Module):
@@ -370,19 +434,24 @@ class Quantizer(nn.Module):
 
 
 class InvQuantizedDecoder(nn.Module):
-    """Indices (B, t, h, w) -> FSQ codes -> post_quant_conv -> decoder -> pixels."""
+    """Indices (B, t, h, w) -> FSQ codes -> post_quant_conv -> decoder -> pixels.
+
+    NVIDIA's `decoder_jit()`: Sequential(inv_quant, post_quant_conv, decoder); `inv_quant`
+    holds only buffers (the FSQ levels), so it has no module here.
+    """
 
     def __init__(self, cfg: DVConfig) -> None:
         super().__init__()
+        self.cfg = cfg
         self.fsq = FSQ(cfg.levels)
         self.post_quant_conv = _pointwise(cfg.embedding_dim, cfg.z_channels)
         self.decoder = Decoder(cfg)
 
-    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+    def forward(self, indices: torch.Tensor, state: CausalState | None = None) -> torch.Tensor:
         codes = self.fsq.indices_to_codes(indices).movedim(-1, 1)  # (B, D, t, h, w)
         # type_as a weight, not a fixed dtype: a traced graph then follows `.to(dtype)`.
         codes = codes.type_as(self.post_quant_conv.conv3d.weight)
-        return self.decoder(self.post_quant_conv(codes))
+        return self.decoder(self.post_quant_conv(codes), state)
 
 
 class QuantizedEncoder(nn.Module):
@@ -396,6 +465,17 @@ class QuantizedEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.quantizer(self.quant_conv(self.encoder(x)))
+
+
+def idle_parameters(model: nn.Module) -> set[str]:
+    """Names of the parameters DV4x8x8 builds but never computes with: every resampler's time
+    convolution, and all of a resampler that passes its input through."""
+    idle = set()
+    for name, module in model.named_modules():
+        if isinstance(module, HybridUpsample | HybridDownsample):
+            prefix = f"{name}.{module.TIME_CONV}" if module.spatial else name
+            idle |= {f"{prefix}.{p}" for p, _ in model.get_submodule(prefix).named_parameters()}
+    return idle
 
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
