@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,6 +37,16 @@ class Recorded(NamedTuple):
 
     codes: list[torch.Tensor]
     state: SamplerState | None  # None when no frame is recorded
+
+
+def in_force(changes: Iterable[tuple[int, str]]) -> tuple[tuple[int, str], ...]:
+    """Prompt changes as they take effect, in the order sent: of several sent for one latent
+    frame, only the last (the one generation follows), so no order of texts ever decides."""
+    last: dict[int, str] = {}
+    for index, text in changes:
+        last.pop(index, None)  # re-inserted: the order is that of the last one sent
+        last[index] = text
+    return tuple(last.items())
 
 
 def request_to_json(params: VideoParams) -> dict[str, Any]:
@@ -71,7 +82,7 @@ def request_from_json(data: dict[str, Any]) -> VideoParams:
         policy=make_policy(data["policy"]["name"], **data["policy"]["params"]),
         sampling=SamplingConfig(**data["sampling"]),
         open_ended=bool(data.get("open_ended", False)),  # records of older versions lack these
-        prompt_changes=tuple((int(i), str(t)) for i, t in data.get("prompt_changes", [])),
+        prompt_changes=in_force((int(i), str(t)) for i, t in data.get("prompt_changes", [])),
         text_slots=int(data.get("text_slots", 0)),
         recache=bool(data.get("recache", True)),
         stated_seconds=None if data.get("stated_seconds") is None else int(data["stated_seconds"]),

@@ -23,6 +23,7 @@ from packcache_core.image import MAX_RATIO, PATCH
 from packcache_core.layout import T_STRIDE, latent_frames_for, rgb_frames
 from packcache_core.pipeline import VideoParams
 from packcache_core.policy import make_policy, open_ended_refusal
+from packcache_core.record import in_force
 
 
 class RequestError(ValueError):
@@ -184,8 +185,8 @@ def extension(
             f"frames); this server allows up to {most}, and an extension adds at least one",
             length_param,
         )
-    changes = tuple((i, text) for i, text in source.prompt_changes if i <= made)
-    if prompt != source.prompt_at(made):
+    changes = tuple((i, text) for i, text in in_force(source.prompt_changes) if i <= made)
+    if prompt != dataclasses.replace(source, prompt_changes=changes).prompt_at(made):
         changes = (*changes, (made + 1, prompt))
     return dataclasses.replace(
         source,

@@ -33,6 +33,7 @@ from packcache_core.pipeline import VideoParams
 from packcache_core.record import (
     FrameRecord,
     Recorded,
+    in_force,
     request_from_json,
     request_to_json,
     write_json,
@@ -139,9 +140,10 @@ class VideoFiles:
             part.replace(target.path(index))
 
     def add_prompt_change(self, job_id: str, latent_index: int, prompt: str) -> None:
-        """Keep a prompt change with the request, so a resumed or extended video replays it."""
+        """Keep a prompt change with the request, so a resumed or extended video replays it;
+        it replaces one sent earlier for the same frame (the record keeps what took effect)."""
         params = request_from_json(json.loads(self.request(job_id).read_text()))
-        changes = (*params.prompt_changes, (latent_index, prompt))
+        changes = in_force((*params.prompt_changes, (latent_index, prompt)))
         write_json(
             self.request(job_id),
             request_to_json(dataclasses.replace(params, prompt_changes=changes)),

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from packcache_core.record import FrameRecord
+from packcache_core.pipeline import VideoParams
+from packcache_core.policy import make_policy
+from packcache_core.record import FrameRecord, request_from_json, request_to_json
+from packcache_core.request import Limits, extension
+from server.storage.recorder import VideoFiles
 from tests.server.conftest import LiveServer
 
 SOURCE: dict[str, Any] = {"latent_frames": 2, "steps": 2, "seed": 7}
@@ -113,3 +118,23 @@ def test_extension_errors(server: LiveServer) -> None:
         error = response.json()["error"]
         assert error["message"] and (error["param"] or "") == param, error
     server.client.delete(f"/v1/videos/{running}")
+
+
+def test_two_prompts_for_one_frame_keep_the_order_sent(tmp_path: Path) -> None:
+    """Generation follows the last prompt sent for a frame; the record and an extension do
+    too (they sorted the texts: 'zebra' after 'apple' won, whatever the order sent)."""
+    files = VideoFiles(tmp_path / "videos")
+    params = VideoParams("a red square", 4, size=(64, 64), policy=make_policy("packcache"))
+    files.save_request("v", params, b"image")
+    files.add_prompt_change("v", 2, "zebra stripes")
+    files.add_prompt_change("v", 2, "apple tree")  # sent later: the one that takes effect
+    saved = request_from_json(json.loads(files.request("v").read_text()))
+    assert saved.prompt_changes == ((2, "apple tree"),)
+    assert saved.prompt_at(3) == "apple tree"
+    # Continuing with the text the source did not follow is a change; with its own, none.
+    other = extension(saved, 3, "zebra stripes", 2, Limits())
+    assert other.prompt_changes == ((2, "apple tree"), (4, "zebra stripes"))
+    assert extension(saved, 3, "apple tree", 2, Limits()).prompt_changes == ((2, "apple tree"),)
+    # A record written before (both changes kept) reads as what took effect.
+    both = [[2, "zebra stripes"], [2, "apple tree"]]
+    assert request_from_json(request_to_json(params) | {"prompt_changes": both}) == saved
