@@ -20,6 +20,7 @@ from typing import Any, Literal, NoReturn, get_args, get_origin
 import uvicorn
 from pydantic.fields import FieldInfo
 
+from server.entry.check_model import add_check_arguments, run_check_model
 from server.entry.generate_command import add_generate_arguments, run_generate
 from server.entry.redact import install_redaction
 from server.settings import Settings
@@ -54,7 +55,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
     """uvicorn's side of the settings: the one place they are turned into its options."""
-    return uvicorn.Config(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -68,6 +69,8 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_timeout_s,
     )
+    logging.getLogger("uvicorn.error").addFilter(_bad_utf8_is_a_warning)  # once: same object
+    return config
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -93,6 +96,19 @@ def serve(args: argparse.Namespace) -> int:
     return drain.serve(config, app.state.runtime, settings.drain_timeout_s)  # SIGTERM drains
 
 
+BAD_UTF8 = "Invalid UTF-8 sequence received from client."  # uvicorn's words, with a traceback
+
+
+def _bad_utf8_is_a_warning(record: logging.LogRecord) -> bool:
+    """A client's invalid UTF-8 (uvicorn closes with 1007) is the client's error: a warning
+    line, not an ERROR with a traceback of the server."""
+    if record.msg == BAD_UTF8:
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info, record.exc_text = None, None
+        record.msg = "a websocket client sent invalid UTF-8 in a text message: closed with 1007"
+    return True
+
+
 def _no_frames(record: logging.LogRecord) -> bool:
     """At debug level the websockets library logs every frame with its text (through uvicorn's
     logger): a client's image among it. Frames are never logged."""
@@ -102,6 +118,7 @@ def _no_frames(record: logging.LogRecord) -> bool:
 COMMANDS: list[Command] = [
     ("serve", add_serve_arguments, serve),
     ("generate", add_generate_arguments, run_generate),
+    ("check-model", add_check_arguments, run_check_model),
 ]
 
 

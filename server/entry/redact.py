@@ -21,7 +21,10 @@ from typing import Any
 REDACTED = "[redacted]"
 # `Bearer <token>` (an Authorization header) and `api_key=<token>` / `"api_key": "<token>"`
 # (a query string, a form, JSON), whatever the token: a wrong key is a secret too.
-_TOKENS = re.compile(r"""(?i)(\bbearer\s+|\bapi_key["']?\s*[=:]\s*["']?)[^\s"'&,;)}\]]+""")
+# A key replaced already is left as it is (it was `[redacted]]`).
+_TOKENS = re.compile(
+    r"""(?i)(\bbearer\s+|\bapi_key["']?\s*[=:]\s*["']?)(?!\[redacted\])[^\s"'&,;)}\]]+"""
+)
 _FORMATTER = logging.Formatter()
 
 

@@ -204,6 +204,7 @@ def test_no_key_in_responses_or_logs(serve: Callable[..., Served], tmp_path: Pat
     assert "generation_error" in everything  # the failure paths really ran
     assert "Bearer [redacted]" in everything  # the handshake headers were logged, redacted
     assert "api_key=[redacted]" in everything  # the query strings were logged, redacted
+    assert "[redacted]]" not in everything  # each replaced once
 
 
 def test_an_unauthenticated_socket_is_refused_before_its_message_is_read(
