@@ -16,6 +16,9 @@ from typing import Any
 # Chameleon's text vocabulary; Cosmos code c has LLM id CODE_OFFSET + c.
 CODE_OFFSET = 65536
 MAX_CODES = 64000
+# Lumos-1's resolution buckets, by nominal square side (`image.crop_size_list`): 352 for the
+# 256p checkpoints (`*/stage-2-joint`), 528 for 384p (the reference's default), 656 above.
+TARGET_SIZES = (352, 528, 656)
 # Field annotation -> the JSON value types it accepts.
 _JSON_TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "bool": bool}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -22,6 +23,7 @@ from packcache_core.config import LumosConfig
 from packcache_core.model import LumosTransformer
 
 IGNORED_PREFIXES = ("model.vqmodel.",)
+_SAFETENSORS_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 
@@ -35,7 +37,8 @@ def _listing(names: list[str], limit: int = 8) -> str:
     return shown + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
 
 
-def read_config(path: Path) -> LumosConfig:
+def read_raw_config(path: Path) -> dict[str, Any]:
+    """config.json as a dict (CheckpointError if it is missing or not a JSON object)."""
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise CheckpointError(f"{path}: no config.json in the checkpoint folder")
@@ -45,10 +48,15 @@ def read_config(path: Path) -> LumosConfig:
         raise CheckpointError(f"{cfg_file}: not valid JSON ({e})") from e
     if not isinstance(raw, dict):
         raise CheckpointError(f"{cfg_file}: expected a JSON object")
+    return raw
+
+
+def read_config(path: Path) -> LumosConfig:
+    raw = read_raw_config(path)
     try:
         return LumosConfig.from_hf_dict(raw)
     except ValueError as e:
-        raise CheckpointError(f"{cfg_file}: {e}") from e
+        raise CheckpointError(f"{path / 'config.json'}: {e}") from e
 
 
 def weight_files(path: Path) -> dict[str, Path]:
@@ -133,6 +141,42 @@ class _LazyTensors(Mapping[str, torch.Tensor]):
 
     def __len__(self) -> int:
         return len(self._files)
+
+
+def trained_dtype(path: Path) -> torch.dtype | None:
+    """The dtype a checkpoint folder's weights were saved in: config.json's `torch_dtype`, else
+    the first tensor's dtype in the safetensors header (None when neither can be read)."""
+    named = read_raw_config(path).get("torch_dtype")
+    if isinstance(named, str) and isinstance(getattr(torch, named, None), torch.dtype):
+        dtype: torch.dtype = getattr(torch, named)
+        return dtype
+    files = weight_files(path)
+    if not files:
+        return None
+    name, file = next(iter(files.items()))
+    with safe_open(file, framework="pt") as f:
+        stored = f.get_slice(name).get_dtype()  # e.g. "BF16"
+    return _SAFETENSORS_DTYPES.get(stored)
+
+
+def check_float16(model: str, dtype: torch.dtype, allow: bool = False) -> None:
+    """Refuses float16 for a checkpoint saved in bfloat16 unless `allow`: float16 keeps 10
+    mantissa bits but only 5 exponent bits (largest value 65504), and bf16-trained activations
+    are not bounded to that range, so they can overflow to inf. Built-in models are exempt.
+
+    Raises:
+        CheckpointError: float16 asked for a bf16 checkpoint, not allowed.
+    """
+    from packcache_core.builtin import is_builtin
+
+    if dtype != torch.float16 or allow or is_builtin(model):
+        return
+    if trained_dtype(Path(model)) == torch.bfloat16:
+        raise CheckpointError(
+            f"{model}: its weights are bfloat16 (trained in bf16); float16's range (largest "
+            "value 65504) can overflow their activations. Use bfloat16 or float32, or allow "
+            "float16 explicitly (PACKCACHE_ALLOW_FLOAT16=true, --allow-float16)"
+        )
 
 
 def load_checkpoint(

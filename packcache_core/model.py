@@ -140,17 +140,25 @@ class Attention(nn.Module):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
     ) -> torch.Tensor:
         gqa = self.n_heads != self.n_kv
-        if gqa and mask is not None and q.is_cuda:
-            # CUDA's memory-efficient kernel, the fused one that takes a mask, refuses shared
-            # K/V heads: expanded (as `enable_gqa` would), it takes the call instead of the math
-            # kernel, which holds every score in float32. Only the prefix and a re-cache pass a
-            # mask; denoising steps do not (flash takes shared heads as they are).
+        if gqa and expand_kv_heads(q.device, q.dtype, mask is not None):
             k = k.repeat_interleave(self.n_heads // self.n_kv, dim=1)
             v = v.repeat_interleave(self.n_heads // self.n_kv, dim=1)
             gqa = False
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(self.head_dim), enable_gqa=gqa
         )
+
+
+def expand_kv_heads(device: torch.device, dtype: torch.dtype, masked: bool) -> bool:
+    """Whether a call with shared (grouped) K/V heads must expand them to every query head.
+
+    On CUDA only flash takes shared heads, and flash takes neither a mask nor float32; the
+    memory-efficient kernel, which takes both, refuses shared heads. A masked call (the prefix,
+    a re-cache) or any float32 call left with shared heads falls to the math kernel, which holds
+    every score in float32 (tens of GB at 13 frames of 672x384): expanded, as `enable_gqa`
+    would, it runs fused. Elsewhere (the CPU) shared heads cost nothing extra.
+    """
+    return device.type == "cuda" and (masked or dtype not in (torch.float16, torch.bfloat16))
 
 
 class MLP(nn.Module):

@@ -21,6 +21,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from packcache_core.builtin import model_defaults
+from packcache_core.config import TARGET_SIZES
 from packcache_core.generate import GenerationDefaults
 from packcache_core.policy import known_policy
 from packcache_core.request import Limits
@@ -63,6 +64,17 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda, cuda:N")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights and activations (auto: bfloat16 on CUDA, float32 on CPU)"
+    )
+    allow_float16: bool = Field(
+        False,
+        description="run float16 even for a checkpoint saved in bfloat16 (refused otherwise: "
+        "its activations can overflow float16's range)",
+    )
+    target_size: int | None = Field(
+        None,
+        description="Lumos-1 resolution bucket of a checkpoint folder, one of "
+        f"{', '.join(map(str, TARGET_SIZES))}: 352 for the 256p checkpoints (stage-2-joint), "
+        "528 for 384p (default: 528; built-in models use their own)",
     )
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on (0: any free port)")
@@ -263,6 +275,13 @@ class Settings(BaseSettings):
     @classmethod
     def _json_dict(cls, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("target_size")
+    @classmethod
+    def _bucket(cls, value: int | None) -> int | None:
+        if value is not None and value not in TARGET_SIZES:
+            raise ValueError(f"must be one of {', '.join(map(str, TARGET_SIZES))}")
+        return value
 
     @field_validator("default_policy")
     @classmethod

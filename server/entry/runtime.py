@@ -22,11 +22,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
+import torch
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from packcache_core.generate import SamplingConfig
 from packcache_core.host import prepare_host
+from packcache_core.loading import check_float16
 from packcache_core.pipeline import Pipeline, VideoParams
 from server.api.decodes import DecodeGate
 from server.api.params import decode_upload, open_upload
@@ -181,9 +183,7 @@ class Runtime:
         device, dtype = s.torch_device(), s.torch_dtype()
         host = prepare_host(device, s.threads)  # see packcache_core/host.py
         log.info("%d intra-op threads, malloc tuned: %s", host.threads, host.malloc_tuned)
-        pipeline = await asyncio.to_thread(
-            Pipeline.load, s.model, s.tokenizer, s.text_tokenizer, str(device), dtype
-        )
+        pipeline = await asyncio.to_thread(load_pipeline, s, device, dtype)
         weights = module_bytes(pipeline.model)
         memory = memory_for(device, weights)
         provisional = s.memory_budget_bytes or memory.free_bytes() or 1 << 62
@@ -276,6 +276,15 @@ class Runtime:
         if self.io is not None:  # opened
             self.io.shutdown(wait=True)  # every finished job recorded
             self.store.close()
+
+
+def load_pipeline(s: Settings, device: torch.device, dtype: torch.dtype) -> Pipeline:
+    """The served pipeline as the settings ask (float16 refused for bf16 weights unless
+    allowed; the target size bucket)."""
+    check_float16(s.model, dtype, s.allow_float16)
+    return Pipeline.load(
+        s.model, s.tokenizer, s.text_tokenizer, str(device), dtype, target_size=s.target_size
+    )
 
 
 async def warm_up(engine: Engine) -> None:
