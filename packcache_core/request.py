@@ -22,7 +22,7 @@ from packcache_core.generate import GenerationDefaults, SamplingConfig
 from packcache_core.image import MAX_RATIO, PATCH
 from packcache_core.layout import T_STRIDE, latent_frames_for, rgb_frames
 from packcache_core.pipeline import VideoParams
-from packcache_core.policy import make_policy, open_ended_refusal
+from packcache_core.policy import CachePolicy, frames_held, make_policy, open_ended_refusal
 from packcache_core.record import in_force
 
 
@@ -57,13 +57,37 @@ class Limits:
     """What a deployment allows (the server's settings; the CLI's own bounds)."""
 
     fps: int = 12
-    max_latent_frames: int = 1001
+    # Latent frames of one video (an extension chain included), by what grows with length:
+    max_latent_frames: int = 1001  # a cache that grows with the video (`full`): memory
+    max_bounded_latent_frames: int = 1001  # a bounded cache (every other policy): time only
     max_steps: int = 1000
     max_video_pixels: int = 1 << 40
     max_prompt_chars: int = 100_000
 
+    def longest(self, policy: CachePolicy) -> int:
+        """Most latent frames a video under `policy` may have."""
+        grows = frames_held(policy) is None
+        return self.max_latent_frames if grows else self.max_bounded_latent_frames
 
-def _latent_frames(ask: Ask, defaults: GenerationDefaults, limits: Limits) -> int:
+    def too_long(self, latent: int, policy: CachePolicy) -> str:
+        """What a refusal of a `latent`-frame video under `policy` says about the limits."""
+        most = self.longest(policy)
+        text = (
+            f"the video would have {latent} latent frames ({rgb_frames(latent)} frames); this "
+            f"server allows 2 to {most} ({rgb_frames(most)} frames at {self.fps} fps) with "
+            f"cache policy {policy.name!r}"
+        )
+        if frames_held(policy) is None and self.max_bounded_latent_frames > most:
+            text += (
+                f", whose cache grows with the video; a bounded policy (any other) allows "
+                f"up to {self.max_bounded_latent_frames}"
+            )
+        return text
+
+
+def _latent_frames(
+    ask: Ask, defaults: GenerationDefaults, limits: Limits, policy: CachePolicy
+) -> int:
     given = [n for n in ("seconds", "frames", "latent_frames") if getattr(ask, n) is not None]
     if len(given) > 1:
         raise RequestError(f"give at most one of seconds, frames, latent_frames; got {given}", None)
@@ -74,14 +98,9 @@ def _latent_frames(ask: Ask, defaults: GenerationDefaults, limits: Limits) -> in
     elif ask.frames is not None:
         latent = latent_frames_for(ask.frames)
     else:
-        latent = ask.latent_frames or min(defaults.latent_frames, limits.max_latent_frames)
-    if not 2 <= latent <= limits.max_latent_frames:
-        most = limits.max_latent_frames
-        raise RequestError(
-            f"the clip would have {latent} latent frames ({rgb_frames(latent)} frames); "
-            f"this server allows 2 to {most} ({rgb_frames(most)} frames at {limits.fps} fps)",
-            given[0] if given else "latent_frames",
-        )
+        latent = ask.latent_frames or min(defaults.latent_frames, limits.longest(policy))
+    if not 2 <= latent <= limits.longest(policy):
+        raise RequestError(limits.too_long(latent, policy), given[0] if given else "latent_frames")
     return latent
 
 
@@ -139,7 +158,7 @@ def resolve(ask: Ask, defaults: GenerationDefaults, limits: Limits) -> VideoPara
         raise RequestError(why, "cache_policy")
     return VideoParams(
         prompt=ask.prompt,
-        latent_frames=_latent_frames(ask, defaults, limits),
+        latent_frames=_latent_frames(ask, defaults, limits, policy),
         fps=limits.fps,
         size=parse_size(ask.size, limits),
         seed=secrets.randbelow(2**31) if ask.seed is None else ask.seed,
@@ -178,13 +197,11 @@ def extension(
     `length_param`: the field `more` came from, named by an error."""
     check_prompt(prompt, limits)
     total = 1 + made + more
-    if more < 1 or total > limits.max_latent_frames:
-        most = limits.max_latent_frames
-        raise RequestError(
-            f"the extended video would have {total} latent frames ({rgb_frames(total)} "
-            f"frames); this server allows up to {most}, and an extension adds at least one",
-            length_param,
-        )
+    if more < 1:
+        raise RequestError("an extension adds at least one latent frame", length_param)
+    if total > limits.longest(source.policy):
+        why = limits.too_long(total, source.policy).replace("the video", "the extended video")
+        raise RequestError(why, length_param)
     changes = tuple((i, text) for i, text in in_force(source.prompt_changes) if i <= made)
     if prompt != dataclasses.replace(source, prompt_changes=changes).prompt_at(made):
         changes = (*changes, (made + 1, prompt))
@@ -200,15 +217,20 @@ def extension(
 def remixed(source: VideoParams, prompt: str, made: int, limits: Limits) -> VideoParams:
     """The request of a remix of `source`, which made `made` generated latent frames: its
     image and settings (seed included) with `prompt` throughout, as long as the source
-    video (an open-ended source's remix is a fixed-length video of the length it reached)."""
+    video (an open-ended source's remix is a fixed-length video of the length it reached;
+    refused, naming the limit, when that is longer than this server allows)."""
     check_prompt(prompt, limits)
     if not source.open_ended:
         return dataclasses.replace(source, prompt=prompt, prompt_changes=())
+    latent = max(2, 1 + made)
+    if latent > limits.longest(source.policy):
+        why = limits.too_long(latent, source.policy).replace("the video", "the remix")
+        raise RequestError(f"{why}: the open-ended source ran that long", "video_id")
     return dataclasses.replace(
         source,
         prompt=prompt,
         prompt_changes=(),
         open_ended=False,
-        latent_frames=min(max(2, 1 + made), limits.max_latent_frames),
+        latent_frames=latent,
         stated_seconds=source.seconds,  # the duration its prompt stated
     )

@@ -194,7 +194,21 @@ class Settings(BaseSettings):
         "Retry-After",
     )
     max_prompt_chars: int = Field(2000, ge=1, le=100_000, description="longest prompt")
-    max_latent_frames: int = Field(21, ge=2, le=1000, description="longest clip (latent frames)")
+    max_latent_frames: int = Field(
+        21,
+        ge=2,
+        le=1000,
+        description="longest video (latent frames; an extension chain in all) with a cache that "
+        "grows with it (`full`), whose memory admission also bounds",
+    )
+    max_bounded_latent_frames: int = Field(
+        121,
+        ge=2,
+        le=100_000,
+        description="longest video (latent frames; an extension chain in all) with a bounded "
+        "cache (every policy but `full`: its memory does not grow with length, only its time "
+        "does); 121 = 40 s at 12 fps, so every `seconds` the OpenAI SDK offers (4 to 20) fits",
+    )
     max_steps: int = Field(100, ge=1, le=1000, description="most denoising steps per frame")
     max_video_pixels: int = Field(
         1280 * 720, ge=32 * 32, description="largest output frame, width * height"
@@ -319,6 +333,7 @@ class Settings(BaseSettings):
         return Limits(
             fps=self.fps,
             max_latent_frames=self.max_latent_frames,
+            max_bounded_latent_frames=self.max_bounded_latent_frames,
             max_steps=self.max_steps,
             max_video_pixels=self.max_video_pixels,
             max_prompt_chars=self.max_prompt_chars,

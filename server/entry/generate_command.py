@@ -144,7 +144,8 @@ def _check(args: argparse.Namespace) -> tuple[VideoParams, Image.Image]:
         cache_policy=args.cache_policy,
         policy_params=_policy_params(args.policy_param),
     )
-    limits = Limits(fps=args.fps, max_latent_frames=latent_frames_for(MAX_FRAMES))
+    longest = latent_frames_for(MAX_FRAMES)
+    limits = Limits(fps=args.fps, max_latent_frames=longest, max_bounded_latent_frames=longest)
     try:
         params = resolve(ask, model_defaults(args.model), limits)
     except RequestError as e:

@@ -11,7 +11,12 @@ CARD = GenerationDefaults(
     SamplingConfig(steps=12, cfg_scale=3.0), (128, 64), 6, "packcache", {"window": 6}
 )
 LIMITS = Limits(
-    fps=12, max_latent_frames=21, max_steps=100, max_video_pixels=512 * 512, max_prompt_chars=100
+    fps=12,
+    max_latent_frames=21,
+    max_bounded_latent_frames=61,
+    max_steps=100,
+    max_video_pixels=512 * 512,
+    max_prompt_chars=100,
 )
 
 
@@ -39,11 +44,23 @@ def test_length(ask: Ask, latent: int) -> None:
     assert resolve(ask, CARD, LIMITS).latent_frames == latent
 
 
+@pytest.mark.parametrize("seconds", [4, 8, 12, 16, 20])  # what the OpenAI SDK offers
+@pytest.mark.parametrize("policy", ["sliding", "packcache", "sink"])
+def test_a_bounded_policy_has_its_own_length_limit(seconds: int, policy: str) -> None:
+    """Memory does not grow with a bounded cache: only `full` is held to max_latent_frames."""
+    p = resolve(Ask("x", seconds=float(seconds), cache_policy=policy), CARD, LIMITS)
+    assert p.latent_frames == 3 * seconds + 1  # ceil((12 s - 1) / 4) + 1
+    with pytest.raises(RequestError, match=r"grows with the video.*up to 61"):
+        resolve(Ask("x", seconds=float(seconds + 4), cache_policy="full"), CARD, LIMITS)
+
+
 @pytest.mark.parametrize(
     ("ask", "param", "words"),
     [
         (Ask("x", frames=9, seconds=1.0), None, "at most one"),
-        (Ask("x", latent_frames=22), "latent_frames", "allows 2 to 21"),
+        (Ask("x", latent_frames=22, cache_policy="full"), "latent_frames", "allows 2 to 21"),
+        (Ask("x", latent_frames=62), "latent_frames", "allows 2 to 61"),
+        (Ask("x", seconds=21.0, cache_policy="sliding"), "seconds", "allows 2 to 61"),
         (Ask("x", seconds=-1.0), "seconds", "positive"),
         (Ask("x", size="100x64"), "size", "multiples of 32"),
         (Ask("x", size="1024x1024"), "size", "at most"),

@@ -89,10 +89,14 @@ def test_upload_over_the_byte_limit(server: LiveServer) -> None:
         ({"cache_policy": "lru"}, "cache_policy", ["full", "sliding", "packcache"]),
         ({"cache_policy": "sliding", "rho": 0.5}, "cache_policy", ["rho"]),
         ({"cache_policy": "packcache", "window": 0}, "window", ["greater than"]),
-        ({"latent_frames": 500}, "latent_frames", ["allows 2 to 21"]),
+        ({"latent_frames": 500}, "latent_frames", ["allows 2 to 121"]),
         ({"latent_frames": 1}, "latent_frames", ["greater than or equal to 2"]),
-        ({"latent_frames": None, "frames": 200}, "frames", ["allows 2 to 21"]),
-        ({"latent_frames": None, "seconds": "100"}, "seconds", ["allows 2 to 21"]),
+        (
+            {"latent_frames": None, "frames": 200, "cache_policy": "full"},
+            "frames",
+            ["allows 2 to 21", "grows"],
+        ),
+        ({"latent_frames": None, "seconds": "100"}, "seconds", ["allows 2 to 121"]),
         ({"seconds": "2"}, None, ["at most one of"]),
         ({"prompt": "x" * 2001}, "prompt", ["2001 characters", "limit is 2000"]),
         ({"prompt": ""}, "prompt", ["required"]),  # an empty form field is a missing one

@@ -19,7 +19,7 @@ from packcache_core.policy import make_policy
 from packcache_core.record import FrameRecord, request_from_json, request_to_json
 from packcache_core.request import Limits, extension
 from server.storage.recorder import VideoFiles
-from tests.server.conftest import LiveServer
+from tests.server.conftest import LiveServer, png_bytes
 
 SOURCE: dict[str, Any] = {"latent_frames": 2, "steps": 2, "seed": 7}
 
@@ -138,3 +138,39 @@ def test_two_prompts_for_one_frame_keep_the_order_sent(tmp_path: Path) -> None:
     # A record written before (both changes kept) reads as what took effect.
     both = [[2, "zebra stripes"], [2, "apple tree"]]
     assert request_from_json(request_to_json(params) | {"prompt_changes": both}) == saved
+
+
+def create_for(server: LiveServer, seconds: str, policy: str) -> Any:
+    """POST /v1/videos as the OpenAI SDK sends it: `seconds`, no frame count."""
+    form = {"prompt": "a red square", "size": "64x64", "steps": "1", "seconds": seconds}
+    files = {"input_reference": ("in.png", png_bytes(), "image/png")}
+    return server.client.post("/v1/videos", data=form | {"cache_policy": policy}, files=files)
+
+
+@pytest.mark.parametrize("seconds", ["4", "8", "12", "16", "20"])
+def test_every_seconds_the_sdk_offers_is_accepted_with_a_bounded_policy(
+    server: LiveServer, seconds: str
+) -> None:
+    reply = create_for(server, seconds, "sliding")
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["latent_frames"] == 3 * int(seconds) + 1
+    server.client.delete(f"/v1/videos/{reply.json()['id']}")  # accepted is what is tested
+
+
+def test_full_keeps_the_memory_bound_length_limit_and_says_so(server: LiveServer) -> None:
+    reply = create_for(server, "8", "full")  # 25 latent frames
+    assert reply.status_code == 400
+    error = reply.json()["error"]
+    assert error["param"] == "seconds" and "grows with the video" in error["message"]
+    assert "up to 121" in error["message"]  # what a bounded policy allows
+
+
+def test_a_bounded_extension_chain_is_held_to_the_bounded_limit(server: LiveServer) -> None:
+    source = completed(server, server.create(**SOURCE, cache_policy="sliding"))
+    ref = {"video": {"id": source["id"]}, "prompt": "on"}
+    longer = server.client.post("/v1/videos/extensions", json=ref | {"seconds": "8"})
+    assert longer.status_code == 200, longer.text  # 2 + 24 latent frames
+    server.client.delete(f"/v1/videos/{longer.json()['id']}")
+    too_long = server.client.post("/v1/videos/extensions", json=ref | {"latent_frames": 120})
+    assert too_long.status_code == 400
+    assert "extended video would have 122" in too_long.json()["error"]["message"]

@@ -49,7 +49,8 @@ def test_defaults_and_overrides() -> None:
     ("fields", "param"),
     [
         ({"seconds": "0"}, "seconds"),
-        ({"latent_frames": 22}, "latent_frames"),
+        ({"latent_frames": 22, "cache_policy": "full"}, "latent_frames"),
+        ({"latent_frames": 122}, "latent_frames"),  # a bounded policy's own limit
         ({"size": "64x288"}, "size"),  # aspect above 4
         ({"size": "2048x2048"}, "size"),
         ({"cache_policy": "full", "rho": 0.5}, "cache_policy"),

@@ -67,7 +67,9 @@ def test_a_prompt_too_long_for_the_held_slots_is_rejected_and_the_video_goes_on(
         log = messages(ws)
     (rejected,) = [m for m in log if m["type"] == "rejected"]
     assert rejected["request"] == "prompt" and rejected["error"]["code"] == "prompt_too_long"
-    assert "shorten it" in rejected["error"]["message"]
+    message = rejected["error"]["message"]
+    assert "shorten it" in message and "1500 characters" in message  # tokens and characters
+    assert "stream_prompt_tokens = 256" in message  # the limit that applies, named
     assert log[-1]["type"] == "completed"
 
 
@@ -233,14 +235,16 @@ def test_a_flood_of_prompts_is_bounded_and_stop_overtakes_it(server: LiveServer)
 @pytest.fixture(scope="module")
 def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One request at a time: a second one waits in the queue."""
-    live = LiveServer(tmp_path_factory.mktemp("single"), max_running=1).start()
+    live = LiveServer(
+        tmp_path_factory.mktemp("single"), max_running=1, max_bounded_latent_frames=4
+    ).start()
     yield live
     live.stop()
 
 
 def queued_behind_a_long_video(live: LiveServer, ws: ClientConnection, **fields: Any) -> str:
     """Start a long video on `live` (returns its id), then a request on `ws` that queues."""
-    blocker = live.create(latent_frames=12, steps=4)
+    blocker = live.create(latent_frames=12, steps=4, cache_policy="full")
     assert blocker.status_code == 200, blocker.text
     wait_until(lambda: live.runtime.require_engine().stats.running == 1, timeout=60)
     ws.send(request(**fields))
@@ -250,7 +254,7 @@ def queued_behind_a_long_video(live: LiveServer, ws: ClientConnection, **fields:
 
 def test_a_queued_stream_reads_cancel_behind_a_prompt(single: LiveServer) -> None:
     with connect(single.ws_url) as ws:
-        blocker = queued_behind_a_long_video(single, ws, **LONGER)
+        blocker = queued_behind_a_long_video(single, ws, **LONGER, cache_policy="full")
         ws.send(json.dumps({"type": "prompt", "prompt": "a blue circle"}))
         ws.send(json.dumps({"type": "cancel"}))
         log = messages(ws)
@@ -276,3 +280,19 @@ def test_an_open_ended_stream_stopped_before_its_first_frame_keeps_no_video(
     assert video["status"] == "failed"
     assert video["error"]["code"] == "stopped_before_first_frame"
     single.runtime.require_engine().cancel(blocker)
+
+
+def test_a_remix_longer_than_the_limit_is_refused_naming_it(single: LiveServer) -> None:
+    """An open-ended source that ran past max_bounded_latent_frames (4 here) is not remixed
+    cut short without a word: 400, naming the limit."""
+    with connect(single.ws_url) as ws:
+        ws.send(request(open_ended=True, cache_policy="sliding", steps=1))
+        for _ in range(4):
+            until(ws, "latent_frame")
+        ws.send(json.dumps({"type": "stop"}))
+        source = messages(ws)[-1]
+    assert source["type"] == "completed" and source["stats"]["latent_frames"] >= 5
+    remix = single.client.post(f"/v1/videos/{source['id']}/remix", json={"prompt": "a blue one"})
+    assert remix.status_code == 400, remix.text
+    error = remix.json()["error"]
+    assert "allows 2 to 4" in error["message"] and "open-ended source" in error["message"]

@@ -203,12 +203,27 @@ def _change_prompt(
     def answered(done: asyncio.Future[int]) -> None:
         pending.discard(done)
         error = None if done.cancelled() else done.exception()
-        if isinstance(error, ServerError):
+        if isinstance(error, ServerError) and error.code == "prompt_too_long":
+            sender.note(_rejected(job_id, "prompt", _over_the_slots(error, prompt, rt)))
+        elif isinstance(error, ServerError):
             sender.note(_rejected(job_id, "prompt", error))
         elif error is not None:
             log.error("prompt change of %s failed", job_id, exc_info=error)
 
     future.add_done_callback(answered)
+
+
+def _over_the_slots(error: ServerError, prompt: str, rt: Runtime) -> InvalidRequest:
+    """The engine's refusal (tokens against the slots held), with the limit in characters
+    put right: the slots, not `max_prompt_chars`, bound a prompt sent mid-stream."""
+    return InvalidRequest(
+        f"{error.message}. It has {len(prompt)} characters: a prompt sent mid-stream is "
+        f"limited by the text slots the stream holds (stream_prompt_tokens = "
+        f"{rt.settings.stream_prompt_tokens}, or the first prompt's length if longer, header "
+        f"included), not only by max_prompt_chars ({rt.settings.max_prompt_chars})",
+        param="prompt",
+        code="prompt_too_long",
+    )
 
 
 def _control_type(text: str) -> Request | None:
