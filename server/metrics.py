@@ -12,6 +12,7 @@ dashboard needs exists from start-up at 0; names are stable (dashboards and aler
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
@@ -20,7 +21,7 @@ from server.engine.engine import Engine
 from server.engine.events import FinalStatus, FrameStats, RequestStats
 
 PREFIX = "packcache"
-STATUSES = ("completed", "failed", "cancelled", "timeout")
+STATUSES = get_args(FinalStatus)  # the engine's list: one home
 REJECT_REASONS = ("queue_full", "request_too_large", "unavailable")
 
 FRAME_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 600)

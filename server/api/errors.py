@@ -41,6 +41,7 @@ WS_POLICY = 1008  # authentication
 WS_INVALID = 1007  # a message that is not a valid request
 WS_TOO_BIG = 1009
 WS_INTERNAL = 1011
+WS_RESTART = 1012  # "Service Restart": the job stopped with the server and resumes
 WS_TRY_AGAIN = 1013  # "Try Again Later": overloaded or not ready
 
 

@@ -183,7 +183,8 @@ async def _start(
         await run_in_threadpool(rt.store.create, record)
         listener = rt.recorder.listener(job_id, params, then=stream)
         try:
-            await run_in_threadpool(_save_request, rt, job_id, params, image_bytes, resume)
+            save = partial(_save_request, rt, job_id, params, image_bytes, resume, realtime)
+            await run_in_threadpool(save)
             recorded = None if resume is None else resume[1]
             sub = Submission(job_id, image, params, (listener,), resume=recorded, realtime=realtime)
             await engine.submit(sub)
@@ -203,9 +204,10 @@ def _save_request(
     params: VideoParams,
     image: bytes,
     resume: tuple[str, Recorded] | None,
+    realtime: bool,
 ) -> None:
     try:
-        rt.files.save_request(job_id, params, image)
+        rt.files.save_request(job_id, params, image, realtime)
         if resume is not None:  # its record starts with the frames it replays
             rt.files.copy_frames(resume[0], job_id, len(resume[1].codes))
     except OSError as e:

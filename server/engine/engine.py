@@ -534,10 +534,17 @@ class Engine:
     def _shutdown(self) -> None:
         with self._lock:  # from now on `submit` refuses at once instead of waiting forever
             self._accepting = False
-        message = "the server shut down before the job finished"
+        # Stopped on purpose (a drain out of time, the end of the app): the job is left to be
+        # resumed from its record. A loop that died fails its jobs, as the process exits.
+        status: FinalStatus = "interrupted" if self.failure is None else "failed"
+        message = "the server shut down before the job finished" + (
+            "; it resumes from its last recorded frame when the server starts again"
+            if status == "interrupted"
+            else ""
+        )
         for job in [*self.scheduler.running, *self.scheduler.waiting]:
             try:
-                self._finish(job, "failed", "shutdown", message)
+                self._finish(job, status, "shutdown", message)
             except Exception:  # finished all the same; the next job must be too
                 log.exception("freeing %s at shutdown failed", job.id)
         with self._lock:

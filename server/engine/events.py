@@ -19,7 +19,9 @@ import torch
 from packcache_core.generate import SamplerState
 from server.engine.pace import PaceSample
 
-FinalStatus = Literal["completed", "failed", "cancelled", "timeout"]
+# "interrupted": the server stopped before the job finished; its record is left as it was, so
+# the next start on the same data (or another replica) resumes it from its last frame.
+FinalStatus = Literal["completed", "failed", "cancelled", "timeout", "interrupted"]
 
 
 @dataclass(frozen=True)

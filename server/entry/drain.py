@@ -4,8 +4,9 @@ orchestrator (Kubernetes, `docker stop`) expects.
 What it is: on the first SIGTERM, the runtime starts draining (`Runtime.drain`): `/ready` turns
 false and new requests get 503 at once, while the listener stays open, so running websocket
 streams keep sending and clients polling `GET /v1/videos/{id}` see their job finish. Accepted
-requests may finish for `drain_timeout_s`; then the rest fail with code `shutdown`, every
-outcome is recorded, and uvicorn shuts down as usual. A second SIGTERM ends the grace period
+requests may finish for `drain_timeout_s`; then the rest stop, kept unfinished with their
+records so that the next start resumes them (code `shutdown` to a stream), every outcome is
+recorded, and uvicorn shuts down as usual. A second SIGTERM ends the grace period
 at once; SIGINT (Ctrl-C) keeps uvicorn's own quick shutdown. When the runtime asks for a
 restart (its engine thread died), the server shuts down the same way and exits with the
 runtime's `exit_code` (1), so an orchestrator starts a fresh process. What it is not: the drain

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Literal
 
 import torch
@@ -37,7 +38,7 @@ from server.engine.engine import Engine, EngineConfig
 from server.engine.events import Event, Finished
 from server.engine.job import Submission
 from server.engine.memory import memory_for, module_bytes, resolve_budget
-from server.errors import ServerError, StorageError, Unavailable
+from server.errors import Overloaded, ServerError, StorageError, Unavailable
 from server.metrics import Metrics
 from server.settings import Settings
 from server.storage.open import open_store
@@ -169,7 +170,7 @@ class Runtime:
         """What other replicas sharing the store did: a job whose record was deleted (through
         any replica) stops here before its next step; with `claim`, jobs that a replica which
         died left unfinished are resumed here (with SQLite, only this process's own, once)."""
-        ids = engine.job_ids()
+        ids = engine.job_ids() if self.store.shared else []  # else deletes come through here
         if ids:
             known = await asyncio.to_thread(self.store.known, ids)
             for job_id in set(ids) - known:
@@ -212,13 +213,17 @@ class Runtime:
 
     async def resume(self, records: list[JobRecord]) -> None:
         """Submit again, from their records, the jobs a stopped process left queued or
-        running; each carries on from its last recorded frame. One that cannot (its model
+        running; each carries on from its last recorded frame, paced if it was. One that
+        finds no room here (queue or decoder full) is released to the store, to be claimed
+        again (here or by another replica); one that cannot resume at all (its model
         changed, its record is gone) fails with the reason."""
         assert self.engine is not None
         for record in records:
             try:
-                submission = await asyncio.to_thread(self._resubmission, record)
-                await self.engine.submit(submission)
+                await self._resubmit(self.engine, record)
+            except Overloaded as e:
+                log.info("%s: no room to resume it now (%s); left for the next claim", record.id, e)
+                await asyncio.to_thread(self.store.release, [record.id])
             except (OSError, ValueError, KeyError, ServerError) as e:
                 reason = "its saved request is gone" if isinstance(e, FileNotFoundError) else e
                 message = (
@@ -230,15 +235,22 @@ class Runtime:
             else:
                 log.info("%s: resumed", record.id)
 
-    def _resubmission(self, record: JobRecord) -> Submission:
+    async def _resubmit(self, engine: Engine, record: JobRecord) -> None:
+        """Its image decoded within the decode budget, as an upload's is; then submitted."""
         model = self.settings.model_name
         if record.model != model:
             raise ValueError(f"it was made by model {record.model!r}, this server runs {model!r}")
-        params, image, recorded = self.files.load_request(record.id)
+        params, image, recorded = await asyncio.to_thread(self.files.load_request, record.id)
+        realtime = await asyncio.to_thread(self.files.realtime, record.id)
         param = "input_reference"
-        decoded = decode_upload(open_upload(image, self.settings, param), param)
-        listener = self.recorder.listener(record.id, params)
-        return Submission(record.id, decoded, params, (listener,), resume=recorded)
+        opened = await asyncio.to_thread(open_upload, image, self.settings, param)
+        async with self.decodes.admit(opened.decode_bytes) as permit:
+            decoded = await permit.decode(partial(decode_upload, opened, param))
+            listener = self.recorder.listener(record.id, params)
+            sub = Submission(
+                record.id, decoded, params, (listener,), resume=recorded, realtime=realtime
+            )
+            await engine.submit(sub)
 
     def _fail_orphan(self, job_id: str, message: str) -> None:
         self.store.finish(job_id, "failed", (RESTART_CODE, message))
@@ -246,7 +258,8 @@ class Runtime:
 
     async def drain(self, grace_s: float, hurry: asyncio.Event) -> None:
         """Stop admitting, let accepted requests finish for up to `grace_s` (until `hurry` is
-        set), then stop the engine, which fails the rest with code `shutdown`; returns once
+        set), then stop the engine, which leaves the rest unfinished and resumable (code
+        `shutdown` to their streams); returns once
         every outcome is recorded and the streams have had a moment to send theirs."""
         if self.phase == "ready":
             self.phase = "draining"  # /ready and new requests answer 503 from now on
@@ -260,7 +273,13 @@ class Runtime:
         while busy() and loop.time() < end and not hurry.is_set():
             await asyncio.sleep(DRAIN_POLL_S)
         if busy():
-            log.warning("drain: grace period over; cancelling what still runs")
+            left = len(engine.job_ids())
+            log.warning(
+                "drain: grace period over; %d unfinished jobs stop here, kept with their "
+                "records: they resume from their last recorded frame when a server starts on "
+                "this data (or another replica claims them)",
+                left,
+            )
         self.phase = "stopping"
         await asyncio.to_thread(engine.stop)
         if self.io is not None:  # the recorder's one thread runs in order: this waits for all

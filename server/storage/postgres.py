@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from collections.abc import Sequence
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -64,6 +65,8 @@ WHERE locktype = 'advisory' AND objsubid = 1 AND granted
 
 class PostgresJobStore(SqlJobStore):
     """One connection (autocommit) behind a lock; `url` is a libpq URL or key=value string."""
+
+    shared = True
 
     def __init__(self, url: str) -> None:
         self._url = url
@@ -122,6 +125,11 @@ class PostgresJobStore(SqlJobStore):
             (self._lease,),
         ).fetchall()
         return [row_record(r[1:]) for r in sorted(rows)]
+
+    def release(self, job_ids: Sequence[str]) -> None:
+        if job_ids:  # lease 0 is never held (`_connect` draws non-zero ones): claimable
+            marks = ", ".join("?" * len(job_ids))
+            self._exec(f"UPDATE jobs SET lease = 0 WHERE id IN ({marks})", tuple(job_ids))
 
     def close(self) -> None:
         with self._lock:

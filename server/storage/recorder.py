@@ -53,6 +53,7 @@ from server.storage.store import JobStore
 
 log = logging.getLogger(__name__)
 PROBE_BYTES = 1 << 20  # written and removed at start-up: the data directory takes a write
+REALTIME = "realtime"  # request.json's key for a paced job, beside the core's request
 
 
 @dataclass(frozen=True)
@@ -122,13 +123,20 @@ class VideoFiles:
     def frames(self, job_id: str) -> FrameRecord:
         return FrameRecord(self.folder(job_id) / "frames")
 
-    def save_request(self, job_id: str, params: VideoParams, image: bytes) -> None:
-        """What a job needs to start again after a crash; written before it is submitted."""
+    def save_request(
+        self, job_id: str, params: VideoParams, image: bytes, realtime: bool = False
+    ) -> None:
+        """What a job needs to start again after a crash; written before it is submitted.
+        `realtime` (paced to playback, a serving concern) is kept beside the request."""
         self.folder(job_id).mkdir(parents=True, exist_ok=True)
         part = self.input(job_id).with_suffix(".part")
         part.write_bytes(image)
         part.replace(self.input(job_id))
-        write_json(self.request(job_id), request_to_json(params))
+        write_json(self.request(job_id), {**request_to_json(params), REALTIME: realtime})
+
+    def realtime(self, job_id: str) -> bool:
+        """Whether the job was paced to playback (False for records made before this)."""
+        return bool(json.loads(self.request(job_id).read_text()).get(REALTIME, False))
 
     def copy_frames(self, source_id: str, job_id: str, count: int) -> None:
         """Start `job_id`'s frame record with the first `count` frames of `source_id`'s."""
@@ -142,12 +150,11 @@ class VideoFiles:
     def add_prompt_change(self, job_id: str, latent_index: int, prompt: str) -> None:
         """Keep a prompt change with the request, so a resumed or extended video replays it;
         it replaces one sent earlier for the same frame (the record keeps what took effect)."""
-        params = request_from_json(json.loads(self.request(job_id).read_text()))
+        saved = json.loads(self.request(job_id).read_text())
+        params = request_from_json(saved)
         changes = in_force((*params.prompt_changes, (latent_index, prompt)))
-        write_json(
-            self.request(job_id),
-            request_to_json(dataclasses.replace(params, prompt_changes=changes)),
-        )
+        changed = request_to_json(dataclasses.replace(params, prompt_changes=changes))
+        write_json(self.request(job_id), saved | changed)  # what the server added is kept
 
     def load_request(self, job_id: str) -> tuple[VideoParams, bytes, Recorded]:
         """The saved request, image and recorded frames; OSError / ValueError / KeyError
@@ -243,6 +250,8 @@ class _Recording:
             self.writer.close()
         if self.error is not None:
             event = self._failed(event)
+        if event.status == "interrupted":  # left as it is: the next start resumes it
+            return event
         if event.status == "completed":
             files.partial(self.job_id).replace(files.video(self.job_id))
             made = self.writer.frames_written if self.writer is not None else 0

@@ -66,6 +66,10 @@ SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
 
 
 class JobStore(Protocol):
+    # Other processes use it too (they may delete a job this one runs); else every change
+    # to a job comes through this process.
+    shared: bool
+
     def create(self, record: JobRecord) -> None: ...
 
     def get(self, job_id: str, *, owner: str | None = None) -> JobRecord | None:
@@ -102,7 +106,12 @@ class JobStore(Protocol):
     def claim_unfinished(self) -> list[JobRecord]:
         """Queued or running records no live process runs, now this store's to resume (or to
         fail); in the order they were created. Called at start-up and then periodically:
-        a record is claimed once."""
+        a record is claimed once (until it is released)."""
+        ...
+
+    def release(self, job_ids: Sequence[str]) -> None:
+        """Give claimed records back, unfinished, for the next `claim_unfinished` (of any
+        process sharing the store) to take."""
         ...
 
     def known(self, job_ids: Sequence[str]) -> set[str]:
@@ -262,6 +271,8 @@ class SqlJobStore:
 class SqliteJobStore(SqlJobStore):
     """One SQLite file in WAL mode; one connection behind a lock. One process at a time."""
 
+    shared = False
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -273,6 +284,7 @@ class SqliteJobStore(SqlJobStore):
         self._db.execute(FINISHED_INDEX)
         self._lock = threading.Lock()
         self._claimed = False  # one process owns the file: what it left is claimed once
+        self._released: list[str] = []  # claimed, then given back: claimed again
 
     def _exec(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         with self._lock:
@@ -288,11 +300,19 @@ class SqliteJobStore(SqlJobStore):
         self._insert(record)
 
     def claim_unfinished(self) -> list[JobRecord]:
-        if self._claimed:
+        unfinished = f"{SELECT} WHERE status IN ('queued', 'in_progress')"
+        if not self._claimed:
+            self._claimed = True
+            return [row_record(r) for r in self._exec(f"{unfinished} ORDER BY seq").fetchall()]
+        ids, self._released = self._released, []
+        if not ids:
             return []
-        self._claimed = True
-        sql = f"{SELECT} WHERE status IN ('queued', 'in_progress') ORDER BY seq"
-        return [row_record(r) for r in self._exec(sql).fetchall()]
+        marks = ", ".join("?" * len(ids))
+        rows = self._exec(f"{unfinished} AND id IN ({marks}) ORDER BY seq", tuple(ids))
+        return [row_record(r) for r in rows.fetchall()]
+
+    def release(self, job_ids: Sequence[str]) -> None:
+        self._released.extend(job_ids)
 
     def close(self) -> None:
         with self._lock:

@@ -1,8 +1,9 @@
 """Graceful drain of a real `packcache serve` process: SIGTERM during requests.
 
 `/ready` turns false and new requests get 503 before anything finishes; running requests
-(REST and websocket) finish within `drain_timeout_s`, or fail with code `shutdown` after it;
-either way every outcome is stored and the process exits 0.
+(REST and websocket) finish within `drain_timeout_s`, or stop after it, kept unfinished with
+their records (code `shutdown` to a stream, close 1012) for the next start to resume; either
+way every outcome is stored and the process exits 0.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def test_sigterm_lets_running_requests_finish(served: Served) -> None:
 
 
 @pytest.mark.parametrize("served", [0.5], indirect=True)
-def test_sigterm_cancels_what_outlives_the_grace_period(served: Served) -> None:
+def test_sigterm_leaves_what_outlives_the_grace_period_resumable(served: Served) -> None:
     stream, video = start_both(served, latent_frames=12, steps=8)
 
     t0 = sigterm_and_check_refusals(served, video["id"])
@@ -168,11 +169,11 @@ def test_sigterm_cancels_what_outlives_the_grace_period(served: Served) -> None:
 
     final = stream.messages[-1]
     assert final["type"] == "error" and final["error"]["code"] == "shutdown"
-    assert stream.close_code == 1011
+    assert "resumes" in final["error"]["message"] and stream.close_code == 1012
     store = SqliteJobStore(served.data_dir / "jobs.sqlite3")
     for job_id in (video["id"], final["id"]):
         record = store.get(job_id)
-        assert record is not None and record.status == "failed", record
-        assert record.error_code == "shutdown"
-        assert not (served.data_dir / "videos" / job_id / "video.part.mp4").exists()
+        assert record is not None and record.status in ("queued", "in_progress"), record
+        assert (served.data_dir / "videos" / job_id / "request.json").is_file()  # resumable
     store.close()
+    assert "they resume from their last recorded frame" in served.output()

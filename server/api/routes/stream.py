@@ -49,6 +49,7 @@ from server.api.errors import (
     WS_INTERNAL,
     WS_NORMAL,
     WS_POLICY,
+    WS_RESTART,
     error_response,
     validation_message,
     wire,
@@ -279,6 +280,8 @@ async def _run(ws: WebSocket, rt: Runtime, request: StreamRequest, job_id: str, 
             finished = await sending
         except (RuntimeError, OSError) as e:  # sending to a socket the client closed
             raise WebSocketDisconnect(1006) from e
+        if finished.status == "interrupted":  # kept: it resumes when the server starts again
+            return WS_RESTART
         return WS_NORMAL if finished.status in ("completed", "cancelled") else WS_INTERNAL
     finally:
         sender.close()  # the job may run on; its events no longer queue here
