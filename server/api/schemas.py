@@ -251,6 +251,24 @@ class StreamRequest(GenerationOptions):
         "generated frame, instead of generating as fast as it can; `completed` then reports "
         "`stall_s` and `max_lead_s`",
     )
+    frame_window: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="flow control (opt-in): at most this many frame messages in flight that "
+        "the client has not acknowledged with an `ack` message; frames that find no room wait "
+        "(the oldest dropped past `ws_max_pending_frames`) while other messages overtake "
+        "them, so a slow reader gets the newest frames and merged progress. Default: none "
+        "(frames are sent as fast as the socket takes them)",
+    )
+
+
+class AckMessage(BaseModel):
+    """Flow control (`frame_window`): the client has shown every frame up to `index`."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["ack"]
+    index: int = Field(ge=0, description="the last RGB frame index the client has taken")
 
 
 class CancelMessage(BaseModel):
@@ -276,7 +294,9 @@ class PromptMessage(BaseModel):
     prompt: str = Field(min_length=1, max_length=100_000)
 
 
-ControlMessage = Annotated[CancelMessage | StopMessage | PromptMessage, Field(discriminator="type")]
+ControlMessage = Annotated[
+    CancelMessage | StopMessage | PromptMessage | AckMessage, Field(discriminator="type")
+]
 
 
 class QueuedMessage(BaseModel):
@@ -366,7 +386,7 @@ class RejectedMessage(BaseModel):
 
     type: Literal["rejected"] = "rejected"
     id: str
-    request: Literal["stop", "prompt", "cancel"] | None = Field(
+    request: Literal["stop", "prompt", "cancel", "ack"] | None = Field(
         description="the type the message named; null when it named none the server knows"
     )
     error: ErrorDetail
@@ -393,5 +413,6 @@ ServerMessage = Annotated[
     Field(discriminator="type"),
 ]
 ClientMessage = Annotated[
-    StreamRequest | CancelMessage | StopMessage | PromptMessage, Field(discriminator="type")
+    StreamRequest | CancelMessage | StopMessage | PromptMessage | AckMessage,
+    Field(discriminator="type"),
 ]

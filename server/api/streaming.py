@@ -13,6 +13,15 @@ control messages (`prompt_changed`, `rejected`) and the final message are never 
 the queue holds at most `2 * max_frames + 4` items plus one small record per latent frame and
 per control message, however slow the client (an open-ended stream is bounded by
 `max_stream_s`; a client that stops reading is closed by the keep-alive pings).
+
+Flow control (`window`, opt-in by the request's `frame_window`): on loopback or a fast link the
+kernel's socket buffers absorb a whole stream, so a queue here never fills and a slow reader
+reads every message late. With a window, at most `window` frames are in flight that the
+client has not acknowledged (`ack`, cumulative by frame index); a frame without room waits in
+the queue (so the bound above drops the oldest) and `progress` merges behind it, while the
+messages that are never dropped overtake it.
+When only such frames stand before the final message, they wait at most `final_wait_s` for
+acknowledgements, then are dropped, so the final message always goes out.
 """
 
 from __future__ import annotations
@@ -79,9 +88,13 @@ class StreamSender:
         job_id: str,
         max_frames: int,
         frame_format: Literal["jpeg", "png"] = "jpeg",
+        window: int | None = None,
+        final_wait_s: float = 20.0,
     ) -> None:
         self._send_text, self._send_bytes = send_text, send_bytes
         self.job_id, self.max_frames, self.frame_format = job_id, max_frames, frame_format
+        self.window, self.final_wait_s = window, final_wait_s
+        self._in_flight: deque[int] = deque()  # sent, unacknowledged frame indexes (window)
         self._items: deque[_Item] = deque()
         self._pending_frames = 0
         self._wake = asyncio.Event()
@@ -119,8 +132,9 @@ class StreamSender:
             if event.latency_s is not None and event.cache_bytes_used is not None:
                 stats = _LatentStats(event.latent_index, event.latency_s, event.cache_bytes_used)
                 self._items.append(stats)
-        elif isinstance(event, Progress) and self._items and isinstance(self._items[-1], Progress):
-            self._items[-1] = event
+        elif isinstance(event, Progress):  # merged: the newest replaces one not yet sent
+            self._remove_last(Progress)
+            self._items.append(event)
         else:
             self._items.append(event)
         self._wake.set()
@@ -131,6 +145,18 @@ class StreamSender:
         if not self._closed:
             self._items.append(message)
             self._wake.set()
+
+    def ack(self, index: int) -> None:
+        """The client has taken every frame up to `index` (flow control)."""
+        while self._in_flight and self._in_flight[0] <= index:
+            self._in_flight.popleft()
+        self._wake.set()
+
+    def _remove_last(self, kind: type) -> None:
+        for i in range(len(self._items) - 1, -1, -1):
+            if isinstance(self._items[i], kind):
+                del self._items[i]
+                return
 
     def _push_frame(self, frame: _RgbFrame) -> None:
         if self._pending_frames >= self.max_frames:
@@ -144,17 +170,51 @@ class StreamSender:
     async def run(self) -> Finished:
         """Send until the request's final event has been sent; returns that event."""
         while True:
-            while not self._items:
+            item = self._take()
+            if item is None:
                 self._wake.clear()
-                await self._wake.wait()
-            item = self._items.popleft()
+                await self._wait()
+                continue
             if isinstance(item, _RgbFrame):
-                self._pending_frames -= 1
                 await self._send_frame(item)
                 continue
             await self._send_text(self._message(item).model_dump_json())
             if isinstance(item, Finished):
                 return item
+
+    def _take(self) -> _Item | None:
+        """The next item to send: the first in the queue, or, when the window is full and it
+        is a frame, the first message behind it that is never dropped (not a frame, not
+        `progress`, which merges while it waits, not the final message); None: nothing can
+        go now."""
+        if not self._items:
+            return None
+        room = self.window is None or len(self._in_flight) < self.window
+        if room or not isinstance(self._items[0], _RgbFrame):
+            item = self._items.popleft()
+            if isinstance(item, _RgbFrame):
+                self._pending_frames -= 1
+            return item
+        for item in self._items:
+            if not isinstance(item, _RgbFrame | Progress | Finished):
+                self._items.remove(item)
+                return item
+        return None
+
+    async def _wait(self) -> None:
+        """Until something is queued or acknowledged; frames that hold back the final
+        message get `final_wait_s` for acknowledgements, then are dropped."""
+        if not any(isinstance(item, Finished) for item in self._items):
+            await self._wake.wait()
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), self.final_wait_s)
+        except TimeoutError:
+            waiting = [i for i in self._items if isinstance(i, _RgbFrame)]
+            for frame in waiting:
+                self._items.remove(frame)
+            self._pending_frames -= len(waiting)
+            self.dropped += len(waiting)
 
     async def _send_frame(self, frame: _RgbFrame) -> None:
         data = await asyncio.to_thread(encode_frame, frame.rgb, self.frame_format)
@@ -168,6 +228,8 @@ class StreamSender:
         await self._send_text(header.model_dump_json())
         await self._send_bytes(data)
         self.frames_sent += 1
+        if self.window is not None:
+            self._in_flight.append(frame.index)
 
     def _message(self, item: _Item) -> BaseModel:
         job_id = self.job_id

@@ -36,7 +36,7 @@ import binascii
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
@@ -55,6 +55,7 @@ from server.api.errors import (
     wire,
 )
 from server.api.schemas import (
+    AckMessage,
     CancelMessage,
     ControlMessage,
     ErrorDetail,
@@ -110,7 +111,7 @@ def _decode_image(data: str, limit: int) -> bytes:
 
 
 CONTROL = TypeAdapter[ControlMessage](ControlMessage)
-Request = Literal["stop", "prompt", "cancel"]
+Request = Literal["stop", "prompt", "cancel", "ack"]
 # Prompt changes a stream may have waiting for the engine at once (a change takes effect at
 # the next frame; while the video is queued it waits for the start). More are `rejected`.
 MAX_PENDING_PROMPTS = 4
@@ -146,6 +147,9 @@ async def _watch_client(
             continue
         if isinstance(message, CancelMessage):
             return "cancel"
+        if isinstance(message, AckMessage):  # flow control; without a window it changes nothing
+            sender.ack(message.index)
+            continue
         try:
             if isinstance(message, StopMessage):
                 if not rt.require_engine().end(job_id):
@@ -234,7 +238,7 @@ def _control_type(text: str) -> Request | None:
     except ValueError:
         return None
     kind = data.get("type") if isinstance(data, dict) else None
-    return kind if kind in ("stop", "prompt", "cancel") else None
+    return kind if kind in get_args(Request) else None
 
 
 def _rejected(
@@ -248,8 +252,15 @@ def _rejected(
 async def _run(ws: WebSocket, rt: Runtime, request: StreamRequest, job_id: str, owner: str) -> int:
     """Generate and stream; returns the close code. Raises `WebSocketDisconnect` when the
     client leaves (the caller decides whether that cancels)."""
+    s = rt.settings
     sender = StreamSender(
-        ws.send_text, ws.send_bytes, job_id, rt.settings.ws_max_pending_frames, request.frame_format
+        ws.send_text,
+        ws.send_bytes,
+        job_id,
+        s.ws_max_pending_frames,
+        request.frame_format,
+        window=request.frame_window,
+        final_wait_s=s.ws_ping_timeout_s,
     )
     image = _decode_image(request.image, rt.settings.max_upload_bytes)
     sending = asyncio.create_task(sender.run())

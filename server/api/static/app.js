@@ -119,6 +119,7 @@ async function buildRequest() {
     latent_frames: Number(ui.frames.value),
     cache_policy: ui.policy.value,
     frame_format: "jpeg",
+    frame_window: 4, // flow control: the server keeps at most 4 frames ahead of the drawing
   };
   if (ui.steps.value) request.steps = Number(ui.steps.value);
   if (ui.size.value.trim()) request.size = ui.size.value.trim();

@@ -57,8 +57,16 @@ export function startStream(request, handlers, apiKey = null) {
   };
   ws.onmessage = (event) => {
     if (typeof event.data !== "string") {
-      if (header !== null) on("onFrame", header, event.data);
+      const shown = header;
       header = null;
+      if (shown === null) return;
+      // Flow control (`frame_window`): acknowledge a frame once it is drawn, so the server
+      // sends at most that many ahead of what this page has shown.
+      Promise.resolve(on("onFrame", shown, event.data)).finally(() => {
+        if (request.frame_window && ws.readyState === WebSocket.OPEN) {
+          ws.send(JSON.stringify({ type: "ack", index: shown.index }));
+        }
+      });
       return;
     }
     const msg = JSON.parse(event.data);
