@@ -85,7 +85,7 @@ def _card_of(name: str) -> Callable[[], tuple[str, GenerationDefaults]]:
 # Trained on synthetic clips; each ships packcache_core/builtin/<name>.{json,safetensors}.
 # demo: 6 latent frames of pans, zooms and objects; demo-long: up to 16 latent frames whose
 # content needs memory (`packcache_core/demo/long.py`), the quality benchmark's test bed.
-TRAINED = ("demo", "demo-long")
+TRAINED = ("demo", "demo-base", "demo-long")
 # name -> factory of (config, float32 state dict)
 REGISTRY: dict[str, Callable[[], tuple[LumosConfig, dict[str, torch.Tensor]]]] = {
     "tiny-random": _tiny_random,

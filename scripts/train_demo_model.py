@@ -42,6 +42,7 @@ from packcache_core.demo.card import (
 )
 from packcache_core.demo.data import FRAME_HEIGHT, FRAME_WIDTH, make_clip
 from packcache_core.demo.long import LONG_HEIGHT, LONG_WIDTH, make_long_clip
+from packcache_core.demo.paths import make_path_clip
 from packcache_core.demo.train import (
     DEMO_CONFIG,
     FPS,
@@ -52,13 +53,16 @@ from packcache_core.demo.train import (
     masked_code_loss,
     tube_mask,
     vocabulary,
+    whole_clip_row,
 )
+from packcache_core.demo.views import Row, cache_views, view_sequence
 from packcache_core.generate import GenerationDefaults, SamplingConfig
 from packcache_core.host import prepare_host
-from packcache_core.layout import FrameLayout
+from packcache_core.layout import FrameLayout, header_tokens
 from packcache_core.model import LumosTransformer
-from packcache_core.policy import DEFAULT_POLICY
+from packcache_core.policy import DEFAULT_POLICY, policy_from_spec, policy_knobs
 from packcache_core.rope import RotaryTables
+from packcache_core.text import ByteTextTokenizer, build_prompt_ids
 from packcache_core.video import VideoTokenizer, load_video_tokenizer
 
 TOKENIZER = "builtin:patch-small"
@@ -68,7 +72,9 @@ DEMO_SAMPLING = SamplingConfig(steps=12, cfg_scale=3.0)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: str = "demo"  # builtin:<model>; "demo-long" trains on `make_long_clip` clips
+    # builtin:<model>; "demo-long" trains on `make_long_clip` clips, the others on `make_clip`
+    # clips (and, with `view_rows`, on `make_path_clip` paths seen through the cache)
+    model: str = "demo-base"
     steps: int = 1200
     batch: int = 8
     lr: float = 2e-3
@@ -90,11 +96,37 @@ class TrainConfig:
     threads: int = 2
     log_every: int = 25
     save_every: int = 250
+    # Rows of each batch built as a request's cache shows the past under `policy` (a policy
+    # spec): anchors, the packed history at its (rebased) positions, target frames
+    # (`demo/views.py`), from camera paths up to `path_frames` long that turn with their
+    # caption; the other rows are whole clips at absolute positions, so `full` still works at
+    # the trained length.
+    view_rows: int = 0
+    views_per_row: int = 3
+    path_frames: int = 48
+    policy: str = "packcache"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.view_rows <= self.batch:
+            raise ValueError(f"--view-rows {self.view_rows}: between 0 and --batch {self.batch}")
 
 
 # Named starting points; any flag overrides a preset's value.
 PRESETS = {
-    "demo": TrainConfig(),
+    # 6-frame clips at absolute positions: the first stage of builtin:demo (and the shipped
+    # builtin:demo before it was trained on its cache's view)
+    "demo-base": TrainConfig(),
+    # From demo-base: 5 of 8 rows seen through the paper's packcache (rebased, W = 3), on
+    # camera paths that turn where the caption changes; 3 whole 6-frame clips keep `full`.
+    "demo": TrainConfig(
+        model="demo",
+        steps=600,
+        lr=1e-3,
+        warmup=50,
+        init="demo-base",
+        view_rows=5,
+        save_every=100,
+    ),
     # From builtin:demo, which already copies content across frames: trained from a random
     # init, 1000 steps on these clips stayed below "freeze the previous frame" (0.47 vs 0.57
     # teacher-forced), so the shipped model fine-tunes demo's weights on the long clips.
@@ -105,16 +137,29 @@ PRESETS = {
         warmup=50,
         latent_frames=16,
         min_latent_frames=2,
-        init="demo",
+        init="demo-base",
         save_every=250,
     ),
 }
-FRAME_SIZES = {"demo": (FRAME_WIDTH, FRAME_HEIGHT), "demo-long": (LONG_WIDTH, LONG_HEIGHT)}
+FRAME_SIZES = {
+    "demo-base": (FRAME_WIDTH, FRAME_HEIGHT),
+    "demo": (FRAME_WIDTH, FRAME_HEIGHT),
+    "demo-long": (LONG_WIDTH, LONG_HEIGHT),
+}
 # The cache policy a model's card recommends: the best `benchmarks/quality.py` measured on it at
 # the memory of a one-frame window (benchmarks/README.md); absent: the registry's default.
 CARD_POLICY: dict[str, tuple[str, dict[str, object]]] = {
     "demo-long": ("sliding", {"window": 1, "rebase": False}),
 }
+
+
+def card_policy(cfg: TrainConfig) -> tuple[str, dict[str, object]]:
+    """The policy a model's card names: the one it was trained to be served with (its views'),
+    else the measured choice of `CARD_POLICY`, else the registry's default."""
+    if cfg.view_rows:
+        policy = policy_from_spec(cfg.policy)
+        return policy.name, {k: getattr(policy, k) for k in policy_knobs(policy.name)}
+    return CARD_POLICY.get(cfg.model, (DEFAULT_POLICY, {}))
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -135,8 +180,10 @@ def sample_batch(
 ) -> Batch:
     W, H = FRAME_SIZES[cfg.model]
     layout = FrameLayout(H // 8, W // 8)
-    sequences = []
-    for i in range(cfg.batch):
+    rows = [
+        view_row(step * cfg.view_rows + i, cfg, tokenizer, g, layout) for i in range(cfg.view_rows)
+    ]
+    for i in range(cfg.batch - cfg.view_rows):
         index = step * cfg.batch + i
         n = cfg.latent_frames
         if cfg.model == "demo-long":
@@ -150,8 +197,33 @@ def sample_batch(
         seconds = int(torch.randint(1, cfg.max_seconds + 1, (), generator=g))
         drop_text = bool(torch.rand((), generator=g) < cfg.text_drop)
         masked = tube_mask(layout.grid_tokens, cfg.min_mask_rate, g)
-        sequences.append(clip_sequence(codes, clip.caption, seconds, masked, drop_text))
-    return make_batch(sequences, vocab, rope)
+        rows.append(whole_clip_row(*clip_sequence(codes, clip.caption, seconds, masked, drop_text)))
+    return make_batch(rows, vocab, rope)
+
+
+def view_row(
+    index: int, cfg: TrainConfig, tokenizer: VideoTokenizer, g: torch.Generator, layout: FrameLayout
+) -> Row:
+    """Path clip `index` seen through the cache at `views_per_row` target frames that follow
+    one caption (the one in force at the first drawn target), as `view_sequence` builds them."""
+    n = int(torch.randint(2, cfg.path_frames + 1, (), generator=g))
+    clip = make_path_clip("train", index, n)
+    first = int(torch.randint(1, n, (), generator=g))
+    caption = clip.captions[first]
+    same = [t for t in range(1, n) if clip.captions[t] == caption]
+    pick = torch.randperm(len(same), generator=g)[: cfg.views_per_row]
+    targets = sorted({first, *(same[int(i)] for i in pick)})[: cfg.views_per_row]
+    seconds = int(torch.randint(1, cfg.max_seconds + 1, (), generator=g))
+    drop_text = bool(torch.rand((), generator=g) < cfg.text_drop)
+    W, H = FRAME_SIZES[cfg.model]
+    text = [] if drop_text else build_prompt_ids(ByteTextTokenizer(), caption, W, H, FPS, seconds)
+    prefix = text + header_tokens(seconds, FPS)
+    views = cache_views(policy_from_spec(cfg.policy), layout, targets, len(text))
+    needed = {0, *targets, *(h.frame for v in views for h in v.held)}
+    frames = clip.latent_frames(sorted(needed))
+    codes = {t: tokenizer.encode_image(f) for t, f in zip(sorted(needed), frames, strict=True)}
+    tube = tube_mask(layout.grid_tokens, cfg.min_mask_rate, g)
+    return view_sequence(prefix, codes, views, layout, tube)
 
 
 def initial_state(name: str, vocab: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -183,7 +255,7 @@ def write(
     cfg: TrainConfig,
     record: dict[str, object],
 ) -> None:
-    policy, params = CARD_POLICY.get(cfg.model, (DEFAULT_POLICY, {}))
+    policy, params = card_policy(cfg)
     size = FRAME_SIZES[cfg.model]
     defaults = GenerationDefaults(DEMO_SAMPLING, size, cfg.latent_frames, policy, params)
     training = {"train_config": asdict(cfg), **record}

@@ -88,6 +88,14 @@ def follows(motion: Motion, frames: torch.Tensor) -> bool:
     return direction_of(content_shift(frames, motion.kind == "object")) == want
 
 
+def asked_shift(prev: torch.Tensor, cur: torch.Tensor, camera: str) -> float:
+    """How far (px) the picture moved from `prev` to `cur` (uint8 (H, W, 3) each) the way a
+    camera panning `camera` moves it (the opposite way); "as asked" is at least PAN_STEP / 2."""
+    dy, dx = content_shift(torch.stack([prev, cur]))
+    uy, ux = PAN_DIRECTIONS[camera]  # the window's way; the picture moves the other way
+    return -(uy * dy + ux * dx)
+
+
 def moved_psnr(
     prev: torch.Tensor, cur: torch.Tensor, step: tuple[int, int], margin: int = PAN_STEP
 ) -> float:

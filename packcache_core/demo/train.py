@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from packcache_core.config import CODE_OFFSET, LumosConfig
+from packcache_core.demo.views import Row
 from packcache_core.layout import (
     BOS,
     IMAGE_END,
@@ -50,6 +51,7 @@ from packcache_core.layout import (
     attention_allowed,
     header_tokens,
     positions_from_tokens,
+    text_positions,
 )
 from packcache_core.model import LumosTransformer
 from packcache_core.rope import RotaryTables
@@ -138,26 +140,43 @@ class Batch:
     targets: torch.Tensor  # (B, L) code index at masked code slots, -1 elsewhere
 
 
-def make_batch(
-    sequences: list[tuple[torch.Tensor, torch.Tensor]], vocab: torch.Tensor, rope: RotaryTables
-) -> Batch:
-    """Right-pad sequences to one length. Padding sits after every real token, so no real
-    token attends to it (causal rows, and padding is in no frame) and it has no target."""
-    L = max(ids.numel() for ids, _ in sequences)
+def whole_clip_row(ids: torch.Tensor, targets: torch.Tensor) -> Row:
+    """A `clip_sequence` as a row: the reference positions and attention mask of its ids."""
+    return Row(ids, targets, positions_from_tokens(ids), attention_allowed(ids))
+
+
+def _padded(row: Row, L: int) -> Row:
+    """`row` right-padded to L tokens. Padding comes after every real token and no real token
+    attends it; each pad attends what precedes it (so no attention row is empty); no targets."""
+    n, pad = row.ids.numel(), L - row.ids.numel()
+    allowed = torch.ones(L, L, dtype=torch.bool).tril()
+    allowed[:n, :n] = row.allowed
+    allowed[:n, n:] = False
+    return Row(
+        torch.cat([row.ids, torch.full((pad,), BOS, dtype=torch.int64)]),
+        F.pad(row.targets, (0, pad), value=-1),
+        torch.cat([row.positions, text_positions(pad, start=n)], dim=1),
+        allowed,
+    )
+
+
+def make_batch(rows: list[Row], vocab: torch.Tensor, rope: RotaryTables) -> Batch:
+    """Rows right-padded to one length, in the compact vocabulary, with their rotary tables."""
+    L = max(r.ids.numel() for r in rows)
     to_compact = torch.full((int(vocab.max()) + 1,), -1, dtype=torch.int64)
     to_compact[vocab] = torch.arange(vocab.numel())
-    tokens, targets, pos, masks = [], [], [], []
-    for ids, target in sequences:
-        pad = L - ids.numel()
-        padded = torch.cat([ids, torch.full((pad,), BOS, dtype=torch.int64)])
-        compact = to_compact[padded]
-        assert bool((compact >= 0).all()), "a token outside the demo vocabulary"
-        tokens.append(compact)
-        targets.append(F.pad(target, (0, pad), value=-1))
-        pos.append(positions_from_tokens(padded))  # (5, L)
-        masks.append(attention_allowed(padded))  # (L, L)
-    cos, sin = rope.cos_sin(torch.stack(pos, dim=1), torch.float32)  # (B, L, D) each
-    return Batch(torch.stack(tokens), cos, sin, torch.stack(masks)[:, None], torch.stack(targets))
+    padded = [_padded(r, L) for r in rows]
+    tokens = torch.stack([to_compact[r.ids] for r in padded])
+    assert bool((tokens >= 0).all()), "a token outside the demo vocabulary"
+    pos = torch.stack([r.positions for r in padded], dim=1)  # (5, B, L)
+    cos, sin = rope.cos_sin(pos, torch.float32)  # (B, L, D) each
+    return Batch(
+        tokens,
+        cos,
+        sin,
+        torch.stack([r.allowed for r in padded])[:, None],
+        torch.stack([r.targets for r in padded]),
+    )
 
 
 def compact_model(

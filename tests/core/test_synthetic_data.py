@@ -24,6 +24,7 @@ from packcache_core.demo.train import (
     make_batch,
     tube_mask,
     vocabulary,
+    whole_clip_row,
 )
 from packcache_core.layout import (
     MASK,
@@ -177,7 +178,7 @@ def test_compact_weights_pack_and_unpack_into_the_inference_model() -> None:
     codes = torch.stack([tok.encode_image(f) for f in clip.latent_frames(2)])
     seq = clip_sequence(codes, clip.caption, 1, torch.zeros(136, dtype=torch.bool), False)
     rope = RotaryTables(DEMO_CONFIG.head_dim, DEMO_CONFIG.rope_theta, "cpu")
-    batch = make_batch([seq], vocab, rope)
+    batch = make_batch([whole_clip_row(*seq)], vocab, rope)
     compact = compact_model(DEMO_CONFIG, vocab.numel(), seed=0)
     compact.load_state_dict(
         {k: v.to(torch.bfloat16).float() for k, v in model.state_dict().items()}

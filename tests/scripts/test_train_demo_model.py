@@ -9,17 +9,28 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from packcache_core.demo.card import WEIGHTS_FILE, load_demo, read_card
+from packcache_core.demo.card import load_demo, read_card
 from packcache_core.loading import build_model
 from tests.helpers import run_repo_script
 
 
-def train(out: Path, seed: int) -> dict[str, torch.Tensor]:
-    args = ["--out", str(out), "--steps", "3", "--batch", "2", "--warmup", "1"]
-    args += ["--seed", str(seed), "--threads", "1", "--log-every", "1"]
-    proc = run_repo_script("scripts/train_demo_model.py", *args)
+def train(out: Path, seed: int, *extra: str) -> dict[str, torch.Tensor]:
+    """A 3-step run of the default preset (`builtin:demo`: from demo-base, one of two rows
+    seen through the cache) or of `extra`'s."""
+    args = ["--out", str(out), "--steps", "3", "--batch", "2", "--warmup", "1", "--view-rows", "1"]
+    args += ["--path-frames", "8", "--seed", str(seed), "--threads", "1", "--log-every", "1"]
+    proc = run_repo_script("scripts/train_demo_model.py", *args, *extra)
     assert "step 3/3 loss" in proc.stdout
-    return load_file(str(out / WEIGHTS_FILE))
+    name = "demo-base" if "demo-base" in extra else "demo"
+    return load_file(str(out / f"{name}.safetensors"))
+
+
+def test_the_first_stage_trains_from_scratch(tmp_path: Path) -> None:
+    state = train(tmp_path, 0, "--preset", "demo-base", "--view-rows", "0")
+    config, loaded = load_demo(tmp_path, "demo-base")
+    assert build_model(config, loaded, "cpu", torch.float32).config.n_codes == 400
+    assert read_card(tmp_path, "demo-base").defaults.cache_policy == "packcache"
+    assert state.keys() == load_file(str(tmp_path / "demo-base.safetensors")).keys()
 
 
 def test_a_short_run_writes_a_model_that_loads_and_is_reproducible(tmp_path: Path) -> None:
@@ -33,6 +44,9 @@ def test_a_short_run_writes_a_model_that_loads_and_is_reproducible(tmp_path: Pat
 
     card = read_card(tmp_path / "a")
     assert card.training["steps_done"] == 3 and math.isfinite(card.training["final_loss"])
+    # the card names the policy the model was trained to be served with, every knob spelt out
+    assert card.defaults.cache_policy == "packcache"
+    assert card.defaults.policy_params["window"] == 3 and card.defaults.policy_params["rebase"]
     config, state = load_demo(tmp_path / "a")
     model = build_model(config, state, "cpu", torch.float32)  # strict about every tensor
     assert model.config.n_codes == 400

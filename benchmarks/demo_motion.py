@@ -1,0 +1,346 @@
+"""Does the built-in model keep moving as asked, for as long as a video runs?
+
+    python benchmarks/demo_motion.py --json benchmarks/results/demo-motion.json
+    python benchmarks/demo_motion.py --model builtin:demo-base --json /tmp/base.json  # before
+    python benchmarks/demo_motion.py --quick                                          # minutes
+
+What it measures, from outside the model (the decoded pictures only), on held-out scenes (the
+first frame of held-out clips `make_clip("heldout", i)`, never trained on) asked to pan left and
+right, with the server's default request (the model card's sampling, size and policy; other
+policies as extra lanes):
+- Per latent-frame step, the shift between the pictures of consecutive latent frames (each
+  latent frame's last RGB frame; phase correlation, `demo.motion.content_shift`). A step moves
+  "as asked" when its shift along the asked axis is at least half a pan step (4 px) the asked
+  way (a camera panning left moves the picture right). At 6, 13, 25 and 37 latent frames (the
+  card's length, and the SDK's 4, 8 and 12 s at 12 fps), and in an open-ended video of 200
+  latent frames (with the cache's bytes and the process RSS along it).
+- "Not a moving smear": each picture against the previous one moved by the measured step
+  (`moved_psnr`), beside the same measure on the tokenizer's round trip of a true pan of the
+  same scene; frame 0 against the tokenizer's round trip of the input image.
+- A prompt change mid-video ("pans left" to "pans right", and back): the step into the first
+  frame under the new prompt must move the new way by about one step, and no step above 1.5
+  pan steps (a jump, not a turn).
+Writes JSON (every step's shift) and a PNG of shift against frame index; prints tables and the
+load average. What it is not: a test (`tests/core/test_demo_model.py` checks a short video).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import itertools
+
+from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
+from packcache_core.batch import tick
+from packcache_core.demo.data import PAN_STEP, Motion, make_clip
+from packcache_core.demo.motion import asked_shift, content_shift, moved_psnr, psnr
+from packcache_core.host import prepare_host
+from packcache_core.pipeline import Pipeline, VideoParams, VideoRun
+from packcache_core.policy import CachePolicy, make_policy, policy_from_spec
+
+CAPTION = "the camera pans {d}"
+# the picture's motion per latent frame when the camera pans that way (dx in px)
+CONTENT_DX = {"left": PAN_STEP, "right": -PAN_STEP}
+DIRECTIONS = ("left", "right")
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    image: int  # held-out clip whose first frame is the input
+    direction: str
+    params: VideoParams
+    switch: int | None = None  # latent frame from which the other direction is asked
+
+
+def scene(index: int) -> Image.Image:
+    return Image.fromarray(make_clip("heldout", index).rgb_frames(1)[0].numpy())
+
+
+def run_all(
+    pipeline: Pipeline, jobs: list[Job], stop_at: int | None = None
+) -> list[dict[str, Any]]:
+    """Every job's pictures (one per latent frame), all advanced together by `batch.tick`;
+    an open-ended job is stopped once it has `stop_at` latent frames."""
+    runs: list[VideoRun] = []
+    pictures: list[list[torch.Tensor]] = []
+    first_input: list[torch.Tensor] = []
+    for job in jobs:
+        prepared = pipeline.prepare(scene(job.image), job.params)
+        run = pipeline.start(prepared)
+        runs.append(run)
+        pictures.append([run.first_rgb()[-1]])
+        first_input.append(prepared.image)
+    memory: list[tuple[int, int, int]] = []  # (latent frames, cache bytes, RSS kB)
+    while live := [i for i, r in enumerate(runs) if not r.done]:
+        for i, outcome in zip(live, tick([runs[i] for i in live]), strict=True):
+            assert outcome.error is None, outcome.error
+            if outcome.result is None:
+                continue
+            pictures[i].append(outcome.result.rgb[-1])
+            n = len(pictures[i])
+            if i == 0 and (n % 10 == 0 or n == 2):
+                rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                memory.append((n, outcome.result.result.cache.bytes_capacity, rss))
+            if stop_at is not None and n >= stop_at:
+                runs[i].stop()
+    for r in runs:
+        r.close()
+    return [
+        {"pictures": torch.stack(p), "input": x, "memory": memory}
+        for p, x in zip(pictures, first_input, strict=True)
+    ]
+
+
+def steps(job: Job, pictures: torch.Tensor) -> list[dict[str, Any]]:
+    """Per step into latent frame t (t = 1 ..): shift, the asked way, and moved PSNR."""
+    out = []
+    for t in range(1, pictures.shape[0]):
+        asked = job.direction
+        if job.switch is not None and t >= job.switch:
+            asked = "right" if job.direction == "left" else "left"
+        dy, dx = content_shift(pictures[t - 1 : t + 1])
+        ok = asked_shift(pictures[t - 1], pictures[t], asked) >= PAN_STEP / 2
+        step = (round(dy), round(dx))
+        fits = max(abs(step[0]), abs(step[1])) < min(pictures.shape[1:3]) // 2 - PAN_STEP
+        out.append(
+            {
+                "t": t,
+                "asked": asked,
+                "dy": dy,
+                "dx": dx,
+                "as_asked": bool(ok),
+                "moved_psnr": moved_psnr(pictures[t - 1], pictures[t], step) if fits else None,
+            }
+        )
+    return out
+
+
+def true_pan_psnr(pipeline: Pipeline, image: int, direction: str, n: int) -> float:
+    """Mean moved PSNR of the tokenizer's round trip of a true pan of the scene (the same
+    measure, with the true step)."""
+    clip = make_clip("heldout", image)
+    pan = dataclasses.replace(clip, motion=Motion("pan", direction))
+    tok = pipeline.video_tokenizer
+    frames = [tok.decode(tok.encode_image(f)[None])[0] for f in pan.latent_frames(n)]
+    step = (0, CONTENT_DX[direction])
+    return float(np.mean([moved_psnr(a, b, step) for a, b in itertools.pairwise(frames)]))
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    all_steps = [s for r in runs for s in r["steps"]]
+    psnrs = [s["moved_psnr"] for s in all_steps if s["moved_psnr"] is not None]
+    return {
+        "runs": len(runs),
+        "steps": len(all_steps),
+        "as_asked": float(np.mean([s["as_asked"] for s in all_steps])),
+        "moved_psnr": float(np.mean(psnrs)) if psnrs else None,
+        "frame0_psnr": float(np.mean([r["frame0_psnr"] for r in runs])),
+        "round_trip_vs_input_psnr": float(np.mean([r["frame0_vs_input_psnr"] for r in runs])),
+    }
+
+
+def lane(
+    pipeline: Pipeline,
+    policy: CachePolicy,
+    frames: int,
+    args: argparse.Namespace,
+    open_ended: bool = False,
+    switch: int | None = None,
+) -> dict[str, Any]:
+    card = pipeline.defaults
+    images = args.open_images if open_ended else args.images
+    jobs = []
+    for image in range(images):
+        for d in DIRECTIONS:
+            other = "right" if d == "left" else "left"
+            changes = () if switch is None else ((switch, CAPTION.format(d=other)),)
+            params = VideoParams(
+                CAPTION.format(d=d),
+                latent_frames=card.latent_frames if open_ended else frames,
+                size=card.size,
+                seed=image,
+                policy=policy,
+                sampling=card.sampling,
+                open_ended=open_ended,
+                prompt_changes=changes,
+                text_slots=200 if switch is not None else 0,
+            )
+            jobs.append(Job(image, d, params, switch))
+    runs: list[dict[str, Any]] = []
+    results = run_all(pipeline, jobs, frames if open_ended else None)
+    tok = pipeline.video_tokenizer
+    for job, res in zip(jobs, results, strict=True):
+        x = res["input"]
+        round_trip = tok.decode(tok.encode_image(x)[None])[0]
+        runs.append(
+            {
+                "image": job.image,
+                "direction": job.direction,
+                "steps": steps(job, res["pictures"]),
+                "frame0_psnr": psnr(res["pictures"][0], round_trip),
+                "frame0_vs_input_psnr": psnr(round_trip, x),
+            }
+        )
+    out: dict[str, Any] = {"summary": summarise(runs), "runs": runs}
+    if open_ended:
+        out["memory"] = results[0]["memory"]
+    if switch is not None:
+        turns = []
+        for r in runs:
+            s = r["steps"][switch - 1]  # the step into the first frame under the new prompt
+            biggest = max(abs(x["dx"]) for x in r["steps"][switch - 1 : switch + 2])
+            turns.append(s["as_asked"] and biggest <= 1.5 * PAN_STEP)
+        out["summary"]["turns"] = float(np.mean(turns))
+        out["summary"]["switch"] = switch
+    return out
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    lanes = results["lanes"]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    for name, res in lanes.items():
+        if not name.startswith("card") or "open" in name:
+            continue
+        for r in res["runs"]:
+            sign = 1 if r["direction"] == "left" else -1
+            axes[0].plot(
+                [s["t"] for s in r["steps"]],
+                [sign * s["dx"] for s in r["steps"]],
+                lw=0.6,
+                alpha=0.5,
+                color="C0" if "37" in name else "C1",
+            )
+    axes[0].axhline(PAN_STEP, color="k", ls="--", lw=1, label="one pan step")
+    axes[0].axhline(PAN_STEP / 2, color="grey", ls=":", lw=1, label="as asked: above")
+    axes[0].set(
+        title="default request, 37 and 6 latent frames",
+        xlabel="latent frame",
+        ylabel="shift the asked way (px)",
+    )
+    axes[0].legend(fontsize=8)
+    for name, res in lanes.items():
+        if "open" not in name:
+            continue
+        for r in res["runs"]:
+            sign = 1 if r["direction"] == "left" else -1
+            axes[1].plot(
+                [s["t"] for s in r["steps"]],
+                [sign * s["dx"] for s in r["steps"]],
+                lw=0.6,
+                alpha=0.6,
+            )
+    axes[1].axhline(PAN_STEP, color="k", ls="--", lw=1)
+    axes[1].axhline(PAN_STEP / 2, color="grey", ls=":", lw=1)
+    axes[1].set(
+        title="open-ended stream, default policy",
+        xlabel="latent frame",
+        ylabel="shift the asked way (px)",
+    )
+    save_figure(fig, f"{results['meta']['model']}: motion as asked, held-out scenes", path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="builtin:demo")
+    p.add_argument(
+        "--policies",
+        default="card,full,sliding:window=1",
+        help="comma-separated; 'card' = the model card's policy (the server's default request)",
+    )
+    p.add_argument("--lengths", default="6,13,25,37", help="latent frames")
+    p.add_argument("--images", type=int, default=8, help="held-out scenes (x 2 directions)")
+    p.add_argument("--open-frames", type=int, default=200)
+    p.add_argument("--open-images", type=int, default=4)
+    p.add_argument("--switch", type=int, default=7, help="latent frame of the prompt change")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="2 scenes, 6 and 13 frames, 40 open")
+    p.add_argument("--json", type=Path)
+    p.add_argument("--png", type=Path)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.images, args.open_images, args.open_frames, args.lengths = 2, 1, 40, "6,13"
+    prepare_host("cpu", args.threads)
+    info = machine_info(torch.device("cpu"), torch.float32)
+    print_machine(info)
+    pipeline = Pipeline.load(args.model)
+    card = pipeline.defaults
+    card_policy = make_policy(card.cache_policy, **card.policy_params)
+    t0 = time.perf_counter()
+    lanes: dict[str, Any] = {}
+    lengths = [int(x) for x in args.lengths.split(",")]
+    for spec in args.policies.split(","):
+        policy = card_policy if spec == "card" else policy_from_spec(spec)
+        for n in lengths if spec == "card" else lengths[-1:]:
+            lanes[f"{spec} {n}"] = lane(pipeline, policy, n, args)
+            print(f"{spec} {n}: {lanes[f'{spec} {n}']['summary']}", flush=True)
+    if args.open_frames:
+        lanes[f"card open {args.open_frames}"] = lane(
+            pipeline, card_policy, args.open_frames, args, open_ended=True
+        )
+    switch_len = max(13, args.switch + 3)
+    lanes[f"card switch@{args.switch} {switch_len}"] = lane(
+        pipeline, card_policy, switch_len, args, switch=args.switch
+    )
+    reference = float(
+        np.mean([true_pan_psnr(pipeline, i, d, 6) for i in range(args.images) for d in DIRECTIONS])
+    )
+    rows = []
+    for name, res in lanes.items():
+        s = res["summary"]
+        rows.append(
+            [
+                name,
+                s["runs"],
+                s["steps"],
+                f"{s['as_asked']:.1%}",
+                f"{s['moved_psnr']:.1f}" if s["moved_psnr"] is not None else "-",
+                f"{reference:.1f}",
+                f"{s['frame0_psnr']:.1f}",
+                f"{s['round_trip_vs_input_psnr']:.1f}",
+                f"{s['turns']:.0%}" if "turns" in s else "-",
+            ]
+        )
+    head = [
+        "lane (policy, latent frames)",
+        "runs",
+        "steps",
+        "moved as asked",
+        "moved PSNR (dB)",
+        "true pan, round trip",
+        "frame 0 vs round trip",
+        "round trip vs input",
+        "turns",
+    ]
+    print(markdown_table(head, rows))
+    meta = {
+        "machine": info,
+        "model": args.model,
+        "card_policy": {"name": card.cache_policy, "params": card.policy_params},
+        "sampling": dataclasses.asdict(card.sampling),
+        "true_pan_moved_psnr": reference,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "load_avg_end": list(os.getloadavg()),
+        "command": " ".join(["python", *sys.argv]),
+    }
+    print(f"took {meta['seconds']} s, load average {meta['load_avg_end']}")
+    save({"meta": meta, "lanes": lanes}, args.json, args.png, plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Training under the cache's view (`demo/views.py`) and the camera paths that turn
+(`demo/paths.py`): what a view holds is what a served cache holds, token for token."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from packcache_core.demo.paths import make_path_clip
+from packcache_core.demo.views import cache_views, history_mask, view_sequence
+from packcache_core.generate import SamplingConfig, VideoGeneration, VideoRequest
+from packcache_core.layout import MASK, FrameLayout, frame_positions, header_tokens
+from packcache_core.loading import load_model
+from packcache_core.model import LumosTransformer
+from packcache_core.policy import policy_from_spec
+
+LAYOUT = FrameLayout(8, 16)
+PROMPT = [0, *range(16000, 16012), 8710]
+
+
+@pytest.fixture(scope="module")
+def model() -> LumosTransformer:
+    return load_model("builtin:tiny-random")
+
+
+@pytest.mark.parametrize(
+    "spec", ["packcache", "packcache:rebase=false", "sliding:window=2", "full"]
+)
+def test_a_view_holds_what_the_served_cache_holds(model: LumosTransformer, spec: str) -> None:
+    """Replaying frames through a real generation: before each frame, the frames held, their
+    tokens and their temporal indices, and the frame's own index, are the view's."""
+    policy = policy_from_spec(spec)
+    g = torch.Generator().manual_seed(5)
+    codes = [torch.randint(0, 64000, (LAYOUT.h, LAYOUT.w), generator=g) for _ in range(7)]
+    req = VideoRequest(PROMPT, codes[0], 7, fps=12, seconds=2)
+    gen = VideoGeneration(model, req, SamplingConfig(steps=1), policy, 0)
+    gen.prefill()
+    views = cache_views(policy, LAYOUT, list(range(1, 7)), len(PROMPT))
+    for t, view in enumerate(views, 1):
+        assert view.target == t and view.index == gen.cache.next_frame_index
+        held = gen.cache.history
+        assert [h.frame for h in view.held] == list(range(t - len(held), t))
+        assert [h.index for h in view.held] == [h.frame for h in held]
+        assert all(torch.equal(a.local, b.local) for a, b in zip(view.held, held, strict=True))
+        gen.replay_frame(codes[t])
+
+
+def test_view_sequence_tokens_positions_and_attention() -> None:
+    policy = policy_from_spec("packcache")
+    g = torch.Generator().manual_seed(1)
+    codes = {t: torch.randint(0, 400, (LAYOUT.h, LAYOUT.w), generator=g) for t in range(9)}
+    prefix = [*PROMPT, *header_tokens(2, 12)]
+    views = cache_views(policy, LAYOUT, [2, 8], len(PROMPT))
+    tube = torch.zeros(LAYOUT.grid_tokens, dtype=torch.bool)
+    tube[::3] = True
+    row = view_sequence(prefix, codes, views, LAYOUT, tube)
+    held = [h.local.numel() for v in views for h in v.held]
+    F = LAYOUT.tokens
+    assert row.ids.numel() == len(prefix) + F + sum(held) + 2 * F
+    # the second view: 3 held frames (half, quarter, quarter of the grid), then frame 8
+    start8 = row.ids.numel() - F
+    assert torch.equal(row.positions[:, start8:], frame_positions(LAYOUT, 4, len(PROMPT)))
+    first_held = start8 - sum(h.local.numel() for h in views[1].held)
+    oldest = views[1].held[0]
+    span = slice(first_held, first_held + oldest.local.numel())
+    want = LAYOUT.frame_tokens(codes[oldest.frame])
+    want[3 + history_mask(LAYOUT)] = MASK
+    assert torch.equal(row.ids[span], want[oldest.local])  # as the write-back fed it
+    assert torch.equal(
+        row.positions[:, span], frame_positions(LAYOUT, 1, len(PROMPT))[:, oldest.local]
+    )
+    # targets: the tube's code slots of both target frames, and nothing else
+    assert int((row.targets >= 0).sum()) == 2 * int(tube[LAYOUT.code_slots() - 3].sum())
+    assert bool((row.ids[row.targets >= 0] == MASK).all())
+    # frame 8 attends the prefix, frame 0, its own history and itself, never view 1's tokens
+    view1 = slice(len(prefix) + F, first_held)
+    assert not row.allowed[start8:, view1].any()
+    assert row.allowed[start8:, : first_held - (first_held - len(prefix) - F)].all()
+    assert row.allowed[start8:, first_held:].all()
+    # a history frame does not attend the frame after it
+    assert not row.allowed[span, span.stop :].any()
+
+
+def test_path_clips_turn_where_the_caption_changes() -> None:
+    clip = make_path_clip("train", 3, 40)
+    changes = clip.changes()
+    assert changes, "a 40-frame path has at least one turn"
+    for t in range(1, clip.length):
+        step = clip.corners[t] - clip.corners[t - 1]
+        assert abs(step).sum() in (0, 8)  # one pan step, or still
+        if t > 1 and clip.captions[t] == clip.captions[t - 1]:
+            assert (step == clip.corners[t - 1] - clip.corners[t - 2]).all()
+    t, _ = changes[0]
+    a, b = clip.latent_frames([t - 1, t])
+    dy, dx = (clip.corners[t] - clip.corners[t - 1]).astype(int)  # the window's move
+    H, W = a.shape[:2]  # b at (y, x) shows what a showed at (y + dy, x + dx)
+    assert torch.equal(
+        b[max(0, -dy) : H - max(0, dy), max(0, -dx) : W - max(0, dx)],
+        a[max(0, dy) : H + min(0, dy), max(0, dx) : W + min(0, dx)],
+    )
+    assert make_path_clip("train", 3, 40).captions == clip.captions  # a pure function
