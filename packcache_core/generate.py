@@ -46,6 +46,7 @@ from packcache_core.sampling import (
     GeneratorNoise,
     SamplerNoise,
     cosine_mask_len,
+    draw,
     guided_draw,
     next_temperature,
     remask,
@@ -63,6 +64,9 @@ class SamplingConfig:
     # The reference multiplies the Gumbel temperature across steps AND frames, so it is 0 from
     # the second generated frame on. True restarts it at `temperature` for every frame.
     reset_temperature_per_frame: bool = False
+    # Guidance combined in hidden space before the output head (one 64000-code GEMM a step
+    # instead of two; the same logits up to float rounding). Opt-in: see README "Exactness".
+    hidden_cfg: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -449,9 +453,7 @@ class VideoGeneration:
             need = unknown[i : i + SAMPLE_CHUNK]
             rows = need.nonzero().squeeze(1)  # (m,) a host sync: how many is data-dependent
             slots = self.code_slots[i : i + SAMPLE_CHUNK][rows]
-            logits = self.model.code_logits(hidden[:, slots])  # (2, m, n_codes)
-            cfg = self.sampling.cfg_scale
-            d, p = guided_draw(logits[0], logits[1], cfg, self.noise, rows, need.numel())
+            d, p = self._guided_draw(hidden[:, slots], rows, need.numel())
             drawn[i + rows], probs[i + rows] = d, p
         uniform = self.noise.uniform(fs.ids.numel(), self.device)
         self.temperature = next_temperature(self.temperature, fs.step, T)
@@ -462,6 +464,21 @@ class VideoGeneration:
         if not last:
             return None
         return self._finish_frame(fs)
+
+    def _guided_draw(
+        self, hidden: torch.Tensor, rows: torch.Tensor, n: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(2, m, hidden) states of the cond and uncond rows -> codes and their probs (m,)."""
+        assert self.noise is not None
+        cfg = self.sampling.cfg_scale
+        if not self.sampling.hidden_cfg:
+            logits = self.model.code_logits(hidden)  # (2, m, n_codes): two head GEMMs
+            return guided_draw(logits[0], logits[1], cfg, self.noise, rows, n)
+        # The head is linear: W(s(c - u) + u) = s(Wc - Wu) + Wu. One GEMM on the mixed state
+        # (in float32, then the head's dtype) instead of two; float rounding differs only.
+        h = hidden.float()
+        mixed = torch.sub(h[0], h[1]).mul_(cfg).add_(h[1]).to(hidden.dtype)  # (m, hidden)
+        return draw(self.model.code_logits(mixed), self.noise, rows, n)
 
     def _finish_frame(self, fs: _FrameState) -> FrameResult:
         self.frames_done += 1

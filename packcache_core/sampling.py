@@ -117,7 +117,13 @@ def guided_draw(
     (m,) float32)."""
     # (m, V) float32: scale * (c - u) + u as the reference combines them, op for op, in one
     # temporary (the same roundings, so the same bits)
-    logits = torch.sub(cond, uncond).mul_(scale).add_(uncond)
+    return draw(torch.sub(cond, uncond).mul_(scale).add_(uncond), noise, rows, n)
+
+
+def draw(
+    logits: torch.Tensor, noise: SamplerNoise, rows: torch.Tensor, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One draw per slot from guided float32 (m, V) logits -> (codes (m,), their probs (m,))."""
     drawn, lse = noise.draw(logits, rows, n)
     return drawn, (logits.gather(-1, drawn[:, None]).squeeze(-1) - lse).exp()
 
