@@ -83,8 +83,10 @@ def _card_of(name: str) -> Callable[[], tuple[str, GenerationDefaults]]:
 
 
 # Trained on synthetic clips; each ships packcache_core/builtin/<name>.{json,safetensors}.
-# demo: 6 latent frames of pans, zooms and objects; demo-long: up to 16 latent frames whose
-# content needs memory (`packcache_core/demo/long.py`), the quality benchmark's test bed.
+# demo-base: 6 latent frames of pans, zooms and objects at absolute positions; demo: from
+# demo-base, also trained on camera paths that turn, seen as its card's cache policy holds
+# them (`packcache_core/demo/views.py`); demo-long: up to 16 latent frames whose content needs
+# memory (`packcache_core/demo/long.py`), the quality benchmark's test bed.
 TRAINED = ("demo", "demo-base", "demo-long")
 # name -> factory of (config, float32 state dict)
 REGISTRY: dict[str, Callable[[], tuple[LumosConfig, dict[str, torch.Tensor]]]] = {
@@ -116,7 +118,9 @@ def builtin_weights(name: str) -> tuple[LumosConfig, dict[str, torch.Tensor]]:
 
 def _card(name: str) -> tuple[str | None, GenerationDefaults]:
     """(video tokenizer, defaults) of a model: a built-in model's card, `QUICK` for the other
-    built-ins, (None, Lumos-1's published settings) for a checkpoint folder."""
+    built-ins, (None, `GenerationDefaults()`) for a checkpoint folder: Lumos-1's published
+    sampling settings with the registry's default cache policy, the paper's `packcache` (the
+    official loop keeps the full cache; `full` reproduces it)."""
     if not is_builtin(name):
         return None, GenerationDefaults()
     card = CARDS.get(name.removeprefix(PREFIX))
@@ -125,7 +129,8 @@ def _card(name: str) -> tuple[str | None, GenerationDefaults]:
 
 def model_defaults(name: str) -> GenerationDefaults:
     """What a model does where a request says nothing: a built-in model's card, `QUICK` for
-    the other built-ins, Lumos-1's published settings for a checkpoint folder."""
+    the other built-ins, for a checkpoint folder Lumos-1's published sampling settings and the
+    paper's `packcache` (a bounded cache; the official loop's full cache is `full`)."""
     return _card(name)[1]
 
 

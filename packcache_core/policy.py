@@ -579,6 +579,16 @@ def policy_knobs(name: str | None = None) -> dict[str, tuple[type, Knob]]:
     return out
 
 
+def knob_values(policy: CachePolicy) -> dict[str, object]:
+    """Every parameter users may set of `policy`, with its value (a record, a card, the page)."""
+    return {k: getattr(policy, k) for k in policy_knobs(policy.name)}
+
+
+def describe(policy: CachePolicy) -> str:
+    """`name (key=value, ...)`, e.g. for help texts."""
+    return f"{policy.name} ({', '.join(f'{k}={v}' for k, v in knob_values(policy).items())})"
+
+
 def parse_knob(key: str, raw: str) -> object:
     """A parameter's value from text (CLI, benchmark specs), by the parameter's type."""
     knobs = policy_knobs()

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from packcache_core.generate import SamplerState, SamplingConfig
 from packcache_core.pipeline import VideoParams
-from packcache_core.policy import make_policy, policy_knobs
+from packcache_core.policy import knob_values, make_policy
 
 FRAME_FILE = "{:06d}.safetensors"  # latent frame 1 is the first generated frame
 
@@ -59,7 +59,7 @@ def request_to_json(params: VideoParams) -> dict[str, Any]:
         "seed": params.seed,
         "policy": {
             "name": policy.name,
-            "params": {k: getattr(policy, k) for k in policy_knobs(policy.name)},
+            "params": knob_values(policy),
         },
         "sampling": dataclasses.asdict(params.sampling),
         "open_ended": params.open_ended,

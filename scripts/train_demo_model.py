@@ -60,7 +60,7 @@ from packcache_core.generate import GenerationDefaults, SamplingConfig
 from packcache_core.host import prepare_host
 from packcache_core.layout import FrameLayout, header_tokens
 from packcache_core.model import LumosTransformer
-from packcache_core.policy import DEFAULT_POLICY, policy_from_spec, policy_knobs
+from packcache_core.policy import DEFAULT_POLICY, knob_values, policy_from_spec
 from packcache_core.rope import RotaryTables
 from packcache_core.text import ByteTextTokenizer, build_prompt_ids
 from packcache_core.video import VideoTokenizer, load_video_tokenizer
@@ -158,7 +158,7 @@ def card_policy(cfg: TrainConfig) -> tuple[str, dict[str, object]]:
     else the measured choice of `CARD_POLICY`, else the registry's default."""
     if cfg.view_rows:
         policy = policy_from_spec(cfg.policy)
-        return policy.name, {k: getattr(policy, k) for k in policy_knobs(policy.name)}
+        return policy.name, knob_values(policy)
     return CARD_POLICY.get(cfg.model, (DEFAULT_POLICY, {}))
 
 

@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from packcache_core.builtin import model_defaults
 from packcache_core.config import TARGET_SIZES
 from packcache_core.generate import GenerationDefaults
-from packcache_core.policy import known_policy
+from packcache_core.policy import DEFAULT_POLICY, describe, known_policy, make_policy
 from packcache_core.request import Limits
 from server.engine.pace import DEFAULT_LEAD_S
 
@@ -235,7 +235,7 @@ class Settings(BaseSettings):
         None,
         max_length=64,
         description="cache policy when a request names none (default: the model card's, else "
-        "packcache with the registry's defaults)",
+        f"{describe(make_policy(DEFAULT_POLICY))}, the registry's defaults)",
     )
     default_policy_params: dict[str, float | int | bool | str] = Field(
         default_factory=dict, description='its parameters as JSON, e.g. {"window": 4}'

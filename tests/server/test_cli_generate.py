@@ -109,6 +109,8 @@ def test_help_documents_every_command() -> None:
     res = packcache("--help")
     assert res.returncode == 0
     assert "serve" in res.stdout and "generate" in res.stdout
+    serve = " ".join(packcache("serve", "--help").stdout.split())  # unwrapped
+    assert "else packcache (window=3, rho=0.5, budget=1.0, b_min=0.0, drop_masked=False" in serve
     gen = packcache("generate", "--help")
     for flag in (
         "--image",

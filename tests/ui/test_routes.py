@@ -59,3 +59,17 @@ def test_config_says_whether_a_key_is_needed(tmp_path: Path, keys: list[str]) ->
     assert "secret-key" not in response.text
     assert config["max_upload_bytes"] == 12345 and config["default_latent_frames"] == 4
     assert "/ui/config" not in c.get("/openapi.json").json()["paths"]
+
+
+def test_config_shows_the_default_policy_as_the_registry_sets_it(tmp_path: Path) -> None:
+    """A checkpoint folder has no card: the page shows the paper's packcache, every knob."""
+    c = client(tmp_path, model=str(tmp_path), default_policy="packcache")
+    config = c.get("/ui/config").json()
+    assert config["default_policy"] == "packcache"
+    params = config["default_policy_params"]
+    assert (params["window"], params["rho"], params["budget"]) == (3, 0.5, 1.0)
+    assert (params["drop_masked"], params["selector"], params["rebase"]) == (
+        False,
+        "uniform",
+        True,
+    )

@@ -23,7 +23,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from packcache_core.image import IMAGE_FORMATS
-from packcache_core.policy import POLICIES
+from packcache_core.policy import POLICIES, knob_values, make_policy
 from server.api.deps import RuntimeDep
 from server.errors import NotFound
 
@@ -51,6 +51,7 @@ class UiConfig(BaseModel):
     default_steps: int
     max_steps: int
     default_policy: str
+    default_policy_params: dict[str, object]  # every knob of the default, as it is set
     policies: list[str]  # every registered cache policy
     image_formats: list[str]  # what an upload may be
 
@@ -85,6 +86,7 @@ def config(rt: RuntimeDep) -> UiConfig:
         default_steps=min(d.sampling.steps, s.max_steps),
         max_steps=s.max_steps,
         default_policy=d.cache_policy,
+        default_policy_params=knob_values(make_policy(d.cache_policy, **d.policy_params)),
         policies=list(POLICIES),
         image_formats=list(IMAGE_FORMATS),
     )
