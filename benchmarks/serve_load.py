@@ -252,6 +252,7 @@ def summarize(records: list[Record], start: float, peaks: dict[str, float]) -> d
         "ttff_max": max(ttff, default=None),
         "frame_latency_p50": pct(gaps, 0.5),
         "frame_latency_p95": pct(gaps, 0.95),
+        "frame_latency_p99": pct(gaps, 0.99),
         "frame_latency_max": max(gaps, default=None),
         "peak_memory_allocated_bytes": peaks.get("packcache_gpu_memory_allocated_bytes"),
         "peak_kv_cache_bytes": peaks.get("packcache_kv_cache_bytes"),

@@ -179,7 +179,15 @@ def test_device_check_dry(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "device_check.json").read_text())
     assert report["dry"] is True and report["failed"] == []
     steps = report["steps"]
-    assert set(steps) == {"gpu_tests", "policies_quick", "attention", "batching", "compiled"}
+    assert set(steps) == {
+        "gpu_tests", "product", "policies_quick", "attention", "batching", "compiled"
+    }  # fmt: skip
+    product = steps["product"]["results"]  # folder written, server up, streams through the API
+    assert product["folder"]["checkpoint_bytes"] > 0 and product["server"]["seconds_to_ready"] > 0
+    assert set(product["streams"]) == {"full_c1", "full_c2", "packcache_c1", "packcache_c2"}
+    for run in product["streams"].values():
+        assert run["completed"] >= 1 and run["failed"] == 0
+        assert run["frame_latency_p99"] is not None and run["peak_request_memory_bytes"] > 0
     attention = steps["attention"]["results"]["600"]
     assert set(attention) == {"bool", "float", "none", "split", "split-none"}
     assert all(t > 0 for t in attention.values())
