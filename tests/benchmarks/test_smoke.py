@@ -12,6 +12,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers import run_repo_script
 
 POLICIES = ("full", "sliding", "packcache")
@@ -170,6 +172,29 @@ def test_attention_quick_grouped_heads_bf16(tmp_path: Path) -> None:
     assert res["600"]["none"]["max_abs_diff_vs_bool"] > 5e-2
 
 
+def test_cosmos_stream_quick(tmp_path: Path) -> None:
+    """The streaming decoder benchmark at 1/16 width: per-push rows, a summary, window PSNRs."""
+    out = tmp_path / "cosmos_stream.json"
+    run_script("cosmos_stream.py", "--psnr", "--json", str(out))
+    res = json.loads(out.read_text())
+    assert len(res["frames"]) == res["config"]["frames"] == 24
+    assert all(f["seconds"] > 0 and f["state"] > 0 for f in res["frames"])
+    assert res["summary"]["state_bytes_at_end"] == res["frames"][-1]["state"]
+    psnr = res["window_psnr"]
+    assert psnr["None"]["max_abs_diff"] < 1e-4  # all frames kept: exact
+    assert psnr["16"] == psnr["None"]  # a window longer than the 12-frame clip: the same
+    assert psnr["2"]["psnr_db"] < psnr["None"]["psnr_db"]
+
+
+def test_hidden_cfg_quick(tmp_path: Path) -> None:
+    out = tmp_path / "hidden_cfg.json"
+    run_script("hidden_cfg.py", "--json", str(out))
+    res = json.loads(out.read_text())["quick"]
+    assert res["per_branch_cpu_seconds"] > 0 and res["hidden_cpu_seconds"] > 0
+    assert res["code_agreement"] == 1.0  # float32, the same uniforms: the same draws
+
+
+@pytest.mark.timeout(900)  # a server start and streams: a minute more than before, idle
 def test_device_check_dry(tmp_path: Path) -> None:
     """The GPU slot's one command, end to end on a CPU (tiny config)."""
     proc = run_repo_script(
