@@ -61,6 +61,12 @@ class VideoTokenizer(Protocol):
         """A fresh incremental decoder for one clip."""
         ...
 
+    def stream_state_bytes(self, height: int, width: int, latent_frames: int) -> int:
+        """Memory one stream decoder holds between pushes after `latent_frames` pushes of
+        `height` x `width` frames (its most, for clips of that length): what admission must
+        count per request besides the KV cache."""
+        ...
+
 
 def n_frames(n_latent: int, temporal_stride: int) -> int:
     """RGB frames decoded from `n_latent` latent frames."""

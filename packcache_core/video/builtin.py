@@ -110,6 +110,10 @@ class _PatchCodec:
     def stream_decoder(self) -> PatchStreamDecoder:
         return PatchStreamDecoder(self)
 
+    def stream_state_bytes(self, height: int, width: int, latent_frames: int) -> int:
+        """A stream keeps the previous latent frame's pixels: float32 (3, H, W)."""
+        return 3 * height * width * 4 if latent_frames > 0 else 0
+
 
 class PatchStreamDecoder:
     """Streams built-in tokenizer frames; keeps only the previous latent frame's pixels."""

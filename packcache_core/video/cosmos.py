@@ -146,6 +146,8 @@ class CosmosTokenizer:
         Computed by running the network's structure on the meta device (no memory, no FLOPs)
         for two pushes: the convolution inputs plus one frame of keys and values, then one more.
         """
+        if latent_frames <= 0:
+            return 0
         h, w = height // self.spatial_stride, width // self.spatial_stride
         if self._meta is None:
             with torch.device("meta"):

@@ -82,3 +82,10 @@ def test_bad_inputs(tokenizer: PatchTokenizer) -> None:
     stream.push(torch.zeros(2, 2, dtype=torch.int64))
     with pytest.raises(ValueError, match="shape changed"):
         stream.push(torch.zeros(2, 3, dtype=torch.int64))
+
+
+def test_stream_state_bytes_is_the_previous_frame() -> None:
+    tokenizer = PatchTokenizer()
+    stream = tokenizer.stream_decoder()
+    stream.push(torch.zeros(4, 6, dtype=torch.int64))
+    assert tokenizer.stream_state_bytes(32, 48, 1) == stream._prev.nbytes == 3 * 32 * 48 * 4
