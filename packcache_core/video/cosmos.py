@@ -27,9 +27,10 @@ work at frame 10,000 as at frame 1.
   truncation boundary, PSNR 93 dB), but its keys and values grow by one frame per push (at
   672x384 in bf16: 7.9 MiB per latent frame).
 - window=w: a frame attends to itself and the w - 1 frames before it; the state then has a
-  fixed size (at 672x384 in bf16: 390 MiB of convolution inputs, plus w - 1 frames of keys and
-  values). Exact while the clip is at most w latent frames; past that, the attention sees fewer
-  frames than the whole-clip decode. PSNR of the streamed clip against the whole clip on the
+  fixed size (at 672x384 in bf16: 382 MiB of convolution inputs plus w - 1 frames of keys and
+  values, 626 MiB at the default window; `stream_state_bytes`). Exact while the clip is at
+  most w latent frames; past that, the attention sees fewer frames than the whole-clip
+  decode. PSNR of the streamed clip against the whole clip on the
   same network, 13 frames: w=2 26.0 dB, 4 30.6 dB, 8 40.9 dB (longer clips:
   benchmarks/cosmos_stream.py). Random weights and random codes are a harsh case; measure on
   real weights before shortening it. `DEFAULT_WINDOW` (32 latent frames, 125 RGB frames, exact
