@@ -27,6 +27,7 @@ import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -43,6 +44,7 @@ from packcache_core.demo.card import (
 from packcache_core.demo.data import FRAME_HEIGHT, FRAME_WIDTH, make_clip
 from packcache_core.demo.long import LONG_HEIGHT, LONG_WIDTH, make_long_clip
 from packcache_core.demo.paths import make_path_clip
+from packcache_core.demo.rollout import ServedModel, rollout_loss
 from packcache_core.demo.train import (
     DEMO_CONFIG,
     FPS,
@@ -56,7 +58,7 @@ from packcache_core.demo.train import (
     whole_clip_row,
 )
 from packcache_core.demo.views import Row, cache_views, view_sequence
-from packcache_core.generate import GenerationDefaults, SamplingConfig
+from packcache_core.generate import GenerationDefaults, SamplingConfig, VideoRequest
 from packcache_core.host import prepare_host
 from packcache_core.layout import FrameLayout, header_tokens
 from packcache_core.model import LumosTransformer
@@ -66,6 +68,7 @@ from packcache_core.text import ByteTextTokenizer, build_prompt_ids
 from packcache_core.video import VideoTokenizer, load_video_tokenizer
 
 TOKENIZER = "builtin:patch-small"
+ROLLOUT_CLIPS = 1_000_000  # path clip ids of rollout clips start here (view rows' from 0)
 # Chosen with benchmarks/quality.py on held-out clips (see the card's "training" notes).
 DEMO_SAMPLING = SamplingConfig(steps=12, cfg_scale=3.0)
 
@@ -102,13 +105,21 @@ class TrainConfig:
     # caption; the other rows are whole clips at absolute positions, so `full` still works at
     # the trained length.
     view_rows: int = 0
-    views_per_row: int = 3
+    # Clips of each batch run through a served cache under `policy` instead (`demo/rollout.py`:
+    # the history exactly as serving holds it, the target frames with gradients).
+    rollout_rows: int = 0
+    views_per_row: int = 3  # target frames per view row or rollout clip
     path_frames: int = 48
     policy: str = "packcache"
 
     def __post_init__(self) -> None:
-        if not 0 <= self.view_rows <= self.batch:
-            raise ValueError(f"--view-rows {self.view_rows}: between 0 and --batch {self.batch}")
+        if min(self.view_rows, self.rollout_rows) < 0 or (
+            self.view_rows + self.rollout_rows >= self.batch
+        ):
+            raise ValueError(
+                f"--view-rows {self.view_rows} + --rollout-rows {self.rollout_rows} must leave "
+                f"--batch {self.batch} at least one whole clip"
+            )
 
 
 # Named starting points; any flag overrides a preset's value.
@@ -116,16 +127,17 @@ PRESETS = {
     # 6-frame clips at absolute positions: the first stage of builtin:demo (and the shipped
     # builtin:demo before it was trained on its cache's view)
     "demo-base": TrainConfig(),
-    # From demo-base: 5 of 8 rows seen through the paper's packcache (rebased, W = 3), on
-    # camera paths that turn where the caption changes; 3 whole 6-frame clips keep `full`.
+    # From demo-base: 4 of 8 clips run through a served cache under the paper's packcache
+    # (rebased, W = 3) on camera paths that turn where the caption changes, 3 target frames
+    # each; 4 whole 6-frame clips keep `full` working at the trained length.
     "demo": TrainConfig(
         model="demo",
-        steps=600,
+        steps=400,
         lr=1e-3,
-        warmup=50,
+        warmup=25,
         init="demo-base",
-        view_rows=5,
-        save_every=100,
+        rollout_rows=4,
+        save_every=50,
     ),
     # From builtin:demo, which already copies content across frames: trained from a random
     # init, 1000 steps on these clips stayed below "freeze the previous frame" (0.47 vs 0.57
@@ -183,7 +195,7 @@ def sample_batch(
     rows = [
         view_row(step * cfg.view_rows + i, cfg, tokenizer, g, layout) for i in range(cfg.view_rows)
     ]
-    for i in range(cfg.batch - cfg.view_rows):
+    for i in range(cfg.batch - cfg.view_rows - cfg.rollout_rows):
         index = step * cfg.batch + i
         n = cfg.latent_frames
         if cfg.model == "demo-long":
@@ -199,6 +211,37 @@ def sample_batch(
         masked = tube_mask(layout.grid_tokens, cfg.min_mask_rate, g)
         rows.append(whole_clip_row(*clip_sequence(codes, clip.caption, seconds, masked, drop_text)))
     return make_batch(rows, vocab, rope)
+
+
+def rollout_clips(
+    step: int, cfg: TrainConfig, served: ServedModel, tokenizer: VideoTokenizer, g: torch.Generator
+) -> tuple[float, float]:
+    """`rollout_rows` path clips through a served cache (`rollout_loss`), each at
+    `views_per_row` target frames, the caption changing where the path turns; gradients
+    accumulate, scaled to the mean over targets. Returns (mean loss, accuracy)."""
+    W, H = FRAME_SIZES[cfg.model]
+    policy = policy_from_spec(cfg.policy)
+    scale = 1.0 / (cfg.rollout_rows * cfg.views_per_row)
+    total, correct, count = 0.0, 0, 0
+    for i in range(cfg.rollout_rows):
+        n = int(torch.randint(cfg.views_per_row + 1, cfg.path_frames + 1, (), generator=g))
+        clip = make_path_clip("train", ROLLOUT_CLIPS + step * cfg.rollout_rows + i, n)
+        targets = sorted(
+            int(t) + 1 for t in torch.randperm(n - 1, generator=g)[: cfg.views_per_row]
+        )
+        seconds = int(torch.randint(1, cfg.max_seconds + 1, (), generator=g))
+        ids = partial(build_prompt_ids, ByteTextTokenizer(), width=W, height=H, fps=FPS)
+        prompt = ids(clip.captions[0], seconds=seconds)
+        changes = tuple((t, ids(c, seconds=seconds)) for t, c in clip.changes() if t <= targets[-1])
+        slots = max(len(p) for p in (prompt, *(c for _, c in changes)))
+        codes = torch.stack([tokenizer.encode_image(f) for f in clip.latent_frames(range(n))])
+        request = VideoRequest(
+            prompt, codes[0], n, FPS, seconds, prompt_changes=changes, text_slots=slots
+        )
+        tube = tube_mask(FrameLayout(*codes.shape[1:]).grid_tokens, cfg.min_mask_rate, g)
+        loss, hit, m = rollout_loss(served, request, codes, targets, policy, tube, scale)
+        total, correct, count = total + loss, correct + hit, count + m
+    return total / (cfg.rollout_rows * cfg.views_per_row), correct / max(1, count)
 
 
 def view_row(
@@ -273,9 +316,12 @@ def train(cfg: TrainConfig, out: Path) -> None:
     tokenizer = load_video_tokenizer(TOKENIZER)
     rope = RotaryTables(DEMO_CONFIG.head_dim, DEMO_CONFIG.rope_theta, "cpu")
     g = torch.Generator().manual_seed(cfg.seed)
+    served = ServedModel(model, DEMO_CONFIG, vocab)
+    served.sync()
     wall0, cpu0 = time.perf_counter(), time.process_time()
     losses: list[float] = []
-    accs: list[float] = []
+    accs: list[float] = []  # whole clips and view rows
+    served_accs: list[float] = []  # targets seen through a served cache
     record: dict[str, object] = {"command": " ".join(["python", *sys.argv])}
     for step in range(cfg.steps):
         for group in opt.param_groups:
@@ -283,18 +329,24 @@ def train(cfg: TrainConfig, out: Path) -> None:
         batch = sample_batch(step, cfg, tokenizer, g, vocab, rope)
         loss, acc = masked_code_loss(model, batch)
         loss.backward()
+        served_loss, served_acc = 0.0, 0.0
+        if cfg.rollout_rows:
+            served_loss, served_acc = rollout_clips(step, cfg, served, tokenizer, g)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        served.sync()
+        losses.append(loss.item() + served_loss)
         accs.append(acc.item())
+        served_accs.append(served_acc)
         done = step + 1
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         if done % cfg.log_every == 0 or done == cfg.steps:
             n = min(cfg.log_every, len(losses))
             print(
                 f"step {done}/{cfg.steps} loss {sum(losses[-n:]) / n:.4f} "
-                f"acc {sum(accs[-n:]) / n:.3f} lr {lr_at(step, cfg):.2e} "
+                f"acc {sum(accs[-n:]) / n:.3f} served acc {sum(served_accs[-n:]) / n:.3f} "
+                f"lr {lr_at(step, cfg):.2e} "
                 f"wall {wall / 60:.1f} min cpu {cpu / 60:.1f} min",
                 flush=True,
             )

@@ -99,3 +99,45 @@ def test_path_clips_turn_where_the_caption_changes() -> None:
         a[max(0, dy) : H + min(0, dy), max(0, dx) : W + min(0, dx)],
     )
     assert make_path_clip("train", 3, 40).captions == clip.captions  # a pure function
+
+
+def test_a_rollout_target_sees_what_serving_predicts_from() -> None:
+    """Training through a served cache (`demo/rollout.py`): at every frame of a path that
+    turns (a prompt change, a re-cache, packing and rebasing), the compact training model's
+    logits over the cache it builds, combined for guidance, are those serving's
+    `predict_frame` gives on the shipped model."""
+    from safetensors.torch import load_file
+
+    from packcache_core.demo.card import EMBED_IDS, WEIGHTS_DIR
+    from packcache_core.demo.rollout import ServedModel, target_logits
+    from packcache_core.demo.train import DEMO_CONFIG, compact_model, vocabulary
+    from packcache_core.text import ByteTextTokenizer, build_prompt_ids
+    from packcache_core.video import load_video_tokenizer
+
+    vocab = vocabulary()
+    compact = compact_model(DEMO_CONFIG, vocab.numel(), 0)
+    packed = load_file(str(WEIGHTS_DIR / "demo-base.safetensors"))
+    compact.load_state_dict({k: v.float() for k, v in packed.items() if k != EMBED_IDS})
+    served = ServedModel(compact, DEMO_CONFIG, vocab)
+    served.sync()
+    tok = load_video_tokenizer("builtin:patch-small")
+    clip = next(c for i in range(20) if (c := make_path_clip("heldout", i, 8)).changes())
+    codes = torch.stack([tok.encode_image(f) for f in clip.latent_frames(range(8))])
+    ids = [build_prompt_ids(ByteTextTokenizer(), c, 128, 64, 12, 2) for c in clip.captions]
+    changes = tuple((t, ids[t]) for t, _ in clip.changes())
+    req = VideoRequest(ids[0], codes[0], 8, 12, 2, prompt_changes=changes, text_slots=80)
+    sampling = SamplingConfig(steps=1, cfg_scale=3.0)
+    policy = policy_from_spec("packcache")
+    serving = VideoGeneration(load_model("builtin:demo-base"), req, sampling, policy)
+    training = VideoGeneration(served.model, req, sampling, policy)
+    training.prefill()
+    every_code = torch.zeros(LAYOUT.grid_tokens, dtype=torch.bool)  # newlines stay, as served
+    every_code[LAYOUT.code_slots() - 3] = True
+    for t in range(1, 8):
+        want = serving.predict_frame()  # (h w, n_codes), guided
+        with torch.no_grad():
+            (cond, uncond), target = target_logits(served, training, codes[t], every_code)
+        torch.testing.assert_close(uncond + 3.0 * (cond - uncond), want, atol=1e-4, rtol=0)
+        assert torch.equal(target, codes[t].flatten())
+        serving.replay_frame(codes[t])
+        training.replay_frame(codes[t])
