@@ -9,6 +9,8 @@ see `policy.py`) or a generator.
 Slot layout (same for both rows, so every write is one slice):
     [ pad | text | header (3) | frame 0 (F) | history (packed) | current frame (F) ]
       <----- prefix P = text capacity + 3 ---->
+Text-to-video has no frame 0 slots (`anchor_frame` False): its generated frame 0 is written
+back with the AR-DF mask, as the official code does, and is the first history frame.
 The prefix is right-aligned: the conditional row's text ends where the header begins, and the
 unconditional row has no text (all its text slots are padding). So each row attends one
 contiguous run of slots, from its first valid one (`row_start`) to the end, and a denoising step
@@ -52,6 +54,12 @@ class CacheSpec:
     head_dim: int
     dtype_bytes: int
     text_slots: int = 0  # slots for the text, if more than text_len: room for a new prompt
+    anchor_frame: bool = True  # a clean conditioning frame 0 among the anchors (False: t2v)
+
+    @property
+    def first_generated(self) -> int:
+        """Temporal index of the first generated frame: 1 after a conditioning frame, else 0."""
+        return 1 if self.anchor_frame else 0
 
     @property
     def text_capacity(self) -> int:
@@ -64,7 +72,7 @@ class CacheSpec:
 
     @property
     def anchor_tokens(self) -> int:
-        return self.prefix_tokens + self.layout.tokens
+        return self.prefix_tokens + (self.layout.tokens if self.anchor_frame else 0)
 
     @property
     def capacity_tokens(self) -> int:
@@ -206,12 +214,13 @@ class KVCache:
         return self._next_index(len(self.history))
 
     def _next_index(self, kept: int) -> int:
+        first = self.spec.first_generated
         if not self.policy.rebase:
-            return 1 + self.frames_written
+            return first + self.frames_written
         saturate = rebase_at(self.policy)
         if not saturate:
-            return 1 + kept
-        return max(1 + kept, min(1 + self.frames_written, saturate))
+            return first + kept
+        return max(first + kept, min(first + self.frames_written, saturate))
 
     def _rebased(self, kept: int) -> range:
         """Temporal indices of `kept` retained frames with rebase: contiguous, right before
@@ -322,10 +331,12 @@ def plan_cache(
     write_backs: int | None,
     dtype: torch.dtype,
     text_slots: int = 0,
+    anchor_frame: bool = True,
 ) -> CacheSpec:
     """The cache a request will need, computed before it is admitted; `write_backs` None for
     a video without a preset end, `text_slots` the slots held for its text (if more than
-    `text_len`, so a longer prompt can replace the first)."""
+    `text_len`, so a longer prompt can replace the first), `anchor_frame` False for
+    text-to-video (no conditioning frame)."""
     return CacheSpec(
         text_len=text_len,
         layout=layout,
@@ -335,4 +346,5 @@ def plan_cache(
         head_dim=cfg.head_dim,
         dtype_bytes=torch.empty(0, dtype=dtype).element_size(),
         text_slots=text_slots,
+        anchor_frame=anchor_frame,
     )

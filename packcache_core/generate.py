@@ -1,4 +1,5 @@
-"""AR-DF image-to-video generation, one latent frame after another, with a fixed-size cache.
+"""AR-DF generation of a video, one latent frame after another, with a fixed-size cache:
+image-to-video (frame 0 given), or text-to-video (frame 0 generated too; one frame is an image).
 
 What it is: `VideoGeneration`, a per-request state machine with its units of work: `prefill()`,
 and a denoising step split in two (`prepare_step()` gives its share of a forward,
@@ -12,6 +13,12 @@ Per frame, positions and rotary tables are built once for the current frame's ro
 only the frame's tokens change. Steps attend without a mask (each row its own run of cache
 slots, `KVCache.row_start`). The output head runs on the current
 frame's code slots and the code vocabulary only.
+
+Text-to-video follows the official code (`generate_maskedAR_mmrope_v8_newcache`,
+generation_task "t2v"): frame 0 is denoised by the same loop, steps, guidance and running
+temperature as every later frame, and written back with the AR-DF history mask like every
+generated frame, so the cache has no clean frame anchor: frame 0 is the first history frame,
+which each cache policy keeps, packs or drops as it does any history frame.
 
 Invariant: a request's cache is allocated in the constructor at its final size; `step()` never
 allocates cache memory and never syncs with the device except to hand a finished frame's codes
@@ -91,11 +98,12 @@ class GenerationDefaults:
 
 @dataclass(frozen=True)
 class VideoRequest:
-    """What to generate: prompt ids, conditioning codes, length."""
+    """What to generate: prompt ids, conditioning codes (or, for text-to-video, none and the
+    latent grid), length."""
 
     prompt_ids: list[int]  # conditional prefix: BOS + text + SEP
-    first_frame: torch.Tensor  # (h, w) int64 codes of the conditioning image
-    latent_frames: int  # total, conditioning frame included (>= 2); the prompt states it
+    first_frame: torch.Tensor | None  # (h, w) int64 codes of the conditioning image; None: t2v
+    latent_frames: int  # total, frame 0 included (>= 2 with an image, >= 1 without)
     fps: int = 12
     seconds: int = 2
     open_ended: bool = False  # run past `latent_frames` until `stop()` (a bounded policy)
@@ -105,17 +113,37 @@ class VideoRequest:
     # On a prompt change, forward the conditioning frame and the history again under the new
     # text (LongLive's KV re-cache); False keeps their keys as the old text made them.
     recache: bool = True
+    grid: tuple[int, int] | None = None  # (h, w) latent grid of a text-to-video request
 
     def __post_init__(self) -> None:
-        if self.latent_frames < 2:
-            raise ValueError(f"latent_frames must be >= 2, got {self.latent_frames}")
-        if self.first_frame.dim() != 2:
+        if self.first_frame is None:
+            if self.grid is None:
+                raise ValueError("a request without a first frame (text-to-video) needs grid")
+        elif self.first_frame.dim() != 2:
             raise ValueError("first_frame must be (h, w) codes")
+        elif self.grid is not None and tuple(self.first_frame.shape) != tuple(self.grid):
+            raise ValueError(f"grid {self.grid} is not the first frame's {self.first_frame.shape}")
+        if self.latent_frames < 1 + self.first_index:
+            raise ValueError(f"latent_frames must be >= {1 + self.first_index}")
         if any(i < 1 for i, _ in self.prompt_changes):
             raise ValueError("a prompt change takes effect at a generated frame (index >= 1)")
 
     @property
+    def first_index(self) -> int:
+        """Latent frame number of the first generated frame: 1 after a conditioning image, 0
+        for text-to-video (the n-th generated frame is latent frame n - 1 + first_index)."""
+        return 0 if self.first_frame is None else 1
+
+    @property
+    def generated_frames(self) -> int:
+        """Latent frames generated (with a preset end)."""
+        return self.latent_frames - self.first_index
+
+    @property
     def layout(self) -> FrameLayout:
+        if self.first_frame is None:
+            assert self.grid is not None
+            return FrameLayout(*self.grid)
         h, w = self.first_frame.shape
         return FrameLayout(int(h), int(w))
 
@@ -128,7 +156,7 @@ class VideoRequest:
     @property
     def write_backs(self) -> int | None:
         """Frames written back into the cache (the last is not); None: no preset end."""
-        return None if self.open_ended else self.latent_frames - 2
+        return None if self.open_ended else self.generated_frames - 1
 
 
 class PromptTooLong(ValueError):
@@ -154,7 +182,7 @@ class SamplerState(NamedTuple):
 
 @dataclass(frozen=True)
 class FrameResult:
-    index: int  # latent frame number (1 = first generated frame)
+    index: int  # n-th generated frame, from 1 (latent frame n - 1 + `VideoRequest.first_index`)
     codes: torch.Tensor  # (h, w) int64 on CPU
     seconds: float  # wall time of the frame, write-back and packing included
     steps: int
@@ -210,6 +238,7 @@ class VideoGeneration:
             req.write_backs,
             self.dtype,
             req.text_capacity,
+            anchor_frame=req.first_frame is not None,
         )
         assert (spec.text_len, spec.layout) == (self.text_len, self.layout), "plan of another"
         assert spec.text_capacity >= req.text_capacity, "the plan has no room for its prompts"
@@ -224,7 +253,7 @@ class VideoGeneration:
     @property
     def total_frames(self) -> int | None:
         """Frames to generate; None for an open-ended video (it runs until `stop()`)."""
-        return None if self.request.open_ended else self.request.latent_frames - 1
+        return None if self.request.open_ended else self.request.generated_frames
 
     @property
     def done(self) -> bool:
@@ -344,13 +373,16 @@ class VideoGeneration:
 
     @torch.no_grad()
     def prefill(self) -> None:
-        """Write text + header (causal) and the conditioning frame into both branches."""
+        """Write text + header (causal) and the conditioning frame, if any, into both branches
+        (text-to-video: frame 0 is denoised next, like any frame)."""
         self._write_text(self.request.prompt_ids)
         self._write_first_frame()
         self._prefilled = True
 
     def _write_first_frame(self) -> None:
         """The conditioning frame, after the text, attending to the anchors before it."""
+        if self.request.first_frame is None:
+            return  # text-to-video: no clean frame anchor
         frame0 = self.layout.frame_tokens(self.request.first_frame.to(self.device))
         cos, sin = self._frame_tables(0)
         segment = self._segment(self.cache.spec.prefix_tokens)
@@ -537,4 +569,5 @@ def cache_plan_for(
         request.write_backs,
         model.dtype,
         request.text_capacity,
+        anchor_frame=request.first_frame is not None,
     )

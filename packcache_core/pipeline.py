@@ -1,8 +1,10 @@
-"""Image in, RGB frames out: the whole image-to-video path for one request.
+"""Image (or none) in, RGB frames out: the whole path of one request, image-to-video or
+text-to-video (text-to-image is text-to-video of one latent frame).
 
 What it is: `Pipeline` holds the warm parts (transformer, video tokenizer, text tokenizer) and
-turns a request into a `VideoRun`: conditioning image -> resolution bucket -> codes, caption ->
-prompt ids, then one `step()` at a time, decoding each finished latent frame to RGB at once.
+turns a request into a `VideoRun`: conditioning image -> resolution bucket -> codes (or, without
+an image, the size asked or the official text-to-video size), caption -> prompt ids, then one
+`step()` at a time, decoding each finished latent frame to RGB at once.
 What it is not: a scheduler or a server; nothing here knows about threads, HTTP or metrics.
 
 Several runs can share a denoising forward: `batch.tick` over them (the server's engine does);
@@ -46,6 +48,9 @@ from packcache_core.video.base import StreamDecoder
 
 BUILTIN_TARGET_SIZE = 128  # built-in models: small frames that run on a CPU
 LUMOS_TARGET_SIZE = 528  # the published 384p setting (672x384 for 16:9)
+# (width, height) of a text-to-video request that names no size, per target size: the official
+# `inference_t2v.py` table (`resolution_dict`); other target sizes take the bucket of a 7:4 frame.
+TEXT_TO_VIDEO_SIZES = {352: (448, 256), 528: (672, 384), 656: (768, 480)}
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ class VideoParams:
     """What a user asks for (validated by the caller's schema; checked again here)."""
 
     prompt: str
-    latent_frames: int = 7  # total, conditioning frame included (7 = "24 frames at 12 fps")
+    latent_frames: int = 7  # total, frame 0 included (7 = "24 frames at 12 fps"); 1: an image
     fps: int = 12
     size: tuple[int, int] | None = None  # (width, height); None = Lumos-1 bucket of the image
     seed: int = 0
@@ -69,6 +74,12 @@ class VideoParams:
     # The duration the prompt states, if not the one `latent_frames` covers (an extension
     # keeps its source's, so the source's frames replay exactly).
     stated_seconds: int | None = None
+    text_only: bool = False  # no conditioning image: frame 0 is generated (text-to-video)
+
+    @property
+    def first_index(self) -> int:
+        """Latent frame number of the first generated frame (1 after an image, else 0)."""
+        return 0 if self.text_only else 1
 
     @property
     def num_frames(self) -> int:
@@ -96,8 +107,9 @@ class Prepared:
     """A request turned into tokens: what `plan` and `start` consume."""
 
     params: VideoParams
-    image: torch.Tensor  # (H, W, 3) uint8, after bucket resize and crop
+    image: torch.Tensor | None  # (H, W, 3) uint8, after bucket resize and crop; None: t2v
     request: VideoRequest
+    size: tuple[int, int]  # (width, height) of the video
 
     @property
     def layout(self) -> FrameLayout:
@@ -119,20 +131,26 @@ class VideoRun:
         self,
         generation: VideoGeneration,
         decoder: StreamDecoder,
-        first_codes: torch.Tensor,
+        first_codes: torch.Tensor | None,
         prompt_ids: Callable[[str], list[int]],
+        size: tuple[int, int],
     ) -> None:
         self.generation = generation
         self.decoder = decoder
-        self._first_codes = first_codes
+        self._first_codes = first_codes  # None: text-to-video
         self._prompt_ids = prompt_ids  # a caption -> this video's prompt ids
+        self.size = size  # (width, height)
 
     @property
     def done(self) -> bool:
         return self.generation.done
 
     def first_rgb(self) -> torch.Tensor:
-        """(1, H, W, 3) uint8: the tokenizer's reconstruction of the conditioning image."""
+        """(1, H, W, 3) uint8: the tokenizer's reconstruction of the conditioning image;
+        (0, H, W, 3) for text-to-video, whose frame 0 comes out of its first `step`."""
+        if self._first_codes is None:
+            W, H = self.size
+            return torch.zeros((0, H, W, 3), dtype=torch.uint8)
         return self.decoder.push(self._first_codes)
 
     @property
@@ -169,13 +187,13 @@ class VideoRun:
         result = self.generation.finish_step(hidden)
         if result is None:
             return None
-        rgb = self.decoder.push(result.codes.to(self._first_codes.device))
+        rgb = self.decoder.push(result.codes.to(self.generation.device))
         return FrameOutput(result, rgb)
 
     def resume(self, codes: list[torch.Tensor], state: SamplerState | None) -> list[FrameOutput]:
         """Carry on from recorded frames (after `first_rgb`): the cache is rebuilt by replaying
         them, and each is decoded again, so the video's frames are whole from the start."""
-        device = self._first_codes.device
+        device = self.generation.device
         return [
             FrameOutput(r, self.decoder.push(r.codes.to(device)))
             for r in self.generation.resume(codes, state)
@@ -243,15 +261,39 @@ class Pipeline:
         size = params.size or self.defaults.size
         return size or choose_bucket(width, height, crop_size_list(self.target_size))
 
-    def prepare(self, image: Image.Image, params: VideoParams) -> Prepared:
-        size = self.output_size(image.width, image.height, params)
-        pixels = fixed_size_preprocess(image, *size)
-        H, W, _ = pixels.shape
-        codes = self.video_tokenizer.encode_image(pixels.to(self.model.device))  # (h, w)
+    def text_size(self, size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """(width, height) of a request without an image: `size` (the request's), else the
+        model card's, else the official text-to-video size for this target size."""
+        official = TEXT_TO_VIDEO_SIZES.get(self.target_size)
+        bucket = official or choose_bucket(7, 4, crop_size_list(self.target_size))
+        return size or self.defaults.size or bucket
+
+    def image_sizes(self) -> list[tuple[int, int]]:
+        """(width, height) sizes this model makes from text alone: the model card's, else the
+        resolution buckets of the target size (`image.crop_size_list`)."""
+        if self.defaults.size is not None:
+            return [self.defaults.size]
+        return crop_size_list(self.target_size)
+
+    def prepare(self, image: Image.Image | None, params: VideoParams) -> Prepared:
+        """Tokens of a request; `image` None for text-to-video (frame 0 is generated)."""
+        if (image is None) != params.text_only:
+            given = "no image" if image is None else "an image"
+            raise ValueError(f"{given} for a request with text_only={params.text_only}")
+        pixels: torch.Tensor | None = None
+        codes: torch.Tensor | None = None
+        if image is None:
+            W, H = self.text_size(params.size)
+        else:
+            size = self.output_size(image.width, image.height, params)
+            pixels = fixed_size_preprocess(image, *size)
+            H, W, _ = pixels.shape
+            codes = self.video_tokenizer.encode_image(pixels.to(self.model.device)).cpu()  # (h, w)
+        stride = self.video_tokenizer.spatial_stride
         ids = self._prompt_encoder(params, W, H)
         req = VideoRequest(
             ids(params.prompt),
-            codes.cpu(),
+            codes,
             params.latent_frames,
             params.fps,
             params.seconds,
@@ -259,8 +301,9 @@ class Pipeline:
             tuple((i, ids(text)) for i, text in params.prompt_changes),
             params.text_slots,
             params.recache,
+            grid=None if codes is not None else (H // stride, W // stride),
         )
-        return Prepared(params, pixels, req)
+        return Prepared(params, pixels, req, (W, H))
 
     def _prompt_encoder(
         self, params: VideoParams, width: int, height: int
@@ -287,12 +330,14 @@ class Pipeline:
         """Allocate the request's cache (as `spec`, the plan admission made, when given)."""
         p = prepared.params
         gen = VideoGeneration(self.model, prepared.request, p.sampling, p.policy, p.seed, spec=spec)
-        H, W, _ = prepared.image.shape
+        W, H = prepared.size
+        first = prepared.request.first_frame
         return VideoRun(
             gen,
             self.video_tokenizer.stream_decoder(),
-            prepared.request.first_frame.to(self.model.device),
+            None if first is None else first.to(self.model.device),
             self._prompt_encoder(p, W, H),
+            prepared.size,
         )
 
 

@@ -67,6 +67,7 @@ def request_to_json(params: VideoParams) -> dict[str, Any]:
         "text_slots": params.text_slots,
         "recache": params.recache,
         "stated_seconds": params.stated_seconds,
+        "text_only": params.text_only,
     }
 
 
@@ -86,6 +87,7 @@ def request_from_json(data: dict[str, Any]) -> VideoParams:
         text_slots=int(data.get("text_slots", 0)),
         recache=bool(data.get("recache", True)),
         stated_seconds=None if data.get("stated_seconds") is None else int(data["stated_seconds"]),
+        text_only=bool(data.get("text_only", False)),
     )
 
 

@@ -50,6 +50,7 @@ class Ask:
     policy_params: dict[str, object] = field(default_factory=dict)
     open_ended: bool = False  # no preset end: the length is only the one the prompt states
     text_slots: int = 0  # text tokens the cache holds for a prompt that may change
+    text_only: bool = False  # no conditioning image: text-to-video
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,49 @@ def resolve(ask: Ask, defaults: GenerationDefaults, limits: Limits) -> VideoPara
         sampling=SamplingConfig(steps=steps, cfg_scale=guidance),
         open_ended=ask.open_ended,
         text_slots=ask.text_slots,
+        text_only=ask.text_only,
+    )
+
+
+# The official text-to-image prompt states "1 frames at 1 frames per second" (1 s at 1 fps).
+IMAGE_FPS = IMAGE_SECONDS = 1
+
+
+def image_size(
+    size: str | None, sizes: list[tuple[int, int]], default: tuple[int, int]
+) -> tuple[int, int]:
+    """The (width, height) of a text-to-image request: `default` for None or "auto", else one
+    of the model's `sizes` exactly (RequestError naming them otherwise)."""
+    if size is None or size == "auto":
+        return default
+    w, sep, h = size.lower().partition("x")
+    if sep and w.isdigit() and h.isdigit() and (int(w), int(h)) in sizes:
+        return int(w), int(h)
+    names = ", ".join(f"{a}x{b}" for a, b in sizes)
+    raise RequestError(f"size {size!r}: this model makes {names} (or auto)", "size")
+
+
+def resolve_image(
+    prompt: str, size: tuple[int, int], defaults: GenerationDefaults, limits: Limits
+) -> VideoParams:
+    """Checked `VideoParams` of one text-to-image generation: text-to-video of one latent
+    frame, stated as the official `inference_t2i.py` states it (1 s at 1 fps), with the
+    model's sampling defaults and a random seed; no frame is written back, so the cache
+    policy is `full` (it holds the text and the one frame)."""
+    check_prompt(prompt, limits)
+    if not prompt.strip():
+        raise RequestError("prompt is empty", "prompt")
+    steps = min(defaults.sampling.steps, limits.max_steps)
+    return VideoParams(
+        prompt=prompt,
+        latent_frames=1,
+        fps=IMAGE_FPS,
+        size=size,
+        seed=secrets.randbelow(2**31),
+        policy=make_policy("full"),
+        sampling=SamplingConfig(steps=steps, cfg_scale=defaults.sampling.cfg_scale),
+        stated_seconds=IMAGE_SECONDS,
+        text_only=True,
     )
 
 
@@ -196,7 +240,7 @@ def extension(
     the new ones are those one uninterrupted request of the whole length would draw.
     `length_param`: the field `more` came from, named by an error."""
     check_prompt(prompt, limits)
-    total = 1 + made + more
+    total = source.first_index + made + more
     if more < 1:
         raise RequestError("an extension adds at least one latent frame", length_param)
     if total > limits.longest(source.policy):
@@ -222,7 +266,7 @@ def remixed(source: VideoParams, prompt: str, made: int, limits: Limits) -> Vide
     check_prompt(prompt, limits)
     if not source.open_ended:
         return dataclasses.replace(source, prompt=prompt, prompt_changes=())
-    latent = max(2, 1 + made)
+    latent = max(2, source.first_index + made)
     if latent > limits.longest(source.policy):
         why = limits.too_long(latent, source.policy).replace("the video", "the remix")
         raise RequestError(f"{why}: the open-ended source ran that long", "video_id")

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from packcache_core.config import CODE_OFFSET
-from packcache_core.generate import SamplingConfig, VideoGeneration, VideoRequest
+from packcache_core.generate import FrameResult, SamplingConfig, VideoGeneration, VideoRequest
 from packcache_core.layout import MASK, NGRID, VIDEO_START, FrameLayout, frame_positions
 from packcache_core.model import LumosTransformer
 from packcache_core.policy import FullPolicy
@@ -117,50 +117,66 @@ class RecordedNoise:
         return self.t[f"{self.keys[len(self.cfg_logits) - 1]}.uniform"].to(device)
 
 
-def test_generator_reproduces_every_step(
-    trace: Trace, reference_model: LumosTransformer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    steps = trace.meta["steps"]
+def replay_official_steps(
+    model: LumosTransformer,
+    request: VideoRequest,
+    sampling: SamplingConfig,
+    meta: dict[str, Any],
+    t: dict[str, torch.Tensor],
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[VideoGeneration, list[FrameResult]]:
+    """Run our generator (`full`) with a trace's draws and uniforms injected; check every
+    step's tokens before and after, its CFG logits and both branches' logits against the
+    trace. Returns the generation and its finished frames (shared by the t2v trace's test)."""
+    steps = meta["steps"]
     keys = [f"step{s['frame']}_{s['step']}" for s in steps]
-    noise = RecordedNoise(trace.t, keys)
+    noise = RecordedNoise(t, keys)
     branch_logits: list[torch.Tensor] = []
-    code_logits = reference_model.code_logits
+    code_logits = model.code_logits
 
     def recording(hidden: torch.Tensor) -> torch.Tensor:
         out = code_logits(hidden)
         branch_logits.append(out)
         return out
 
-    monkeypatch.setattr(reference_model, "code_logits", recording)
-    gen = VideoGeneration(
-        reference_model, trace.request(), trace.sampling(), FullPolicy(), noise=noise
-    )
+    monkeypatch.setattr(model, "code_logits", recording)
+    gen = VideoGeneration(model, request, sampling, FullPolicy(), noise=noise)
     gen.step()  # prefill
     frames = []
     for key in keys:
         before = gen._frame.ids.clone() if gen._frame is not None else None
         result = gen.step()
         if before is not None:
-            assert torch.equal(before, trace.t[f"{key}.tokens_before"]), key
+            assert torch.equal(before, t[f"{key}.tokens_before"]), key
         if result is None:
             assert gen._frame is not None
-            assert torch.equal(gen._frame.ids, trace.t[f"{key}.tokens_after"]), key
+            assert torch.equal(gen._frame.ids, t[f"{key}.tokens_after"]), key
         else:
             frames.append(result)
             after = result.codes.reshape(-1) + CODE_OFFSET
-            assert torch.equal(after, trace.t[f"{key}.tokens_after"]), key
-    assert gen.done and len(frames) == trace.request().latent_frames - 1
+            assert torch.equal(after, t[f"{key}.tokens_after"]), key
+    assert gen.done
 
-    fwd = trace.meta["forwards"]
+    fwd = meta["forwards"]
     for i, (key, s) in enumerate(zip(keys, steps, strict=True)):
         rows = noise.rows[i]  # only the slots still masked: the others keep their codes
-        assert rows.numel() == int((trace.t[f"{key}.tokens_before"] == MASK).sum()), key
+        assert rows.numel() == int((t[f"{key}.tokens_before"] == MASK).sum()), key
         torch.testing.assert_close(
-            noise.cfg_logits[i], trace.t[f"{key}.cfg_code_logits"][rows], atol=CFG_ATOL, rtol=0
+            noise.cfg_logits[i], t[f"{key}.cfg_code_logits"][rows], atol=CFG_ATOL, rtol=0
         )
         for row, call in enumerate((s["cond_forward"], s["uncond_forward"])):
-            want = trace.t[f"fwd{fwd[call]['index']:02d}.code_logits"][rows]
+            want = t[f"fwd{fwd[call]['index']:02d}.code_logits"][rows]
             torch.testing.assert_close(branch_logits[i][row], want, atol=LOGIT_ATOL, rtol=0)
+    return gen, frames
+
+
+def test_generator_reproduces_every_step(
+    trace: Trace, reference_model: LumosTransformer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, frames = replay_official_steps(
+        reference_model, trace.request(), trace.sampling(), trace.meta, trace.t, monkeypatch
+    )
+    assert len(frames) == trace.request().latent_frames - 1
 
     final = torch.tensor(trace.meta["final_tokens"])
     lay, n = trace.layout, trace.n
