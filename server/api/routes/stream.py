@@ -116,8 +116,8 @@ Request = Literal["stop", "prompt", "cancel", "ack"]
 # the next frame; while the video is queued it waits for the start). More are `rejected`.
 MAX_PENDING_PROMPTS = 4
 ONLY = (
-    'after the request, only {"type": "cancel"}, {"type": "stop"} or '
-    '{"type": "prompt", "prompt": "..."} are accepted'
+    'after the request, only {"type": "cancel"}, {"type": "stop"}, '
+    '{"type": "prompt", "prompt": "..."} or {"type": "ack", "index": i} are accepted'
 )
 
 
@@ -131,8 +131,9 @@ def control_limit(max_prompt_chars: int) -> int:
 async def _watch_client(
     ws: WebSocket, rt: Runtime, sender: StreamSender, job_id: str
 ) -> Literal["cancel", "disconnect"]:
-    """Serves the client's `stop` and `prompt` messages until a cancel or a disconnect. Never
-    waits on the engine, so a `cancel` or `stop` is read at once, queued or running. Anything
+    """Serves the client's `stop`, `prompt` and `ack` messages until a cancel or a
+    disconnect. Never waits on the engine, so a `cancel` or `stop` is read at once, queued or
+    running. Anything
     the video cannot take (a stop of a fixed-length video, a prompt too long, a message too
     big, malformed or of an unknown type) is answered with `rejected`, and the video goes on."""
     limit = control_limit(rt.settings.max_prompt_chars)
@@ -262,7 +263,9 @@ async def _run(ws: WebSocket, rt: Runtime, request: StreamRequest, job_id: str, 
         window=request.frame_window,
         final_wait_s=s.ws_ping_timeout_s,
     )
-    image = _decode_image(request.image, rt.settings.max_upload_bytes)
+    image = None  # text-to-video
+    if request.image is not None:
+        image = _decode_image(request.image, rt.settings.max_upload_bytes)
     sending = asyncio.create_task(sender.run())
     watching: asyncio.Task[Literal["cancel", "disconnect"]] | None = None
     try:
