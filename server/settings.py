@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     )
     max_running: int = Field(8, ge=1, le=1024, description="most requests generating at once")
     max_queued: int = Field(16, ge=1, le=100_000, description="most requests waiting to start")
+    max_images: int = Field(
+        4, ge=1, le=10, description="most images one POST /v1/images/generations makes (its n)"
+    )
     threads: int | None = Field(
         None,
         ge=1,

@@ -25,7 +25,7 @@ from pydantic import TypeAdapter
 
 from server.api.errors import install_error_handlers
 from server.api.head import HeadAsGetMiddleware
-from server.api.routes import health, models, stream, ui, videos
+from server.api.routes import health, images, models, stream, ui, videos
 from server.api.schemas import ClientMessage, ExtendRequest, ServerMessage
 from server.api.security import BodyLimitMiddleware, HeaderLimitMiddleware
 from server.entry.runtime import Runtime
@@ -55,7 +55,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     app = FastAPI(
         title="PackCache Server",
         version=VERSION,
-        description="Lumos-1 image-to-video with fixed-size per-request KV caches. The "
+        description="Lumos-1 image-to-video, text-to-video and text-to-image with fixed-size "
+        "per-request KV caches. The "
         "websocket /v1/videos/stream is described in server/README.md; its messages are "
         "under components.schemas (StreamRequest, CancelMessage, *Message).",
         lifespan=lifespan,
@@ -64,6 +65,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(videos.router)
+    app.include_router(images.router)
     app.include_router(models.router)
     app.include_router(stream.router)
     app.include_router(ui.router)  # the demo page at /

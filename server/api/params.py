@@ -26,9 +26,12 @@ from server.settings import Settings
 POLICY_FIELDS = tuple(policy_knobs())
 
 
-def ask_of(opts: GenerationOptions, open_ended: bool = False, text_slots: int = 0) -> Ask:
+def ask_of(
+    opts: GenerationOptions, open_ended: bool = False, text_slots: int = 0, text_only: bool = False
+) -> Ask:
     """The request's options as the core's resolver reads them (a websocket stream adds
-    whether it is open-ended and the text slots it holds for a new prompt)."""
+    whether it is open-ended and the text slots it holds for a new prompt; `text_only`: no
+    image came, text-to-video)."""
     knobs = {k: getattr(opts, k) for k in POLICY_FIELDS if getattr(opts, k) is not None}
     return Ask(
         prompt=opts.prompt,
@@ -43,11 +46,16 @@ def ask_of(opts: GenerationOptions, open_ended: bool = False, text_slots: int = 
         policy_params=knobs,
         open_ended=open_ended,
         text_slots=text_slots,
+        text_only=text_only,
     )
 
 
 def to_video_params(
-    opts: GenerationOptions, settings: Settings, open_ended: bool = False, text_slots: int = 0
+    opts: GenerationOptions,
+    settings: Settings,
+    open_ended: bool = False,
+    text_slots: int = 0,
+    text_only: bool = False,
 ) -> VideoParams:
     """Checked `VideoParams` for a request (raises `InvalidRequest`)."""
     if opts.model is not None and opts.model != settings.model_name:
@@ -57,7 +65,7 @@ def to_video_params(
             code="model_not_found",
         )
     try:
-        ask = ask_of(opts, open_ended, text_slots)
+        ask = ask_of(opts, open_ended, text_slots, text_only)
         return resolve(ask, settings.generation_defaults, settings.limits)
     except RequestError as e:
         raise InvalidRequest(str(e), param=e.param) from e

@@ -1,9 +1,10 @@
 """Wire formats: the REST request/response models and the websocket messages, as pydantic models.
 
 What it is: `GenerationOptions` (the fields shared by `POST /v1/videos` and the websocket
-request, with static bounds), the OpenAI-shaped video objects, the error envelope, and every
-websocket message both ways. What it is not: the limits that depend on settings (prompt length,
-frames, steps, pixels): `params.py` checks those when it maps a request to `VideoParams`.
+request, with static bounds), the OpenAI-shaped video objects, the error envelope, every
+websocket message both ways, and the Images API's generation request and response. What it
+is not: the limits that depend on settings (prompt length, frames, steps, pixels):
+`params.py` checks those when it maps a request to `VideoParams`.
 
 Invariant: extra fields are refused, so a misspelt option is a 400, never silently ignored.
 """
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import UploadFile
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from packcache_core.policy import POLICIES, known_policy, policy_knobs
 from server.engine.events import RequestStats
@@ -68,7 +70,7 @@ class _Options(BaseModel):
         None,
         pattern=r"^[0-9]{1,5}x[0-9]{1,5}$",
         description='"WxH", multiples of 32; default: the model card\'s, else the Lumos-1 '
-        "bucket of the image",
+        "bucket of the image (without an image: the official text-to-video size)",
     )
     latent_frames: Int | None = Field(None, ge=2, le=1000, description="conditioning included")
     frames: Int | None = Field(None, ge=2, le=4000, description="RGB frames (rounded up to 1+4k)")
@@ -110,7 +112,11 @@ else:
 class CreateVideoForm(GenerationOptions):
     """`POST /v1/videos` as multipart/form-data."""
 
-    input_reference: UploadFile = Field(description="the conditioning image (PNG, JPEG, WebP)")
+    input_reference: UploadFile | None = Field(
+        None,
+        description="the conditioning image (PNG, JPEG, WebP); leave it out for text-to-video "
+        "(frame 0 is generated from the prompt)",
+    )
 
 
 class VideoError(BaseModel):
@@ -224,10 +230,14 @@ class Readiness(BaseModel):
 
 
 class StreamRequest(GenerationOptions):
-    """First client message: what to generate, the image inline."""
+    """First client message: what to generate, the image inline (none: text-to-video)."""
 
     type: Literal["generate"] = "generate"
-    image: str = Field(min_length=1, description="the conditioning image, base64")
+    image: str | None = Field(
+        None,
+        min_length=1,
+        description="the conditioning image, base64; leave it out for text-to-video",
+    )
     frame_format: Literal["jpeg", "png"] = Field("jpeg", description="encoding of frame messages")
     cancel_on_disconnect: bool = Field(
         False,
@@ -416,3 +426,62 @@ ClientMessage = Annotated[
     StreamRequest | CancelMessage | StopMessage | PromptMessage | AckMessage,
     Field(discriminator="type"),
 ]
+
+
+# -- POST /v1/images/generations ----------------------------------------------------------------
+
+ImageFormat = Literal["png", "jpeg", "webp"]
+
+
+def _image_input(value: Any) -> Any:
+    raise ValueError(
+        "an image input belongs to image editing; /v1/images/generations makes images from "
+        "the prompt alone (leave this field out)"
+    )
+
+
+ImageInput = Annotated[Any, BeforeValidator(_image_input), SkipJsonSchema()]
+
+
+class ImageGenerationRequest(BaseModel):
+    """OpenAI's Images API `generate`: text-to-image, one latent frame each, through the same
+    engine, admission, metrics and tenants as videos."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=100_000, description="what the image shows")
+    model: str | None = Field(None, max_length=256, description="the served model name")
+    n: Int = Field(1, ge=1, le=10, description="images to make (at most the server's max_images)")
+    size: str | None = Field(
+        None,
+        pattern=r"^([0-9]{1,5}x[0-9]{1,5}|auto)$",
+        description='"WxH", one of the model\'s sizes (a 400 names them), or "auto": the '
+        "model card's size, else the official text-to-video size",
+    )
+    response_format: Literal["b64_json", "url"] = Field(
+        "b64_json",
+        description="b64_json: the image in the response; url: a link to GET "
+        "/v1/images/{id}/content (the same API key; kept retention_s)",
+    )
+    output_format: ImageFormat = Field("png", description="encoding of the image")
+    output_compression: Int | None = Field(
+        None, ge=0, le=100, description="jpeg/webp quality, 0-100 (default 90)"
+    )
+    user: str | None = Field(None, max_length=256, description="accepted and ignored")
+    # Image-editing inputs: named, so a request carrying one is refused with a clear message.
+    image: ImageInput = None
+    mask: ImageInput = None
+    input_reference: ImageInput = None
+
+
+class ImageData(BaseModel):
+    b64_json: str | None = None
+    url: str | None = None
+    revised_prompt: str | None = None
+
+
+class ImagesResponse(BaseModel):
+    created: int
+    data: list[ImageData]
+    output_format: ImageFormat
+    size: str

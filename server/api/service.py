@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from contextlib import AsyncExitStack
 from dataclasses import fields
 from functools import partial
 from pathlib import Path
@@ -78,7 +79,7 @@ async def create(
     rt: Runtime,
     job_id: str,
     opts: GenerationOptions,
-    image_bytes: bytes,
+    image_bytes: bytes | None,
     stream: JobListener | None = None,
     image_param: str = "input_reference",
     *,
@@ -88,9 +89,10 @@ async def create(
     realtime: bool = False,
 ) -> VideoObject:
     """Check, store (as `owner`'s) and submit a request; returns once the engine admitted it.
-    A websocket stream may be `open_ended`, hold `text_slots` for a new prompt, and be
-    `realtime`: paced to playback (see `engine/pace.py`)."""
-    params = to_video_params(opts, rt.settings, open_ended, text_slots)
+    `image_bytes` None: text-to-video. A websocket stream may be `open_ended`, hold
+    `text_slots` for a new prompt, and be `realtime`: paced to playback (see
+    `engine/pace.py`)."""
+    params = to_video_params(opts, rt.settings, open_ended, text_slots, image_bytes is None)
     return await _start(
         rt, job_id, params, image_bytes, opts.seconds, stream, image_param, owner, realtime=realtime
     )
@@ -99,7 +101,8 @@ async def create(
 async def remix(
     rt: Runtime, source_id: str, prompt: str, scope: str | None, owner: str
 ) -> VideoObject:
-    """A new video from a completed one's conditioning image and settings, with `prompt`."""
+    """A new video from a completed one's conditioning image (if it had one) and settings,
+    with `prompt`."""
     params, image, recorded = await _source(rt, source_id, scope, "remixed", None)
     try:
         params = remixed(params, prompt, len(recorded.codes), rt.settings.limits)
@@ -139,9 +142,10 @@ async def extend(rt: Runtime, body: ExtendRequest, scope: str | None, owner: str
 
 async def _source(
     rt: Runtime, source_id: str, scope: str | None, verb: str, param: str | None
-) -> tuple[VideoParams, bytes, Recorded]:
-    """A completed video's saved request, image and recorded frames, for a new video made
-    from it (`verb`: what is done to it, for the messages); NotFound or NotReady otherwise."""
+) -> tuple[VideoParams, bytes | None, Recorded]:
+    """A completed video's saved request, image (None: text-to-video) and recorded frames,
+    for a new video made from it (`verb`: what is done to it, for the messages); NotFound or
+    NotReady otherwise."""
     source = lookup(rt, source_id, scope)
     if source.status != "completed":
         raise NotReady(
@@ -158,7 +162,7 @@ async def _start(
     rt: Runtime,
     job_id: str,
     params: VideoParams,
-    image_bytes: bytes,
+    image_bytes: bytes | None,
     seconds: str | None,
     stream: JobListener | None,
     image_param: str,
@@ -173,10 +177,15 @@ async def _start(
     except Unavailable:
         rt.metrics.on_reject("unavailable")
         raise
-    opened = await run_in_threadpool(open_upload, image_bytes, rt.settings, image_param)
-    async with rt.decodes.admit(opened.decode_bytes) as permit:
-        image = await permit.decode(partial(decode_upload, opened, image_param))
-        width, height = engine.pipeline.output_size(image.width, image.height, params)
+    async with AsyncExitStack() as held:
+        image = None
+        if image_bytes is None:  # text-to-video: nothing to decode
+            width, height = engine.pipeline.text_size(params.size)
+        else:
+            opened = await run_in_threadpool(open_upload, image_bytes, rt.settings, image_param)
+            permit = await held.enter_async_context(rt.decodes.admit(opened.decode_bytes))
+            image = await permit.decode(partial(decode_upload, opened, image_param))
+            width, height = engine.pipeline.output_size(image.width, image.height, params)
         size = f"{width}x{height}"
         model = rt.settings.model_name
         record = _record(job_id, model, params, seconds, size, owner, remixed_from)
@@ -202,7 +211,7 @@ def _save_request(
     rt: Runtime,
     job_id: str,
     params: VideoParams,
-    image: bytes,
+    image: bytes | None,
     resume: tuple[str, Recorded] | None,
     realtime: bool,
 ) -> None:

@@ -320,7 +320,7 @@ class Engine:
             log.exception("preparing %s failed", job.id)
             error = ServerError(f"could not prepare the request: {e}")
         else:
-            height, width = prepared.image.shape[:2]
+            width, height = prepared.size
             position = self.scheduler.position(job)
             job.resolve(Admission(position, width, height, job.cache_bytes, job.activation_bytes))
             self._emit(job, Queued(position))
@@ -352,7 +352,7 @@ class Engine:
         self._publish()
         try:
             job.run = self.pipeline.start(job.prepared, job.spec)
-            first = job.run.first_rgb()  # (1, H, W, 3)
+            first = job.run.first_rgb()  # (1, H, W, 3); (0, H, W, 3) for text-to-video
             job.prepared = None  # the run holds what it needs
         except Exception as e:
             log.exception("starting %s failed", job.id)
@@ -363,7 +363,8 @@ class Engine:
         latent, frames = (None, None) if p.open_ended else (p.latent_frames, p.num_frames)
         started = Started(width, height, p.fps, latent, frames, job.policy, job.cache_bytes)
         self._emit(job, started)
-        self._emit(job, Frame(0, 0, first))
+        if first.shape[0]:  # text-to-video: frame 0 comes with the first generated frame
+            self._emit(job, Frame(0, 0, first))
         job.rgb_frames = int(first.shape[0])
         if job.sub.resume is not None:
             self._resume(job, job.sub.resume)

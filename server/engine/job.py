@@ -32,7 +32,7 @@ from server.engine.pace import Pace
 @dataclass(frozen=True)
 class Submission:
     job_id: str
-    image: Image.Image
+    image: Image.Image | None  # None: text-to-video
     params: VideoParams
     listeners: tuple[JobListener, ...] = ()
     arrived: float = field(default_factory=time.monotonic)

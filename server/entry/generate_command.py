@@ -36,7 +36,12 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     from packcache_core.policy import POLICIES, policy_knobs
 
     a = parser.add_argument
-    a("--image", required=True, type=Path, help="conditioning image (JPEG, PNG, WebP, ...)")
+    a(
+        "--image",
+        type=Path,
+        default=None,
+        help="conditioning image (JPEG, PNG, WebP, ...); leave it out for text-to-video",
+    )
     a("--prompt", required=True, help="what should happen in the video")
     a(
         "--frames",
@@ -85,7 +90,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="WxH",
         help="output size, multiples of 32 (default: the built-in model's card, else Lumos-1's "
-        "bucket for the image)",
+        "bucket for the image, or its text-to-video size without one)",
     )
     a("--fps", type=int, default=12, help="frames per second [12]")
     a("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
@@ -114,9 +119,10 @@ def _policy_params(pairs: list[str]) -> dict[str, object]:
     return params
 
 
-def _check(args: argparse.Namespace) -> tuple[VideoParams, Image.Image]:
-    """Validate everything cheap before loading a model; returns (VideoParams, image). The
-    rules and defaults are the server's: the core's one resolver (`request.resolve`)."""
+def _check(args: argparse.Namespace) -> tuple[VideoParams, Image.Image | None]:
+    """Validate everything cheap before loading a model; returns (VideoParams, image or None
+    for text-to-video). The rules and defaults are the server's: the core's one resolver
+    (`request.resolve`)."""
     from packcache_core.builtin import model_defaults
     from packcache_core.image import ImageError, load_image
     from packcache_core.layout import latent_frames_for
@@ -128,12 +134,14 @@ def _check(args: argparse.Namespace) -> tuple[VideoParams, Image.Image]:
         raise UsageError(f"-o {args.output}: the output must be an .mp4 file")
     if not args.output.parent.is_dir():
         raise UsageError(f"-o {args.output}: folder {args.output.parent} does not exist")
-    if not args.image.is_file():
-        raise UsageError(f"--image {args.image}: no such file")
-    try:
-        image = load_image(args.image, max_pixels=100_000_000, max_bytes=200 << 20)
-    except ImageError as e:
-        raise UsageError(f"--image {args.image}: {e}") from e
+    image = None
+    if args.image is not None:
+        if not args.image.is_file():
+            raise UsageError(f"--image {args.image}: no such file")
+        try:
+            image = load_image(args.image, max_pixels=100_000_000, max_bytes=200 << 20)
+        except ImageError as e:
+            raise UsageError(f"--image {args.image}: {e}") from e
     ask = Ask(
         prompt=args.prompt,
         frames=args.frames,
@@ -143,6 +151,7 @@ def _check(args: argparse.Namespace) -> tuple[VideoParams, Image.Image]:
         guidance_scale=args.guidance_scale,
         cache_policy=args.cache_policy,
         policy_params=_policy_params(args.policy_param),
+        text_only=image is None,
     )
     longest = latent_frames_for(MAX_FRAMES)
     limits = Limits(fps=args.fps, max_latent_frames=longest, max_bounded_latent_frames=longest)
@@ -171,7 +180,7 @@ def _device_dtype(args: argparse.Namespace) -> tuple[str, torch.dtype]:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    """Generate one video from an image and a prompt, and write it as MP4."""
+    """Generate one video from a prompt (and an image, if given), and write it as MP4."""
     try:
         return _generate(args)
     except UsageError as e:
@@ -199,7 +208,7 @@ def _generate(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - t0
     prepared = pipe.prepare(image, params)
     spec = pipe.plan(prepared)
-    h, w = prepared.image.shape[:2]
+    w, h = prepared.size
     print(
         f"{args.model}: {w}x{h}, {params.num_frames} frames ({params.latent_frames} latent), "
         f"{params.sampling.steps} steps, policy {params.policy.name}, cache "
@@ -213,9 +222,11 @@ def _generate(args: argparse.Namespace) -> int:
     try:
         with (
             Mp4Writer(args.output, params.fps) as writer,
-            tqdm(total=params.latent_frames - 1, unit="frame", file=sys.stderr) as bar,
+            tqdm(total=run.generation.total_frames, unit="frame", file=sys.stderr) as bar,
         ):
-            writer.write(run.first_rgb())
+            first = run.first_rgb()  # none for text-to-video: frame 0 is generated
+            if first.shape[0]:
+                writer.write(first)
             while not run.done:
                 out = run.step()
                 if out is None:

@@ -41,6 +41,7 @@ from server.engine.memory import memory_for, module_bytes, resolve_budget
 from server.errors import Overloaded, ServerError, StorageError, Unavailable
 from server.metrics import Metrics
 from server.settings import Settings
+from server.storage.images import ImageFiles
 from server.storage.open import open_store
 from server.storage.recorder import JobRecorder, VideoFiles
 from server.storage.store import JobRecord, JobStore
@@ -73,6 +74,7 @@ class Runtime:
         self.metrics.ws_open.set_function(lambda: self.open_streams)
         # Set by open(), in the lifespan (they touch the disk):
         self.files: VideoFiles
+        self.images: ImageFiles  # text-to-image results sent as URLs
         self.store: JobStore
         self.recorder: JobRecorder
         self.io: ThreadPoolExecutor | None = None
@@ -82,6 +84,7 @@ class Runtime:
         """Store, files and recorder: enough to serve stored videos while the model loads."""
         s = self.settings
         self.files = VideoFiles(s.data_dir / "videos")
+        self.images = ImageFiles(s.data_dir / "images")
         self.store = open_store(s.job_store_url())
         self.orphans = self.store.claim_unfinished()  # resumed once the engine runs
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packcache-io")
@@ -100,10 +103,13 @@ class Runtime:
             await asyncio.sleep(self.settings.retention_sweep_s)
 
     def expire(self) -> list[str]:
-        """Delete every video that finished more than `retention_s` ago (none when 0: kept
-        forever); returns their ids."""
+        """Delete every video that finished more than `retention_s` ago, and every image
+        made that long ago (none when 0: kept forever); returns the videos' ids."""
         if not self.settings.retention_s:
             return []
+        images = self.images.expire(time.time() - self.settings.retention_s)
+        if images:
+            log.info("retention: deleted %d expired images", images)
         expired = self.store.expire(time.time() - self.settings.retention_s)
         for job_id in expired:
             self.files.remove(job_id)
@@ -242,11 +248,17 @@ class Runtime:
             raise ValueError(f"it was made by model {record.model!r}, this server runs {model!r}")
         params, image, recorded = await asyncio.to_thread(self.files.load_request, record.id)
         realtime = await asyncio.to_thread(self.files.realtime, record.id)
+        listener = self.recorder.listener(record.id, params)
+        if image is None:  # text-to-video: nothing to decode
+            sub = Submission(
+                record.id, None, params, (listener,), resume=recorded, realtime=realtime
+            )
+            await engine.submit(sub)
+            return
         param = "input_reference"
         opened = await asyncio.to_thread(open_upload, image, self.settings, param)
         async with self.decodes.admit(opened.decode_bytes) as permit:
             decoded = await permit.decode(partial(decode_upload, opened, param))
-            listener = self.recorder.listener(record.id, params)
             sub = Submission(
                 record.id, decoded, params, (listener,), resume=recorded, realtime=realtime
             )

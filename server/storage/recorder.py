@@ -124,14 +124,16 @@ class VideoFiles:
         return FrameRecord(self.folder(job_id) / "frames")
 
     def save_request(
-        self, job_id: str, params: VideoParams, image: bytes, realtime: bool = False
+        self, job_id: str, params: VideoParams, image: bytes | None, realtime: bool = False
     ) -> None:
         """What a job needs to start again after a crash; written before it is submitted.
-        `realtime` (paced to playback, a serving concern) is kept beside the request."""
+        `realtime` (paced to playback, a serving concern) is kept beside the request; `image`
+        is None for text-to-video (`params.text_only`), which has no input file."""
         self.folder(job_id).mkdir(parents=True, exist_ok=True)
-        part = self.input(job_id).with_suffix(".part")
-        part.write_bytes(image)
-        part.replace(self.input(job_id))
+        if image is not None:
+            part = self.input(job_id).with_suffix(".part")
+            part.write_bytes(image)
+            part.replace(self.input(job_id))
         write_json(self.request(job_id), {**request_to_json(params), REALTIME: realtime})
 
     def realtime(self, job_id: str) -> bool:
@@ -156,11 +158,12 @@ class VideoFiles:
         changed = request_to_json(dataclasses.replace(params, prompt_changes=changes))
         write_json(self.request(job_id), saved | changed)  # what the server added is kept
 
-    def load_request(self, job_id: str) -> tuple[VideoParams, bytes, Recorded]:
-        """The saved request, image and recorded frames; OSError / ValueError / KeyError
-        when they are missing or unreadable."""
+    def load_request(self, job_id: str) -> tuple[VideoParams, bytes | None, Recorded]:
+        """The saved request, image (None: text-to-video) and recorded frames; OSError /
+        ValueError / KeyError when they are missing or unreadable."""
         params = request_from_json(json.loads(self.request(job_id).read_text()))
-        return params, self.input(job_id).read_bytes(), self.frames(job_id).read()
+        image = None if params.text_only else self.input(job_id).read_bytes()
+        return params, image, self.frames(job_id).read()
 
     def remove(self, job_id: str) -> None:
         shutil.rmtree(self.folder(job_id), ignore_errors=True)

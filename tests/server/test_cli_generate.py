@@ -123,3 +123,16 @@ def test_help_documents_every_command() -> None:
         "--output",
     ):
         assert flag in gen.stdout
+
+
+def test_generate_without_an_image_is_text_to_video(tmp_path: Path) -> None:
+    """No --image: frame 0 is generated too; the card's size (builtin:demo: 128x64)."""
+    out = tmp_path / "t2v.mp4"
+    res = packcache(
+        "generate", "--prompt", "a red square", "--frames", "5", "--steps", "1", "-o", str(out)
+    )
+    assert res.returncode == 0, res.stderr
+    assert "128x64" in res.stderr
+    with av.open(str(out)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 5 and frames[0].shape == (64, 128, 3)

@@ -1,7 +1,8 @@
 """REST routes in the shape of OpenAI's Videos API: `/v1/videos`.
 
-What it is: create (multipart with an `input_reference` image), retrieve, list, content and
-delete, each declaring its error responses. What it is not: the job logic (`service.py`).
+What it is: create (multipart, with an `input_reference` image or, for text-to-video,
+without), retrieve, list, content and delete, each declaring its error responses. What it
+is not: the job logic (`service.py`).
 
 Invariants: every route answers errors with the OpenAI envelope (mapped in `api/errors.py`);
 a job another key made answers as a missing one (404), and lists hold only the caller's jobs.
@@ -54,11 +55,13 @@ MULTIPART = {
 async def create_video(
     form: Annotated[CreateVideoForm, Form()], rt: RuntimeDep, caller: CallerDep
 ) -> VideoObject:
-    """Start an image-to-video job; poll it with `GET /v1/videos/{id}`."""
-    limit = rt.settings.max_upload_bytes
-    data = await form.input_reference.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"input_reference is larger than {limit} bytes")
+    """Start a video job, image-to-video with `input_reference`, else text-to-video; poll it
+    with `GET /v1/videos/{id}`."""
+    limit, data = rt.settings.max_upload_bytes, None
+    if form.input_reference is not None:
+        data = await form.input_reference.read(limit + 1)
+        if len(data) > limit:
+            raise PayloadTooLarge(f"input_reference is larger than {limit} bytes")
     return await service.create(rt, service.new_video_id(), form, data, owner=caller.owner)
 
 
