@@ -154,3 +154,21 @@ def test_pipeline_without_an_image() -> None:
     assert pipe.text_size() == (160, 96)
     assert replace(pipe, target_size=528).text_size() == (672, 384)
     assert replace(pipe, target_size=352).text_size() == (448, 256)
+
+
+def test_a_prompt_change_recaches_frame_zero_as_history(model: LumosTransformer) -> None:
+    """A prompt change mid-video (LongLive's re-cache) redoes the history, frame 0 included,
+    under the new text; frames before the change are those of the unchanged video."""
+    other = [0, *range(16100, 16120), 8710]
+    plain = generate(model, FullPolicy(), seed=4)[1]
+    request = VideoRequest(
+        PROMPT, None, FRAMES, grid=(LAYOUT.h, LAYOUT.w), prompt_changes=((3, other),)
+    )
+    gen = VideoGeneration(model, request, SamplingConfig(steps=1), FullPolicy(), seed=4)
+    changed = []
+    while not gen.done:
+        if (r := gen.step()) is not None:
+            changed.append(r)
+    assert [r.index for r in changed] == list(range(1, FRAMES + 1))
+    assert all(a.codes.equal(b.codes) for a, b in zip(plain[:2], changed[:2], strict=True))
+    assert not all(a.codes.equal(b.codes) for a, b in zip(plain[2:], changed[2:], strict=True))
