@@ -168,7 +168,7 @@ CARD_POLICY: dict[str, tuple[str, dict[str, object]]] = {
 def card_policy(cfg: TrainConfig) -> tuple[str, dict[str, object]]:
     """The policy a model's card names: the one it was trained to be served with (its views'),
     else the measured choice of `CARD_POLICY`, else the registry's default."""
-    if cfg.view_rows:
+    if cfg.view_rows or cfg.rollout_rows:
         policy = policy_from_spec(cfg.policy)
         return policy.name, knob_values(policy)
     return CARD_POLICY.get(cfg.model, (DEFAULT_POLICY, {}))

@@ -15,9 +15,10 @@ from tests.helpers import run_repo_script
 
 
 def train(out: Path, seed: int, *extra: str) -> dict[str, torch.Tensor]:
-    """A 3-step run of the default preset (`builtin:demo`: from demo-base, one of two rows
-    seen through the cache) or of `extra`'s."""
-    args = ["--out", str(out), "--steps", "3", "--batch", "2", "--warmup", "1", "--view-rows", "1"]
+    """A 3-step run of the default preset (`builtin:demo`: from demo-base, one of two clips
+    run through a served cache) or of `extra`'s."""
+    args = ["--out", str(out), "--steps", "3", "--batch", "2", "--warmup", "1"]
+    args += ["--rollout-rows", "1", "--views-per-row", "2"]
     args += ["--path-frames", "8", "--seed", str(seed), "--threads", "1", "--log-every", "1"]
     proc = run_repo_script("scripts/train_demo_model.py", *args, *extra)
     assert "step 3/3 loss" in proc.stdout
@@ -26,7 +27,7 @@ def train(out: Path, seed: int, *extra: str) -> dict[str, torch.Tensor]:
 
 
 def test_the_first_stage_trains_from_scratch(tmp_path: Path) -> None:
-    state = train(tmp_path, 0, "--preset", "demo-base", "--view-rows", "0")
+    state = train(tmp_path, 0, "--preset", "demo-base", "--rollout-rows", "0", "--view-rows", "1")
     config, loaded = load_demo(tmp_path, "demo-base")
     assert build_model(config, loaded, "cpu", torch.float32).config.n_codes == 400
     assert read_card(tmp_path, "demo-base").defaults.cache_policy == "packcache"
