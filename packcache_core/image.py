@@ -262,7 +262,8 @@ def open_image(source: str | Path | bytes, max_pixels: int, max_bytes: int) -> O
     try:
         img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)  # reads the header only
     except Image.DecompressionBombError as e:  # over Pillow's own limit, far above ours
-        raise ImageError(f"image has more than the limit of {max_pixels} pixels") from e
+        limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))  # Pillow refuses above
+        raise ImageError(f"image has more than the limit of {limit} pixels") from e
     except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError
         accepted = ", ".join(IMAGE_FORMATS)
         raise ImageError(f"not a recognised image format (accepted: {accepted})") from e
