@@ -107,7 +107,7 @@ CURVE = {  # family -> specs at growing memory (teacher-forced only)
     "packcache-floors": [f"packcache-floors:budget={m},window={2 * m}" for m in MEMORY],
     "sink": [f"sink:budget={m},window={m}" for m in MEMORY],
 }
-QUICK_ROWS = (*FREE_ROWS, "packcache-norebase")
+QUICK_ROWS = (*FREE_ROWS, "sink", "packcache-norebase")
 COMPARISONS = [  # (a, b, metric): each on all frames and on re-entry frames
     *(
         (a, b, metric)

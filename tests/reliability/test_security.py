@@ -36,7 +36,12 @@ ALWAYS_PUBLIC = {"/health", "/ready"}
 # needed). Any route not listed here or above must answer 401 without a key.
 DOCUMENTS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 PAGE = {"/", "/static/{name}", "/ui/config"}
-SAMPLE_PARAMS = {"video_id": "video_" + "0" * 32, "name": "app.js", "model_id": "m"}
+SAMPLE_PARAMS = {
+    "video_id": "video_" + "0" * 32,
+    "image_id": "img_" + "0" * 32,
+    "name": "app.js",
+    "model_id": "m",
+}
 UPLOAD, PIXELS = 256 << 10, 200_000
 
 
