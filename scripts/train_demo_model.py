@@ -111,14 +111,27 @@ class TrainConfig:
     views_per_row: int = 3  # target frames per view row or rollout clip
     path_frames: int = 48
     policy: str = "packcache"
+    # Whole text-to-video rows per batch (of the whole-clip rows): two-colour paths whose
+    # captions name the colours (`make_path_clip(coloured=True)`), `latent_frames` long at
+    # absolute positions, frame 0 generated (masked and predicted like the others).
+    t2v_rows: int = 0
+    # Shares of rollout clips over two-colour scenes, and of those without a conditioning frame
+    # (text-to-video through the served cache, frame 0 among the targets).
+    colour_share: float = 0.0
+    t2v_share: float = 0.0
 
     def __post_init__(self) -> None:
-        if min(self.view_rows, self.rollout_rows) < 0 or (
-            self.view_rows + self.rollout_rows >= self.batch
-        ):
+        rows = (self.view_rows, self.rollout_rows, self.t2v_rows)
+        if min(rows) < 0 or sum(rows) >= self.batch:
             raise ValueError(
-                f"--view-rows {self.view_rows} + --rollout-rows {self.rollout_rows} must leave "
-                f"--batch {self.batch} at least one whole clip"
+                f"--view-rows {self.view_rows} + --rollout-rows {self.rollout_rows} + "
+                f"--t2v-rows {self.t2v_rows} must leave --batch {self.batch} at least one "
+                "whole image-to-video clip"
+            )
+        if not 0.0 <= self.t2v_share <= self.colour_share <= 1.0:
+            raise ValueError(
+                "need 0 <= --t2v-share <= --colour-share <= 1 (text-to-video rollouts are "
+                "two-colour clips, whose captions say what to draw)"
             )
 
 
@@ -129,14 +142,19 @@ PRESETS = {
     "demo-base": TrainConfig(),
     # From demo-base: 4 of 8 clips run through a served cache under the paper's packcache
     # (rebased, W = 3) on camera paths that turn where the caption changes, 3 target frames
-    # each; 4 whole 6-frame clips keep `full` working at the trained length.
+    # each, half of them over two-colour scenes captioned with their colours and a quarter
+    # text-to-video; 2 whole 6-frame text-to-video clips of two-colour scenes; 2 whole 6-frame
+    # image-to-video clips keep `full` working at the trained length.
     "demo": TrainConfig(
         model="demo",
-        steps=400,
+        steps=500,
         lr=1e-3,
         warmup=25,
         init="demo-base",
         rollout_rows=4,
+        t2v_rows=2,
+        colour_share=0.5,
+        t2v_share=0.25,
         save_every=50,
     ),
     # From builtin:demo, which already copies content across frames: trained from a random
@@ -195,7 +213,18 @@ def sample_batch(
     rows = [
         view_row(step * cfg.view_rows + i, cfg, tokenizer, g, layout) for i in range(cfg.view_rows)
     ]
-    for i in range(cfg.batch - cfg.view_rows - cfg.rollout_rows):
+    for i in range(cfg.t2v_rows):
+        clip = make_path_clip("train", step * cfg.t2v_rows + i, cfg.latent_frames, coloured=True)
+        codes = torch.stack(
+            [tokenizer.encode_image(f) for f in clip.latent_frames(range(clip.length))]
+        )
+        seconds = int(torch.randint(1, cfg.max_seconds + 1, (), generator=g))
+        drop_text = bool(torch.rand((), generator=g) < cfg.text_drop)
+        masked = tube_mask(layout.grid_tokens, cfg.min_mask_rate, g)
+        # the caption of frame 0 throughout: a whole row has one text (turns are the rollouts')
+        seq = clip_sequence(codes, clip.captions[0], seconds, masked, drop_text, text_to_video=True)
+        rows.append(whole_clip_row(*seq))
+    for i in range(cfg.batch - cfg.view_rows - cfg.rollout_rows - cfg.t2v_rows):
         index = step * cfg.batch + i
         n = cfg.latent_frames
         if cfg.model == "demo-long":
@@ -225,9 +254,13 @@ def rollout_clips(
     total, correct, count = 0.0, 0, 0
     for i in range(cfg.rollout_rows):
         n = int(torch.randint(cfg.views_per_row + 1, cfg.path_frames + 1, (), generator=g))
-        clip = make_path_clip("train", ROLLOUT_CLIPS + step * cfg.rollout_rows + i, n)
+        u = float(torch.rand((), generator=g))
+        coloured, text_only = u < cfg.colour_share, u < cfg.t2v_share
+        index = ROLLOUT_CLIPS + step * cfg.rollout_rows + i
+        clip = make_path_clip("train", index, n, coloured=coloured)
+        first = 0 if text_only else 1  # the first generated frame
         targets = sorted(
-            int(t) + 1 for t in torch.randperm(n - 1, generator=g)[: cfg.views_per_row]
+            int(t) + first for t in torch.randperm(n - first, generator=g)[: cfg.views_per_row]
         )
         seconds = int(torch.randint(1, cfg.max_seconds + 1, (), generator=g))
         ids = partial(build_prompt_ids, ByteTextTokenizer(), width=W, height=H, fps=FPS)
@@ -236,7 +269,14 @@ def rollout_clips(
         slots = max(len(p) for p in (prompt, *(c for _, c in changes)))
         codes = torch.stack([tokenizer.encode_image(f) for f in clip.latent_frames(range(n))])
         request = VideoRequest(
-            prompt, codes[0], n, FPS, seconds, prompt_changes=changes, text_slots=slots
+            prompt,
+            None if text_only else codes[0],
+            n,
+            FPS,
+            seconds,
+            prompt_changes=changes,
+            text_slots=slots,
+            grid=tuple(codes.shape[1:]) if text_only else None,
         )
         tube = tube_mask(FrameLayout(*codes.shape[1:]).grid_tokens, cfg.min_mask_rate, g)
         loss, hit, m = rollout_loss(served, request, codes, targets, policy, tube, scale)

@@ -47,6 +47,12 @@ PAN_CAPTIONS = ("the camera pans {d}", "pan {d}")
 ZOOM_CAPTIONS = ("the camera zooms in", "zoom in")
 STILL_CAPTIONS = ("the camera does not move", "a still scene")
 OBJECT_CAPTION = "a {colour} {shape} moves {d}"
+# A two-colour scene's caption: its colours, then the motion (text-to-video learns the scene
+# from it); e.g. "red and blue, the camera pans left".
+SCENE_CAPTION = "{a} and {b}, {motion}"
+# A two-colour scene's field is this much steeper than a plain scene's, so most pixels are one
+# of its two named colours (the mid blend is only at the edges between them).
+COLOUR_CONTRAST = 4.0
 # Disjoint seed streams. "heldout" chose defaults over the years (a dev set); "fresh" was first
 # used after the paper's packcache was fixed as the default, to report beside it.
 SPLITS = {"train": 0, "heldout": 1, "fresh": 2}
@@ -211,6 +217,23 @@ def _scene(
     shapes[:, 3:5] = rng.uniform(6.0, 16.0, (m, 2))
     shapes[:, 5:8] = rng.uniform(0.0, 1.0, (m, 3))
     return Scene(waves, palette, shapes)
+
+
+def colour_scene(
+    rng: np.random.Generator, y_span: tuple[float, float], x_span: tuple[float, float]
+) -> tuple[Scene, tuple[str, str]]:
+    """A scene in two named colours (drawn, distinct) and the pair: `_scene`'s waves made
+    `COLOUR_CONTRAST` times steeper between the two colours, its shapes in one or the other."""
+    names = list(COLOURS)
+    i, j = rng.choice(len(names), 2, replace=False)
+    pair = (names[i], names[j])
+    plain = _scene(rng, y_span, x_span)
+    a, b = (np.array(COLOURS[c]) for c in pair)
+    waves = plain.waves.copy()
+    waves[:, 3] *= COLOUR_CONTRAST
+    shapes = plain.shapes.copy()
+    shapes[:, 5:8] = np.where(rng.integers(0, 2, (len(shapes), 1)) == 0, a, b)
+    return Scene(waves, np.stack([a, (a + b) / 2, b]), shapes), pair
 
 
 def make_clip(split: str, index: int, max_latent: int = 24) -> Clip:

@@ -28,10 +28,12 @@ from packcache_core.demo.data import (
     PAN_CAPTIONS,
     PAN_DIRECTIONS,
     PAN_STEP,
+    SCENE_CAPTION,
     SPLITS,
     STILL_CAPTIONS,
     Scene,
     _scene,
+    colour_scene,
     to_uint8,
 )
 
@@ -39,6 +41,7 @@ SEGMENT_FRAMES = (3, 12)  # latent frames per segment, inclusive bounds
 REVERSE = 0.5  # chance that a turn reverses the direction (else another direction or still)
 STILL = 0.1  # chance that a turn (not the first segment) holds the camera still
 PATH_SEED = 7000  # offset of this clip family's seeds within a split
+COLOUR_PATH_SEED = 9000  # the same for paths over two-colour scenes (captions name the colours)
 
 
 @dataclass(frozen=True)
@@ -100,14 +103,19 @@ def _segments(
     return out
 
 
-def make_path_clip(split: str, index: int, length: int, first: str | None = None) -> PathClip:
+def make_path_clip(
+    split: str, index: int, length: int, first: str | None = None, coloured: bool = False
+) -> PathClip:
     """Path clip `index` of `split`, `length` latent frames; `first` fixes the first segment's
-    direction (else drawn). The caption of frame 0 is the first segment's."""
+    direction (else drawn). The caption of frame 0 is the first segment's. `coloured`: another
+    family of clips, over a two-colour scene (`colour_scene`) whose captions name its colours
+    before the motion (`SCENE_CAPTION`)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; available: {', '.join(SPLITS)}")
     if length < 2:
         raise ValueError(f"a path needs at least 2 latent frames, got {length}")
-    rng = np.random.default_rng(np.random.SeedSequence([SPLITS[split], PATH_SEED + index]))
+    seed = (COLOUR_PATH_SEED if coloured else PATH_SEED) + index
+    rng = np.random.default_rng(np.random.SeedSequence([SPLITS[split], seed]))
     steps, captions, directions = [], [], []
     for direction, n in _segments(rng, length, first):
         caption = pan_caption(direction, rng)
@@ -120,7 +128,11 @@ def make_path_clip(split: str, index: int, length: int, first: str | None = None
     H, W = FRAME_HEIGHT, FRAME_WIDTH
     y_span = (float(corners[:, 0].min()) - 8.0, float(corners[:, 0].max()) + H + 8.0)
     x_span = (float(corners[:, 1].min()) - 8.0, float(corners[:, 1].max()) + W + 8.0)
-    scene = _scene(rng, y_span, x_span)
+    if coloured:
+        scene, (a, b) = colour_scene(rng, y_span, x_span)
+        captions = [SCENE_CAPTION.format(a=a, b=b, motion=c) for c in captions]
+    else:
+        scene = _scene(rng, y_span, x_span)
     return PathClip(
         scene, corners, (captions[0], *captions), (None, *directions), height=H, width=W
     )

@@ -90,8 +90,9 @@ def rollout_loss(
     """Back-propagate `scale` x the loss of each target frame of one clip; returns (summed
     loss, correct codes, predicted codes).
 
-    codes: (n, h, w) the clip's true codes, frame 0 the conditioning image.
-    targets: sorted latent frames >= 1 to train on.
+    codes: (n, h, w) the clip's true codes, frame 0 the conditioning image (for a text-to-video
+        request, the first generated frame).
+    targets: sorted latent frames to train on, >= 1 when frame 0 is given.
     tube: (h (w + 1),) bool over a frame's grid slice: the target's masked tokens.
     The loss of a target is the cross-entropy over its masked codes on the conditional row
     plus `uncond_weight` times that on the unconditional row (the guidance branch)."""
@@ -99,13 +100,14 @@ def rollout_loss(
     with torch.no_grad():
         gen.prefill()
     total, correct, count = 0.0, 0, 0
-    for t in range(1, max(targets) + 1):
+    first = 0 if request.first_frame is None else 1  # text-to-video generates frame 0 too
+    for t in range(first, max(targets) + 1):
         if t in targets:
             logits, target = target_logits(served, gen, codes[t], tube)
             loss = F.cross_entropy(logits[0], target)
             loss = loss + uncond_weight * F.cross_entropy(logits[1], target)
             (scale * loss).backward()
-            total += float(loss)
+            total += float(loss.detach())
             correct += int((logits[0].argmax(-1) == target).sum())
             count += target.numel()
         gen.replay_frame(codes[t])

@@ -13,9 +13,9 @@ The objective follows Lumos-1's published training flags (`--MaskedAR --mask_typ
 - per clip a mask ratio r = cos(pi/2 u), u ~ U(0, 1), raised to at least 0.7, and one random set
   of round(r G) positions of a frame's grid slice (codes and row newlines, G = h (w + 1)) that
   is masked in every generated frame alike (a "tube"); the conditioning frame stays clean, as it
-  does in the inference cache;
-- cross-entropy on the masked code positions of frames 1.. only (newlines are given at
-  inference, never predicted), over the code vocabulary;
+  does in the inference cache (a text-to-video sequence has none: its frame 0 is generated);
+- cross-entropy on the masked code positions of the generated frames only (newlines are given
+  at inference, never predicted), over the code vocabulary;
 - with probability 0.1 the text is dropped: the sequence starts at VIDEO_START, which is exactly
   the unconditional branch of classifier-free guidance.
 Because every history frame is masked at the current frame's positions, a masked code can only
@@ -102,11 +102,14 @@ def clip_sequence(
     seconds: int,
     masked: torch.Tensor,
     drop_text: bool,
+    text_to_video: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One training sequence: (ids (L,), targets (L,)); targets hold the code index at masked
-    code slots of frames 1.. and -1 elsewhere.
+    code slots of frames 1.. (of every frame for `text_to_video`) and -1 elsewhere.
 
-    codes: (n, h, w) codes of the clip's latent frames, frame 0 the conditioning image.
+    codes: (n, h, w) codes of the clip's latent frames, frame 0 the conditioning image, or for
+        `text_to_video` the first generated frame (masked by the tube like the others, as the
+        text-to-video cache holds it: a history frame written with the AR-DF mask).
     masked: (h (w + 1),) bool tube over a frame's grid slice.
     """
     n, h, w = codes.shape
@@ -122,7 +125,7 @@ def clip_sequence(
     for f in range(n):
         tokens = layout.frame_tokens(codes[f])
         target = torch.full_like(tokens, -1)
-        if f > 0:
+        if f > 0 or text_to_video:
             target[hidden & is_code] = tokens[hidden & is_code] - CODE_OFFSET
             tokens[hidden] = MASK
         frames.append(tokens)

@@ -101,11 +101,12 @@ def test_path_clips_turn_where_the_caption_changes() -> None:
     assert make_path_clip("train", 3, 40).captions == clip.captions  # a pure function
 
 
-def test_a_rollout_target_sees_what_serving_predicts_from() -> None:
+@pytest.mark.parametrize("text_to_video", [False, True], ids=["i2v", "t2v"])
+def test_a_rollout_target_sees_what_serving_predicts_from(text_to_video: bool) -> None:
     """Training through a served cache (`demo/rollout.py`): at every frame of a path that
     turns (a prompt change, a re-cache, packing and rebasing), the compact training model's
     logits over the cache it builds, combined for guidance, are those serving's
-    `predict_frame` gives on the shipped model."""
+    `predict_frame` gives on the shipped model; for text-to-video from frame 0 on."""
     from safetensors.torch import load_file
 
     from packcache_core.demo.card import EMBED_IDS, WEIGHTS_DIR
@@ -125,7 +126,17 @@ def test_a_rollout_target_sees_what_serving_predicts_from() -> None:
     codes = torch.stack([tok.encode_image(f) for f in clip.latent_frames(range(8))])
     ids = [build_prompt_ids(ByteTextTokenizer(), c, 128, 64, 12, 2) for c in clip.captions]
     changes = tuple((t, ids[t]) for t, _ in clip.changes())
-    req = VideoRequest(ids[0], codes[0], 8, 12, 2, prompt_changes=changes, text_slots=80)
+    first = 0 if text_to_video else 1
+    req = VideoRequest(
+        ids[0],
+        None if text_to_video else codes[0],
+        8,
+        12,
+        2,
+        prompt_changes=changes,
+        text_slots=80,
+        grid=(LAYOUT.h, LAYOUT.w) if text_to_video else None,
+    )
     sampling = SamplingConfig(steps=1, cfg_scale=3.0)
     policy = policy_from_spec("packcache")
     serving = VideoGeneration(load_model("builtin:demo-base"), req, sampling, policy)
@@ -133,7 +144,7 @@ def test_a_rollout_target_sees_what_serving_predicts_from() -> None:
     training.prefill()
     every_code = torch.zeros(LAYOUT.grid_tokens, dtype=torch.bool)  # newlines stay, as served
     every_code[LAYOUT.code_slots() - 3] = True
-    for t in range(1, 8):
+    for t in range(first, 8):
         want = serving.predict_frame()  # (h w, n_codes), guided
         with torch.no_grad():
             (cond, uncond), target = target_logits(served, training, codes[t], every_code)
