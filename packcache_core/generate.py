@@ -114,6 +114,10 @@ class VideoRequest:
     # text (LongLive's KV re-cache); False keeps their keys as the old text made them.
     recache: bool = True
     grid: tuple[int, int] | None = None  # (h, w) latent grid of a text-to-video request
+    # The first `given_frames` frames after frame 0 are given (an uploaded video), not sampled:
+    # `replay_frame` writes them back clean, as the official code caches the given frames of
+    # a video prompt (its history mask is undone before they are cached), then sampling starts.
+    given_frames: int = 0
 
     def __post_init__(self) -> None:
         if self.first_frame is None:
@@ -125,6 +129,10 @@ class VideoRequest:
             raise ValueError(f"grid {self.grid} is not the first frame's {self.first_frame.shape}")
         if self.latent_frames < 1 + self.first_index:
             raise ValueError(f"latent_frames must be >= {1 + self.first_index}")
+        if self.given_frames and self.first_frame is None:
+            raise ValueError("given frames follow a conditioning frame")
+        if not self.open_ended and self.given_frames >= self.generated_frames:
+            raise ValueError("a video with given frames generates at least one")
         if any(i < 1 for i, _ in self.prompt_changes):
             raise ValueError("a prompt change takes effect at a generated frame (index >= 1)")
 
@@ -285,6 +293,7 @@ class VideoGeneration:
     def prepare_step(self) -> StepInputs:
         """Inputs of the next denoising step (after the prefill), for one forward or a batch."""
         assert self._prefilled and not self.done
+        assert self.frames_done >= self.request.given_frames, "a given frame is replayed"
         if self._frame is None:
             self._frame = self._start_frame()
         fs = self._frame
@@ -353,12 +362,14 @@ class VideoGeneration:
     def resume(self, codes: list[torch.Tensor], state: SamplerState | None) -> list[FrameResult]:
         """Rebuild the cache from recorded frames (one write-back forward each) and restore
         the sampler as it was after the last: the frames that follow are those an
-        uninterrupted run draws. `state` is None only when no frame is recorded."""
+        uninterrupted run draws. `state` is None only when no frame is recorded, or when all
+        of them are the request's given frames (the sampler then starts fresh after them)."""
         assert self.frames_done == 0 and self._frame is None, "resume a fresh generation"
         total = self.total_frames
         assert total is None or len(codes) <= total, "more frames recorded than requested"
+        assert len(codes) >= self.request.given_frames, "the given frames come first"
         results = [self.replay_frame(c) for c in codes]
-        if codes:
+        if state is not None or len(codes) > self.request.given_frames:
             assert state is not None and self.generator is not None, "no sampler to restore"
             self.generator.set_state(state.rng)
             self.temperature = state.temperature
@@ -516,7 +527,8 @@ class VideoGeneration:
         self.frames_done += 1
         if not self.done:  # the last frame's write-back would change nothing we output
             tokens = self._frame_tokens(fs.ids)
-            tokens[3 + self.history_masked] = MASK  # AR-DF history mask, newlines included
+            if self.frames_done > self.request.given_frames:  # given frames are cached clean
+                tokens[3 + self.history_masked] = MASK  # AR-DF history mask, newlines included
             self._forward(fs, tokens)
             self.cache.commit_frame(fs.position, self.visible, tokens)
         codes = (fs.ids - CODE_OFFSET).view(self.layout.h, self.layout.w).cpu()

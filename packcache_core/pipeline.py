@@ -75,6 +75,9 @@ class VideoParams:
     # keeps its source's, so the source's frames replay exactly).
     stated_seconds: int | None = None
     text_only: bool = False  # no conditioning image: frame 0 is generated (text-to-video)
+    # Latent frames after frame 0 that came with the request (an uploaded video), cached clean
+    # as the official code caches the given frames of a video prompt; generation starts after.
+    given_frames: int = 0
 
     @property
     def first_index(self) -> int:
@@ -110,6 +113,9 @@ class Prepared:
     image: torch.Tensor | None  # (H, W, 3) uint8, after bucket resize and crop; None: t2v
     request: VideoRequest
     size: tuple[int, int]  # (width, height) of the video
+    # (given_frames, h, w) codes of an uploaded video's frames after frame 0; None when none
+    # came with it (or they come from the video's record: a job resumed)
+    given: torch.Tensor | None = None
 
     @property
     def layout(self) -> FrameLayout:
@@ -275,8 +281,12 @@ class Pipeline:
             return [self.defaults.size]
         return crop_size_list(self.target_size)
 
-    def prepare(self, image: Image.Image | None, params: VideoParams) -> Prepared:
-        """Tokens of a request; `image` None for text-to-video (frame 0 is generated)."""
+    def prepare(
+        self, image: Image.Image | None, params: VideoParams, clip: torch.Tensor | None = None
+    ) -> Prepared:
+        """Tokens of a request; `image` None for text-to-video (frame 0 is generated). `clip`:
+        an uploaded video at the video's size, (1 + 4 given_frames, H, W, 3) uint8, whose
+        first frame is `image`: its later frames are encoded as the given frames."""
         if (image is None) != params.text_only:
             given = "no image" if image is None else "an image"
             raise ValueError(f"{given} for a request with text_only={params.text_only}")
@@ -290,6 +300,7 @@ class Pipeline:
             H, W, _ = pixels.shape
             codes = self.video_tokenizer.encode_image(pixels.to(self.model.device)).cpu()  # (h, w)
         stride = self.video_tokenizer.spatial_stride
+        given_codes = None if clip is None else self._given_codes(clip, params, (W, H))
         ids = self._prompt_encoder(params, W, H)
         req = VideoRequest(
             ids(params.prompt),
@@ -302,8 +313,22 @@ class Pipeline:
             params.text_slots,
             params.recache,
             grid=None if codes is not None else (H // stride, W // stride),
+            given_frames=params.given_frames,
         )
-        return Prepared(params, pixels, req, (W, H))
+        return Prepared(params, pixels, req, (W, H), given_codes)
+
+    def _given_codes(
+        self, clip: torch.Tensor, params: VideoParams, size: tuple[int, int]
+    ) -> torch.Tensor:
+        """(given_frames, h, w) codes of a clip's frames after its first."""
+        W, H = size
+        stride = self.video_tokenizer.temporal_stride
+        if tuple(clip.shape[1:]) != (H, W, 3) or clip.shape[0] != 1 + stride * params.given_frames:
+            raise ValueError(
+                f"a clip of {tuple(clip.shape)} for {params.given_frames} given latent frames "
+                f"of a {W}x{H} video"
+            )
+        return self.video_tokenizer.encode_video(clip.to(self.model.device))[1:]
 
     def _prompt_encoder(
         self, params: VideoParams, width: int, height: int

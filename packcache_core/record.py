@@ -68,6 +68,7 @@ def request_to_json(params: VideoParams) -> dict[str, Any]:
         "recache": params.recache,
         "stated_seconds": params.stated_seconds,
         "text_only": params.text_only,
+        "given_frames": params.given_frames,
     }
 
 
@@ -88,6 +89,7 @@ def request_from_json(data: dict[str, Any]) -> VideoParams:
         recache=bool(data.get("recache", True)),
         stated_seconds=None if data.get("stated_seconds") is None else int(data["stated_seconds"]),
         text_only=bool(data.get("text_only", False)),
+        given_frames=int(data.get("given_frames", 0)),
     )
 
 

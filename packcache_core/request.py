@@ -278,3 +278,20 @@ def remixed(source: VideoParams, prompt: str, made: int, limits: Limits) -> Vide
         latent_frames=latent,
         stated_seconds=source.seconds,  # the duration its prompt stated
     )
+
+
+def continuation(
+    base: VideoParams, given: int, more: int, limits: Limits, length_param: str = "seconds"
+) -> VideoParams:
+    """The request of a video that continues an uploaded clip of 1 + `given` latent frames
+    (its first the conditioning frame, the others cached as given frames) by `more`, with
+    `base`'s prompt, settings and seed (an open-ended `base` runs on until stopped); the
+    prompt states the whole video's duration.
+    `length_param`: the field `more` came from, named by an error."""
+    if more < 1:
+        raise RequestError("a continuation adds at least one latent frame", length_param)
+    total = 1 + given + more
+    if total > limits.longest(base.policy):
+        why = limits.too_long(total, base.policy).replace("the video", "the continued video")
+        raise RequestError(f"{why}; send a shorter video or ask for less", length_param)
+    return dataclasses.replace(base, latent_frames=total, given_frames=given, prompt_changes=())

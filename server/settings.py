@@ -25,6 +25,7 @@ from packcache_core.config import TARGET_SIZES
 from packcache_core.generate import GenerationDefaults
 from packcache_core.policy import DEFAULT_POLICY, describe, known_policy, make_policy
 from packcache_core.request import Limits
+from packcache_core.video.input import VideoLimits
 from server.engine.pace import DEFAULT_LEAD_S
 
 GiB = 1 << 30
@@ -39,6 +40,15 @@ def _split_list(value: Any) -> Any:
     if text.startswith("["):
         return json.loads(text)
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+# Each field of an input video's limits, and the setting that sets it (named by a refusal).
+VIDEO_LIMIT_SETTINGS = {
+    "max_bytes": "max_upload_bytes",
+    "max_pixels": "max_input_video_pixels",
+    "max_frames": "max_input_video_frames",
+    "max_seconds": "max_input_video_seconds",
+}
 
 
 class Settings(BaseSettings):
@@ -177,9 +187,10 @@ class Settings(BaseSettings):
     max_image_decode_bytes: int = Field(
         256 * MiB,
         gt=0,
-        description="most memory decoding one input image may take, estimated from its header "
-        "before any pixel is decoded: its pixels as decoded (4 bytes a pixel for RGB, 2 for "
-        "16-bit grey), the decoder's own buffers and the conversion to RGB; larger images get "
+        description="most memory decoding one input image or video may take, estimated from "
+        "its header before any pixel is decoded: an image's pixels as decoded (4 bytes a pixel "
+        "for RGB, 2 for 16-bit grey), the decoder's own buffers and the conversion to RGB; a "
+        "video's decoder frames and its frames at the output size and rate; larger inputs get "
         "400 (the default passes an 8-bit RGB image at max_image_pixels)",
     )
     decode_budget_bytes: int = Field(
@@ -188,6 +199,15 @@ class Settings(BaseSettings):
         description="memory all input images being decoded, or decoded and not yet taken by "
         "the engine, may take together (each counted by its estimate); at least "
         "max_image_decode_bytes",
+    )
+    max_input_video_pixels: int = Field(
+        1920 * 1080, gt=0, description="largest frame of an input video, width * height"
+    )
+    max_input_video_frames: int = Field(
+        2400, gt=0, description="most frames decoded from an input video"
+    )
+    max_input_video_seconds: float = Field(
+        60.0, gt=0, description="longest input video, in seconds"
     )
     max_decoding: int = Field(4, ge=1, le=1024, description="most input images decoding at once")
     decode_wait_s: float = Field(
@@ -330,6 +350,11 @@ class Settings(BaseSettings):
         return replace(
             card, sampling=sampling, latent_frames=latent, cache_policy=policy, policy_params=params
         )
+
+    @property
+    def video_limits(self) -> VideoLimits:
+        """What one input video may be."""
+        return VideoLimits(**{f: getattr(self, name) for f, name in VIDEO_LIMIT_SETTINGS.items()})
 
     @property
     def limits(self) -> Limits:

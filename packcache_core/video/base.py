@@ -53,6 +53,12 @@ class VideoTokenizer(Protocol):
         """uint8 (H, W, 3) RGB, H and W multiples of 32 -> int64 (H/8, W/8) codes, row-major."""
         ...
 
+    def encode_video(self, clip: torch.Tensor) -> torch.Tensor:
+        """uint8 (1 + 4(L-1), H, W, 3) RGB -> int64 (L, H/8, W/8) codes on the CPU: latent
+        frame 0 is the first frame alone (as `encode_image` makes it), each later one the
+        next `temporal_stride` frames."""
+        ...
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Integer (L, h, w) codes -> uint8 (1 + 4(L-1), 8h, 8w, 3) RGB on the CPU, whole clip."""
         ...
@@ -92,6 +98,15 @@ def check_image(image: torch.Tensor, multiple: int = IMAGE_MULTIPLE) -> None:
     h, w = image.shape[:2]
     if h == 0 or w == 0 or h % multiple or w % multiple:
         raise ValueError(f"image height and width must be multiples of {multiple}, got {h}x{w}")
+
+
+def check_clip(clip: torch.Tensor, temporal_stride: int) -> None:
+    """Raises ValueError unless `clip` is (1 + stride k, H, W, 3) uint8 frames of a valid size."""
+    if clip.ndim != 4 or clip.shape[0] == 0 or (clip.shape[0] - 1) % temporal_stride:
+        raise ValueError(
+            f"expected (1 + {temporal_stride}k, H, W, 3) frames, got {tuple(clip.shape)}"
+        )
+    check_image(clip[0])
 
 
 def check_codes(codes: torch.Tensor, n_codes: int, ndim: int) -> None:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from packcache_core.video.base import check_codes, check_image, to_uint8_frames
+from packcache_core.video.base import check_clip, check_codes, check_image, to_uint8_frames
 from packcache_core.video.fsq import COSMOS_FSQ, FSQ
 
 PATCH = 8
@@ -99,6 +99,15 @@ class _PatchCodec:
 
     def reconstruct(self, codes: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_video(self, clip: torch.Tensor) -> torch.Tensor:
+        """uint8 (1 + 4(L-1), H, W, 3) -> int64 (L, H/8, W/8): latent frame t is frame 4t
+        alone, the frame its decoder reproduces last of its 4 (the 3 before it are blends)."""
+        check_clip(clip, FRAMES_PER_LATENT)
+        return torch.stack([self.encode_image(f) for f in clip[::FRAMES_PER_LATENT]])
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Integer (L, h, w) codes -> uint8 (1 + 4(L-1), 8h, 8w, 3) on the CPU."""

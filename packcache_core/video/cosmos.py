@@ -47,7 +47,13 @@ from pathlib import Path
 
 import torch
 
-from packcache_core.video.base import check_codes, check_image, n_frames, to_uint8_frames
+from packcache_core.video.base import (
+    check_clip,
+    check_codes,
+    check_image,
+    n_frames,
+    to_uint8_frames,
+)
 from packcache_core.video.causal_state import CausalState
 from packcache_core.video.cosmos_net import InvQuantizedDecoder
 from packcache_core.video.cosmos_weights import CosmosWeightsError, load_decoder
@@ -129,8 +135,15 @@ class CosmosTokenizer:
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 (H, W, 3) RGB -> int64 (H/8, W/8) codes on the CPU."""
         check_image(image)
-        indices = self._encode(image)  # (1, 1, h, w)
+        indices = self._encode(image[None])  # (1, 1, h, w)
         return indices[0, 0].to(torch.int64).cpu()
+
+    def encode_video(self, clip: torch.Tensor) -> torch.Tensor:
+        """uint8 (1 + 4(L-1), H, W, 3) RGB -> int64 (L, H/8, W/8) codes on the CPU, the clip
+        through the causal encoder in one call (its first latent frame is the first frame's
+        alone, as `encode_image` makes it)."""
+        check_clip(clip, self.temporal_stride)
+        return self._encode(clip)[0].to(torch.int64).cpu()
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Integer (L, h, w) codes -> uint8 (1 + 4(L-1), 8h, 8w, 3) on the CPU, in one call."""
@@ -162,10 +175,10 @@ class CosmosTokenizer:
         return sizes[0] - per_frame + per_frame * kept
 
     @torch.inference_mode()
-    def _encode(self, image: torch.Tensor) -> torch.Tensor:
-        """uint8 (H, W, 3) -> whatever the encoder returns first (indices (1, 1, h, w))."""
-        x = image.to(self.device, torch.float64) / 255.0 * 2.0 - 1.0  # (H, W, 3), as reference
-        x = x.permute(2, 0, 1)[None, :, None].to(self.dtype)  # (1, 3, 1, H, W)
+    def _encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (T, H, W, 3) -> whatever the encoder returns first (indices (1, L, h, w))."""
+        x = frames.to(self.device, torch.float64) / 255.0 * 2.0 - 1.0  # (T, H, W, 3), as reference
+        x = x.permute(3, 0, 1, 2)[None].to(self.dtype)  # (1, 3, T, H, W)
         out = self.encoder(x)
         return out[0] if isinstance(out, tuple | list) else out
 
@@ -196,7 +209,7 @@ def _probe_encoder(tokenizer: CosmosTokenizer, enc: Path) -> None:
     """Runs the encoder graph once on a tiny image; ValueError naming the file if it fails."""
     h = _PROBE_PX // tokenizer.spatial_stride
     try:
-        indices = tokenizer._encode(torch.zeros(_PROBE_PX, _PROBE_PX, 3, dtype=torch.uint8))
+        indices = tokenizer._encode(torch.zeros(1, _PROBE_PX, _PROBE_PX, 3, dtype=torch.uint8))
     except RuntimeError as err:
         raise ValueError(
             f"{enc}: fails on a {tokenizer.dtype} (1, 3, 1, 32, 32) input: {_last_line(err)}"

@@ -19,42 +19,55 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 from PIL import Image
 
 from packcache_core.host import release_freed_blocks
 from packcache_core.image import pixel_bytes
+from packcache_core.video.input import Clip
 from server.errors import Overloaded
 
 TRIM_AFTER_BYTES = 64 << 20  # freed this much since the last trim: hand it back to the kernel
+D = TypeVar("D", Image.Image, Clip)
+
+
+Decoded = Image.Image | Clip  # an input image, or an input video's frames
+
+
+def held_bytes(decoded: Decoded) -> int:
+    """Memory a decoded input holds until the engine has taken it."""
+    if isinstance(decoded, Clip):
+        return decoded.nbytes
+    return decoded.width * decoded.height * pixel_bytes(decoded.mode)
 
 
 class Permit:
-    """One image's share of the gate (a decode slot and `charge` bytes); `decode` runs the
+    """One input's share of the gate (a decode slot and `charge` bytes); `decode` runs the
     decoder in a thread."""
 
     def __init__(self, gate: DecodeGate, charge: int) -> None:
         self.gate, self.charge = gate, charge
         self.decoding = True  # holds one of the gate's decode slots
-        self.image: Image.Image | None = None
+        self.image: Decoded | None = None
         self.done = False  # the caller left
-        self._job: asyncio.Future[Image.Image] | None = None
+        self._job: asyncio.Future[Any] | None = None
 
-    async def decode(self, work: Callable[[], Image.Image]) -> Image.Image:
+    async def decode(self, work: Callable[[], D]) -> D:
         """`work()` in a thread; its memory stays counted until the thread ends, however the
         caller ends."""
         self._job = asyncio.ensure_future(asyncio.to_thread(work))
         self._job.add_done_callback(self._decoded)
         return await asyncio.shield(self._job)
 
-    def _decoded(self, job: asyncio.Future[Image.Image]) -> None:
+    def _decoded(self, job: asyncio.Future[Any]) -> None:
         self._end_decoding()
         failed = job.cancelled() or job.exception() is not None
         self.image = None if failed else job.result()
         if self.done:  # nobody will use it
             self._free()
         elif self.image is not None:
-            self._settle(self.image.width * self.image.height * pixel_bytes(self.image.mode))
+            self._settle(held_bytes(self.image))
         else:
             self._settle(0)
 

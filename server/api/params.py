@@ -19,9 +19,17 @@ from packcache_core.image import ImageError, Opened, decode_rgb, open_image
 from packcache_core.pipeline import VideoParams
 from packcache_core.policy import policy_knobs
 from packcache_core.request import Ask, RequestError, resolve
+from packcache_core.video.input import (
+    Clip,
+    Probe,
+    VideoInputError,
+    decode_bytes,
+    decode_clip,
+    probe_video,
+)
 from server.api.schemas import GenerationOptions
 from server.errors import InvalidRequest
-from server.settings import Settings
+from server.settings import VIDEO_LIMIT_SETTINGS, Settings
 
 POLICY_FIELDS = tuple(policy_knobs())
 
@@ -98,3 +106,49 @@ def decode_upload(opened: Opened, param: str) -> Image.Image:
         return decode_rgb(opened)
     except ImageError as e:
         raise InvalidRequest(f"{param}: {e}", param=param) from e
+
+
+def video_refusal(e: VideoInputError, param: str) -> InvalidRequest:
+    """The 400 of an input video refused: the field, what is wrong, and the setting exceeded."""
+    setting = None if e.limit is None else VIDEO_LIMIT_SETTINGS[e.limit]
+    if setting is None:
+        return InvalidRequest(f"{param}: {e}", param=param, code="invalid_video")
+    return InvalidRequest(f"{param}: {e} ({setting})", param=param, code="video_too_large")
+
+
+def probe_video_upload(data: bytes, settings: Settings, param: str) -> Probe:
+    """An uploaded video's header, within the byte, pixel, frame and duration limits."""
+    try:
+        return probe_video(data, settings.video_limits)
+    except VideoInputError as e:
+        raise video_refusal(e, param) from e
+
+
+def video_decode_bytes(
+    probe: Probe, size: tuple[int, int], most: int, settings: Settings, param: str
+) -> int:
+    """Memory decoding an uploaded video into a clip of `size` and at most `most` frames
+    takes, within the per-input limit (raises `InvalidRequest` naming it)."""
+    charge = decode_bytes(probe, *size, settings.fps, most)
+    limit = settings.max_image_decode_bytes
+    if charge > limit:
+        raise InvalidRequest(
+            f"{param}: decoding this {probe.width}x{probe.height} video into "
+            f"{size[0]}x{size[1]} frames at {settings.fps} fps takes {charge >> 20} MiB, more "
+            f"than the limit of {limit >> 20} MiB (max_image_decode_bytes); send a shorter or "
+            "smaller video",
+            param=param,
+            code="video_too_large",
+        )
+    return charge
+
+
+def decode_video_upload(
+    data: bytes, settings: Settings, param: str, size: tuple[int, int], most: int
+) -> Clip:
+    """The frames of an uploaded video at the server's rate and `size` (raises
+    `InvalidRequest`)."""
+    try:
+        return Clip(decode_clip(data, settings.video_limits, settings.fps, size, most))
+    except VideoInputError as e:
+        raise video_refusal(e, param) from e

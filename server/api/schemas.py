@@ -114,8 +114,9 @@ class CreateVideoForm(GenerationOptions):
 
     input_reference: UploadFile | None = Field(
         None,
-        description="the conditioning image (PNG, JPEG, WebP); leave it out for text-to-video "
-        "(frame 0 is generated from the prompt)",
+        description="the conditioning image (PNG, JPEG, WebP), or a video (MP4, WebM, AVI) to "
+        "continue: then `seconds` is the length of the new part and the result the whole "
+        "video; leave it out for text-to-video (frame 0 is generated from the prompt)",
     )
 
 
@@ -170,11 +171,12 @@ class VideoReference(BaseModel):
 
 
 class ExtendRequest(BaseModel):
-    """`POST /v1/videos/extensions` (JSON, or multipart with a `video[id]` field): continue a
-    completed video; the result is the whole video, the source's frames and then the new."""
+    """`POST /v1/videos/extensions` (JSON, or multipart with a `video[id]` field or a `video`
+    file): continue a completed video of this server, or an uploaded one; the result is the
+    whole video, the source's frames and then the new. `video` is None when a file came."""
 
     model_config = ConfigDict(extra="forbid")
-    video: VideoReference
+    video: VideoReference | None
     prompt: str = Field(min_length=1, max_length=100_000, description="what happens next")
     seconds: str | None = Field(
         None, pattern=r"^[0-9]{1,4}(\.[0-9]{1,3})?$", description="length of the new part"

@@ -13,21 +13,39 @@ and treats another owner's job exactly as a missing one.
 
 from __future__ import annotations
 
+import io
 import secrets
 import time
 from contextlib import AsyncExitStack
-from dataclasses import fields
+from dataclasses import fields, replace
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from fastapi.concurrency import run_in_threadpool
+from PIL import Image
 
+from packcache_core.layout import latent_frames_for, rgb_frames
 from packcache_core.pipeline import VideoParams
 from packcache_core.record import Recorded
-from packcache_core.request import RequestError, added_latent_frames, extension, remixed
+from packcache_core.request import (
+    Limits,
+    RequestError,
+    added_latent_frames,
+    continuation,
+    extension,
+    remixed,
+)
+from packcache_core.video.input import Clip, clip_frames, is_video
 from packcache_core.video.output import spritesheet
-from server.api.params import decode_upload, open_upload, to_video_params
+from server.api.params import (
+    decode_upload,
+    decode_video_upload,
+    open_upload,
+    probe_video_upload,
+    to_video_params,
+    video_decode_bytes,
+)
 from server.api.schemas import (
     ExtendRequest,
     GenerationOptions,
@@ -92,10 +110,31 @@ async def create(
     `image_bytes` None: text-to-video. A websocket stream may be `open_ended`, hold
     `text_slots` for a new prompt, and be `realtime`: paced to playback (see
     `engine/pace.py`)."""
+    if image_bytes is not None and is_video(image_bytes):  # a video to continue
+        lengths = {"seconds": None, "frames": None, "latent_frames": None}
+        base_opts = opts.model_copy(update=lengths)
+        base = to_video_params(base_opts, rt.settings, open_ended, text_slots)
+        seconds = None if opts.seconds is None else float(opts.seconds)
+        more, length = base.latent_frames - 1, "seconds"  # the default: a clip's new frames
+        if opts.frames is not None:
+            more, length = latent_frames_for(opts.frames) - 1, "frames"
+        elif seconds is not None or opts.latent_frames is not None:
+            more = _added(seconds, opts.latent_frames, rt.settings.limits)
+            length = "seconds" if opts.latent_frames is None else "latent_frames"
+        start = _Start(job_id, stream, realtime)
+        return await continue_upload(rt, base, more, length, image_bytes, image_param, owner, start)
     params = to_video_params(opts, rt.settings, open_ended, text_slots, image_bytes is None)
     return await _start(
         rt, job_id, params, image_bytes, opts.seconds, stream, image_param, owner, realtime=realtime
     )
+
+
+class _Start(NamedTuple):
+    """How a new video is started: its id, a stream listening, paced or not."""
+
+    job_id: str
+    stream: JobListener | None = None
+    realtime: bool = False
 
 
 async def remix(
@@ -112,18 +151,27 @@ async def remix(
     return await _start(rt, job_id, params, image, None, None, "input_reference", owner, source_id)
 
 
-async def extend(rt: Runtime, body: ExtendRequest, scope: str | None, owner: str) -> VideoObject:
-    """A new video that continues a completed one by `body`'s length: its cache is rebuilt
-    from the source's recorded frames (no video is decoded or encoded again), and it is the
-    whole video, the source's frames first."""
+async def extend(
+    rt: Runtime, body: ExtendRequest, scope: str | None, owner: str, upload: bytes | None = None
+) -> VideoObject:
+    """A new video that continues a video by `body`'s length, and is the whole video, the
+    source's frames first: a completed one of this server (`body.video`), whose cache is
+    rebuilt from its recorded frames (no video is decoded or encoded again), or an `upload`
+    (`continue_upload`)."""
+    limits = rt.settings.limits
+    length = "seconds" if body.latent_frames is None else "latent_frames"
+    seconds = None if body.seconds is None else float(body.seconds)
+    if upload is not None:
+        opts = GenerationOptions.model_validate({"prompt": body.prompt})
+        base = to_video_params(opts, rt.settings)
+        more = _added(seconds, body.latent_frames, limits)
+        return await continue_upload(rt, base, more, length, upload, "video", owner)
+    assert body.video is not None, "the route gives a reference or a file"
     source_id = body.video.id
     params, image, recorded = await _source(rt, source_id, scope, "extended", "video")
-    limits = rt.settings.limits
     try:
-        seconds = None if body.seconds is None else float(body.seconds)
         more = added_latent_frames(seconds, body.latent_frames, limits)
-        given = "seconds" if body.latent_frames is None else "latent_frames"
-        params = extension(params, len(recorded.codes), body.prompt, more, limits, given)
+        params = extension(params, len(recorded.codes), body.prompt, more, limits, length)
     except RequestError as e:
         raise InvalidRequest(str(e), param=e.param) from e
     job_id = new_video_id()
@@ -138,6 +186,54 @@ async def extend(rt: Runtime, body: ExtendRequest, scope: str | None, owner: str
         owner,
         resume=(source_id, recorded),
     )
+
+
+def _added(seconds: float | None, latent_frames: int | None, limits: Limits) -> int:
+    try:
+        return added_latent_frames(seconds, latent_frames, limits)
+    except RequestError as e:
+        raise InvalidRequest(str(e), param=e.param) from e
+
+
+async def continue_upload(
+    rt: Runtime,
+    base: VideoParams,
+    more: int,
+    length: str,
+    data: bytes,
+    param: str,
+    owner: str,
+    start: _Start | None = None,
+) -> VideoObject:
+    """A new video that continues an uploaded one (`data`, sent as `param`) by `more` latent
+    frames with `base`'s prompt and settings (`length`: the field `more` came from). The
+    upload is probed, decoded within the decode budget, resampled to the server's rate and
+    the video's size (`packcache_core.video.input`); the engine encodes its frames, caches
+    them as given frames and generates after the last. `start`: its id, stream and pacing
+    (default: a new id, no stream, unpaced)."""
+    start = start or _Start(new_video_id())
+    engine, settings, limits = rt.require_engine(), rt.settings, rt.settings.limits
+    room = limits.longest(base.policy) - more  # latent frames the upload may fill
+    try:
+        if room < 1:
+            continuation(base, 0, more, limits, length)  # raises, naming the limit
+        probe = await run_in_threadpool(probe_video_upload, data, settings, param)
+        size = engine.pipeline.output_size(probe.width, probe.height, base)
+        most = rgb_frames(room + 1)  # a clip one latent frame too long shows it is
+        if probe.seconds is not None:
+            stated = clip_frames(probe.seconds, settings.fps, most)
+            continuation(base, latent_frames_for(stated) - 1, more, limits, length)
+        charge = video_decode_bytes(probe, size, most, settings, param)
+        async with rt.decodes.admit(charge) as permit:
+            decode = partial(decode_video_upload, data, settings, param, size, most)
+            clip = await permit.decode(decode)
+            given = latent_frames_for(clip.shape[0]) - 1
+            params = continuation(replace(base, size=size), given, more, limits, length)
+            return await _start(
+                rt, new_video_id(), params, None, None, None, param, owner, clip=clip
+            )
+    except RequestError as e:
+        raise InvalidRequest(str(e), param=e.param) from e
 
 
 async def _source(
@@ -170,8 +266,11 @@ async def _start(
     remixed_from: str | None = None,
     resume: tuple[str, Recorded] | None = None,
     realtime: bool = False,
+    clip: Clip | None = None,
 ) -> VideoObject:
-    """Store and submit; `resume`: (a video, its recorded frames) the new one starts with."""
+    """Store and submit; `resume`: (a video, its recorded frames) the new one starts with;
+    `clip`: an uploaded video's frames (decoded by the caller), whose first frame is kept as
+    the job's input image (a restart replays the others from the job's record)."""
     try:
         engine = rt.require_engine()
     except Unavailable:
@@ -179,7 +278,11 @@ async def _start(
         raise
     async with AsyncExitStack() as held:
         image = None
-        if image_bytes is None:  # text-to-video: nothing to decode
+        if clip is not None:
+            image = clip.first()
+            width, height = engine.pipeline.output_size(image.width, image.height, params)
+            image_bytes = await run_in_threadpool(png, image)
+        elif image_bytes is None:  # text-to-video: nothing to decode
             width, height = engine.pipeline.text_size(params.size)
         else:
             opened = await run_in_threadpool(open_upload, image_bytes, rt.settings, image_param)
@@ -195,16 +298,28 @@ async def _start(
             save = partial(_save_request, rt, job_id, params, image_bytes, resume, realtime)
             await run_in_threadpool(save)
             recorded = None if resume is None else resume[1]
-            sub = Submission(job_id, image, params, (listener,), resume=recorded, realtime=realtime)
+            sub = Submission(
+                job_id, image, params, (listener,), resume=recorded, realtime=realtime, clip=clip
+            )
             await engine.submit(sub)
         except BaseException:  # refused, or the caller went away: no record, no work
             engine.cancel(job_id)
             rt.store.delete(job_id)
             rt.files.remove(job_id)
             raise
+        finally:
+            if clip is not None:  # the engine has encoded its frames (or never will)
+                clip.close()
     # Leaving the block closed the image: the engine reads its pixels only to prepare the
     # request, before `submit` returns, and a job must not hold them until it finishes.
     return video_object(rt, record)
+
+
+def png(image: Image.Image) -> bytes:
+    """An uploaded video's first frame as the job's input file (what a restart decodes)."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _save_request(

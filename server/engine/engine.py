@@ -306,7 +306,9 @@ class Engine:
             return
         error: ServerError
         try:
-            prepared = self.pipeline.prepare(job.sub.image, job.sub.params)
+            clip = None if job.sub.clip is None else job.sub.clip.take()
+            prepared = self.pipeline.prepare(job.sub.image, job.sub.params, clip)
+            del clip  # encoded: its frames are freed now, not when the job ends
             spec = self.pipeline.plan(prepared)
             job.prepared, job.spec = prepared, spec
             job.step_memory = self.pipeline.step_memory(spec)
@@ -353,6 +355,7 @@ class Engine:
         try:
             job.run = self.pipeline.start(job.prepared, job.spec)
             first = job.run.first_rgb()  # (1, H, W, 3); (0, H, W, 3) for text-to-video
+            given = job.prepared.given  # an uploaded video's frames after its first
             job.prepared = None  # the run holds what it needs
         except Exception as e:
             log.exception("starting %s failed", job.id)
@@ -368,10 +371,13 @@ class Engine:
         job.rgb_frames = int(first.shape[0])
         if job.sub.resume is not None:
             self._resume(job, job.sub.resume)
+        elif given is not None:  # an upload's frames: replayed as a record's are, and recorded
+            self._resume(job, Recorded(list(given), None), new=True)
 
-    def _resume(self, job: Job, recorded: Recorded) -> None:
+    def _resume(self, job: Job, recorded: Recorded, new: bool = False) -> None:
         """Rebuild a resumed job's cache from its record and send the frames again (the MP4 is
-        written anew); the job then continues with its next frame."""
+        written anew); the job then continues with its next frame. `new`: the frames are not
+        in the job's record yet (an uploaded video's given frames): their events carry them."""
         assert job.run is not None
         try:
             outs = job.run.resume(recorded.codes, recorded.state)
@@ -381,7 +387,9 @@ class Engine:
             return
         for out in outs:
             index, job.rgb_frames = job.rgb_frames, job.rgb_frames + int(out.rgb.shape[0])
-            self._emit(job, Frame(index, out.result.index, out.rgb))
+            r = out.result
+            codes, state = (r.codes, r.state) if new else (None, None)
+            self._emit(job, Frame(index, r.index, out.rgb, codes=codes, sampler=state))
         generation = job.run.generation
         self._emit(job, Progress(generation.steps_done, generation.total_steps))
         log.info("%s resumed after %d recorded frames", job.id, len(outs))

@@ -25,6 +25,7 @@ from packcache_core.cache import CacheSpec
 from packcache_core.layout import latent_frames_for
 from packcache_core.pipeline import Prepared, StepMemory, VideoParams, VideoRun
 from packcache_core.record import Recorded
+from packcache_core.video.input import Clip
 from server.engine.events import FinalStatus, FrameStats, JobListener, RequestStats
 from server.engine.pace import Pace
 
@@ -38,6 +39,7 @@ class Submission:
     arrived: float = field(default_factory=time.monotonic)
     resume: Recorded | None = None  # frames already made (a job picked up after a restart)
     realtime: bool = False  # pace to playback (`pace.py`); a serving concern, not the core's
+    clip: Clip | None = None  # an uploaded video's frames (`image` is its first), taken once
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ def test_extension_errors(server: LiveServer) -> None:
             post(
                 "/v1/videos/extensions",
                 files={"video": ("a.mp4", b"\0" * 64)},
-                data={"prompt": "on"},
+                data={"prompt": "on", "seconds": "1"},
             ),
             400,
             "video",

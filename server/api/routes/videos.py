@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 
 from server.api import service
 from server.api.deps import CallerDep, RuntimeDep, require_key
@@ -78,44 +78,61 @@ EXTEND_BODY = {
 
 @router.post("/extensions", responses=errors(404, 409, 413, 429, 503), openapi_extra=EXTEND_BODY)
 async def extend_video(request: Request, rt: RuntimeDep, caller: CallerDep) -> VideoObject:
-    """Continue a completed video by `seconds` (or `latent_frames`) with `prompt`: a new video,
-    the source's frames and then the new ones, whose cache is rebuilt from the source's record.
-    JSON `{"video": {"id": ...}, ...}` or a form with a `video[id]` field (what OpenAI's
-    clients send for a video referenced by id)."""
-    body = await _extend_request(request)
-    return await service.extend(rt, body, caller.scope, caller.owner)
+    """Continue a video by `seconds` (or `latent_frames`) with `prompt`: a new video, the
+    source's frames and then the new ones. The source is a completed video of this server
+    (JSON `{"video": {"id": ...}, ...}` or a form field `video[id]`, what OpenAI's clients
+    send for a video referenced by id), whose cache is rebuilt from its record; or an uploaded
+    file in the form field `video` (MP4, WebM, AVI; what `videos.extend(video=open(...))`
+    sends), decoded, encoded by the video tokenizer and cached as given frames."""
+    body, data = await _extend_request(request, rt.settings.max_upload_bytes)
+    return await service.extend(rt, body, caller.scope, caller.owner, data)
 
 
-async def _extend_request(request: Request) -> ExtendRequest:
+async def _extend_request(request: Request, limit: int) -> tuple[ExtendRequest, bytes | None]:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    data = None
     try:
         if kind == "application/json":
-            return ExtendRequest.model_validate_json(await request.body())
-        if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
-            return ExtendRequest.model_validate(_form_fields(await request.form()))
+            body = ExtendRequest.model_validate_json(await request.body())
+        elif kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            fields, upload = _form_fields(await request.form())
+            body = ExtendRequest.model_validate(fields)
+            if upload is not None:
+                data = await upload.read(limit + 1)
+                if len(data) > limit:
+                    raise PayloadTooLarge(f"video is larger than {limit} bytes (max_upload_bytes)")
+        else:
+            raise InvalidRequest(
+                "send the extension as application/json or multipart/form-data, not "
+                f"{kind or 'nothing'}"
+            )
     except ValidationError as e:
         message, param = validation_message(e)
         raise InvalidRequest(f"invalid extension: {message}", param=param) from e
-    raise InvalidRequest(
-        f"send the extension as application/json or multipart/form-data, not {kind or 'nothing'}"
-    )
+    if (body.video is None) == (data is None):
+        raise InvalidRequest(
+            "give the video to continue: a file in the field video, or video[id] naming a "
+            "completed video of this server (not both)",
+            param="video",
+        )
+    return body, data
 
 
-def _form_fields(form: FormData) -> dict[str, object]:
-    """The form as `ExtendRequest` reads it: `video[id]` becomes `video.id`."""
-    fields: dict[str, object] = {}
+def _form_fields(form: FormData) -> tuple[dict[str, object], UploadFile | None]:
+    """The form as `ExtendRequest` reads it (`video[id]` becomes `video.id`), and the file
+    sent as `video`, if any."""
+    fields: dict[str, object] = {"video": None}
+    upload = None
     for key, value in form.multi_items():
         if not isinstance(value, str):
-            raise InvalidRequest(
-                f"{key}: continuing an uploaded file is not supported; reference a completed "
-                "video of this server with the field video[id]",
-                param=key,
-            )
-        if key == "video[id]":
+            if key != "video":
+                raise InvalidRequest(f"{key}: only the field video may be a file", param=key)
+            upload = value
+        elif key == "video[id]":
             fields["video"] = {"id": value}
         else:
             fields[key] = value
-    return fields
+    return fields, upload
 
 
 @router.get("", responses=errors(404))
