@@ -22,7 +22,7 @@ import torch
 from packcache_core.layout import T_STRIDE
 from packcache_core.video import load_video_tokenizer
 from packcache_core.video.input import decode_clip
-from tests.server.conftest import LiveServer
+from tests.server.conftest import LiveServer, png_bytes
 
 PSNR_FLOOR_DB = 35.0
 
@@ -100,3 +100,136 @@ def test_sdk_extends_an_uploaded_mp4(
     assert done["frames"] == result.shape[0]
     request = server.runtime.files.request(video.id).read_text()
     assert '"given_frames": 2' in request
+
+
+def test_sdk_create_continues_an_mp4_input_reference(
+    client: openai.OpenAI, server: LiveServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(mp4_clip(frames=12, fps=12))
+    with path.open("rb") as f:
+        video = client.videos.create(
+            prompt="the pattern keeps drifting", input_reference=f, seconds="4", size="64x64"
+        )
+    done = server.wait_done(video.id, timeout=300)
+    assert done["status"] == "completed" and done["size"] == "64x64", done
+    result = mp4_frames(client.videos.download_content(video.id).read())
+    given = round_trip(server, path.read_bytes(), (64, 64))
+    assert psnr(result[: given.shape[0]], given) >= PSNR_FLOOR_DB
+    assert (result.shape[0] - given.shape[0]) / server.settings.fps == 4.0
+
+
+# --- bad input: each a 4xx naming the field and the limit, nothing kept, the server fine ----
+
+STRICT = {  # a server with tight input limits, so small files cross them
+    "max_upload_bytes": 150_000,
+    "max_input_video_pixels": 160 * 96,
+    "max_input_video_frames": 60,
+    "max_input_video_seconds": 4.0,
+}
+
+
+def audio_only() -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), "fltp", "mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def zero_frames() -> bytes:
+    """An AVI whose video stream has no frame at all."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="avi") as out:
+        stream = out.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        out.start_encoding()
+    return buf.getvalue()
+
+
+def noise_clip(frames: int, fps: int = 24, width: int = 128, height: int = 64) -> bytes:
+    """Noise compresses badly: a file mostly made of frame data, whatever its middle holds."""
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for _ in range(frames):
+            rgb = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def corrupt_middle() -> bytes:
+    data = bytearray(noise_clip(24))
+    middle = len(data) // 2
+    data[middle : middle + 4000] = np.random.default_rng(1).bytes(4000)
+    return bytes(data)
+
+
+BAD: dict[str, tuple[object, int, str]] = {  # case: (file, status, what the message names)
+    "not a video": (lambda: b"not a video at all " * 50, 400, "not a video"),
+    "an image": (png_bytes, 400, "not a video"),
+    "no video stream": (audio_only, 400, "no video stream"),
+    "zero frames": (zero_frames, 400, "no frames"),
+    "corrupt middle": (corrupt_middle, 400, "damaged"),
+    "over the byte limit": (lambda: noise_clip(45), 413, "max_upload_bytes"),
+    "over the pixel limit": (
+        lambda: mp4_clip(6, width=192, height=128),
+        400,
+        "max_input_video_pixels",
+    ),
+    "over the frame limit": (lambda: mp4_clip(72, fps=24), 400, "max_input_video_frames"),
+    "over the duration limit": (lambda: mp4_clip(15, fps=3), 400, "max_input_video_seconds"),
+}
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = LiveServer(tmp_path_factory.mktemp("strict"), **STRICT).start()
+    yield live
+    live.stop()
+
+
+def jobs_on_disk(server: LiveServer) -> list[str]:
+    root = server.settings.data_dir
+    return sorted(p.name for p in root.iterdir() if p.name.startswith("video_"))
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_uploads_are_refused_and_leave_nothing(strict: LiveServer, case: str) -> None:
+    make, status, named = BAD[case]
+    data = make()  # type: ignore[operator]
+    if case == "over the byte limit":
+        assert len(data) > STRICT["max_upload_bytes"]
+    form = {"prompt": "on", "seconds": "1"}
+    for url, field in (("/v1/videos/extensions", "video"), ("/v1/videos", "input_reference")):
+        if field == "input_reference" and case in ("not a video", "an image"):
+            continue  # not a video by its first bytes: refused as an image would be
+        before = jobs_on_disk(strict)
+        response = strict.client.post(url, data=form, files={field: ("clip.mp4", data)})
+        assert response.status_code == status, response.text
+        error = response.json()["error"]
+        assert error["param"] == field and named in error["message"], error
+        assert jobs_on_disk(strict) == before
+        assert strict.runtime.decodes.used == 0 and strict.runtime.decodes.decoding == 0
+        assert strict.client.get("/v1/videos").json()["data"] == []
+    assert strict.client.get("/ready").status_code == 200
+
+
+def test_the_strict_server_still_continues_a_good_upload(strict: LiveServer) -> None:
+    response = strict.client.post(
+        "/v1/videos/extensions",
+        data={"prompt": "on", "latent_frames": "1"},
+        files={"video": ("clip.mp4", mp4_clip(12))},
+    )
+    assert response.status_code == 200, response.text
+    video = strict.wait_done(response.json()["id"])
+    # 12 frames at 24 fps: 6 at 12 fps, one whole latent frame after the first, then one new
+    assert video["status"] == "completed" and video["latent_frames"] == 2 + 1, video

@@ -61,7 +61,10 @@ async def create_video(
     if form.input_reference is not None:
         data = await form.input_reference.read(limit + 1)
         if len(data) > limit:
-            raise PayloadTooLarge(f"input_reference is larger than {limit} bytes")
+            raise PayloadTooLarge(
+                f"input_reference is larger than the limit of {limit} bytes (max_upload_bytes)",
+                param="input_reference",
+            )
     return await service.create(rt, service.new_video_id(), form, data, owner=caller.owner)
 
 
@@ -100,7 +103,10 @@ async def _extend_request(request: Request, limit: int) -> tuple[ExtendRequest, 
             if upload is not None:
                 data = await upload.read(limit + 1)
                 if len(data) > limit:
-                    raise PayloadTooLarge(f"video is larger than {limit} bytes (max_upload_bytes)")
+                    raise PayloadTooLarge(
+                        f"video is larger than the limit of {limit} bytes (max_upload_bytes)",
+                        param="video",
+                    )
         else:
             raise InvalidRequest(
                 "send the extension as application/json or multipart/form-data, not "
