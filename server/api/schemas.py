@@ -238,7 +238,15 @@ class StreamRequest(GenerationOptions):
     image: str | None = Field(
         None,
         min_length=1,
-        description="the conditioning image, base64; leave it out for text-to-video",
+        description="the conditioning image, or a video to continue (MP4, WebM, AVI: then the "
+        "length fields give the new part), base64; leave it out for text-to-video",
+    )
+    extend: str | None = Field(
+        None,
+        pattern=VIDEO_ID_PATTERN,
+        description="a completed video of this server to continue (as POST "
+        "/v1/videos/extensions does, streamed): `prompt` and `seconds` or `latent_frames` give "
+        "the new part; nothing else may be set",
     )
     frame_format: Literal["jpeg", "png"] = Field("jpeg", description="encoding of frame messages")
     cancel_on_disconnect: bool = Field(

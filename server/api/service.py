@@ -121,7 +121,7 @@ async def create(
         elif seconds is not None or opts.latent_frames is not None:
             more = _added(seconds, opts.latent_frames, rt.settings.limits)
             length = "seconds" if opts.latent_frames is None else "latent_frames"
-        start = _Start(job_id, stream, realtime)
+        start = Start(job_id, stream, realtime)
         return await continue_upload(rt, base, more, length, image_bytes, image_param, owner, start)
     params = to_video_params(opts, rt.settings, open_ended, text_slots, image_bytes is None)
     return await _start(
@@ -129,8 +129,8 @@ async def create(
     )
 
 
-class _Start(NamedTuple):
-    """How a new video is started: its id, a stream listening, paced or not."""
+class Start(NamedTuple):
+    """How a new video is started: its id, a stream listening (None: none), paced or not."""
 
     job_id: str
     stream: JobListener | None = None
@@ -152,12 +152,18 @@ async def remix(
 
 
 async def extend(
-    rt: Runtime, body: ExtendRequest, scope: str | None, owner: str, upload: bytes | None = None
+    rt: Runtime,
+    body: ExtendRequest,
+    scope: str | None,
+    owner: str,
+    upload: bytes | None = None,
+    start: Start | None = None,
 ) -> VideoObject:
     """A new video that continues a video by `body`'s length, and is the whole video, the
     source's frames first: a completed one of this server (`body.video`), whose cache is
     rebuilt from its recorded frames (no video is decoded or encoded again), or an `upload`
-    (`continue_upload`)."""
+    (`continue_upload`). `start`: its id, stream and pacing (default: a new id, unstreamed)."""
+    start = start or Start(new_video_id())
     limits = rt.settings.limits
     length = "seconds" if body.latent_frames is None else "latent_frames"
     seconds = None if body.seconds is None else float(body.seconds)
@@ -165,7 +171,7 @@ async def extend(
         opts = GenerationOptions.model_validate({"prompt": body.prompt})
         base = to_video_params(opts, rt.settings)
         more = _added(seconds, body.latent_frames, limits)
-        return await continue_upload(rt, base, more, length, upload, "video", owner)
+        return await continue_upload(rt, base, more, length, upload, "video", owner, start)
     assert body.video is not None, "the route gives a reference or a file"
     source_id = body.video.id
     params, image, recorded = await _source(rt, source_id, scope, "extended", "video")
@@ -174,17 +180,17 @@ async def extend(
         params = extension(params, len(recorded.codes), body.prompt, more, limits, length)
     except RequestError as e:
         raise InvalidRequest(str(e), param=e.param) from e
-    job_id = new_video_id()
     return await _start(
         rt,
-        job_id,
+        start.job_id,
         params,
         image,
         None,
-        None,
+        start.stream,
         "input_reference",
         owner,
         resume=(source_id, recorded),
+        realtime=start.realtime,
     )
 
 
@@ -203,7 +209,7 @@ async def continue_upload(
     data: bytes,
     param: str,
     owner: str,
-    start: _Start | None = None,
+    start: Start | None = None,
 ) -> VideoObject:
     """A new video that continues an uploaded one (`data`, sent as `param`) by `more` latent
     frames with `base`'s prompt and settings (`length`: the field `more` came from). The
@@ -211,7 +217,7 @@ async def continue_upload(
     the video's size (`packcache_core.video.input`); the engine encodes its frames, caches
     them as given frames and generates after the last. `start`: its id, stream and pacing
     (default: a new id, no stream, unpaced)."""
-    start = start or _Start(new_video_id())
+    start = start or Start(new_video_id())
     engine, settings, limits = rt.require_engine(), rt.settings, rt.settings.limits
     room = limits.longest(base.policy) - more  # latent frames the upload may fill
     try:
@@ -230,7 +236,16 @@ async def continue_upload(
             given = latent_frames_for(clip.shape[0]) - 1
             params = continuation(replace(base, size=size), given, more, limits, length)
             return await _start(
-                rt, new_video_id(), params, None, None, None, param, owner, clip=clip
+                rt,
+                start.job_id,
+                params,
+                None,
+                None,
+                start.stream,
+                param,
+                owner,
+                realtime=start.realtime,
+                clip=clip,
             )
     except RequestError as e:
         raise InvalidRequest(str(e), param=e.param) from e

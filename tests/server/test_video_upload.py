@@ -8,7 +8,9 @@ seconds; the round trip's own PSNR against the upload is printed (`pytest -s`).
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,8 @@ import numpy as np
 import openai
 import pytest
 import torch
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from packcache_core.layout import T_STRIDE
 from packcache_core.video import load_video_tokenizer
@@ -233,3 +237,43 @@ def test_the_strict_server_still_continues_a_good_upload(strict: LiveServer) -> 
     video = strict.wait_done(response.json()["id"])
     # 12 frames at 24 fps: 6 at 12 fps, one whole latent frame after the first, then one new
     assert video["status"] == "completed" and video["latent_frames"] == 2 + 1, video
+
+
+# --- the websocket: an uploaded video inline, and a completed video extended, both streamed --
+
+
+def stream_all(server: LiveServer, request: dict[str, object]) -> tuple[list[dict], int]:
+    """Every JSON message of one streamed request, and the RGB frames that came."""
+    messages, frames = [], 0
+    with connect(server.ws_url, max_size=None) as ws:
+        ws.send(json.dumps({"type": "generate", **request}))
+        while True:
+            try:
+                data = ws.recv(timeout=120)
+            except ConnectionClosed:
+                break
+            if isinstance(data, bytes):
+                frames += 1
+            else:
+                messages.append(json.loads(data))
+    return messages, frames
+
+
+def test_websocket_continues_an_inline_mp4(server: LiveServer) -> None:
+    clip = base64.b64encode(mp4_clip(frames=12, fps=12)).decode()
+    messages, frames = stream_all(
+        server, {"prompt": "on", "image": clip, "latent_frames": 2, "size": "64x64", "steps": 2}
+    )
+    assert messages[-1]["type"] == "completed", messages[-1]
+    assert frames == 1 + 4 * 2 + 4 * 2  # the clip's 9 frames, then two new latent frames
+
+
+def test_websocket_streams_an_extension_of_a_completed_video(server: LiveServer) -> None:
+    source = server.create(latent_frames=2, steps=2)
+    video = server.wait_done(source.json()["id"])
+    request = {"prompt": "on", "extend": video["id"], "latent_frames": 2}
+    messages, frames = stream_all(server, request)
+    assert messages[-1]["type"] == "completed", messages[-1]
+    assert frames == 1 + 4 * 3  # the source's 5 frames, then two new latent frames
+    refused, _ = stream_all(server, {**request, "size": "64x64"})
+    assert refused[-1]["type"] == "error" and refused[-1]["error"]["param"] == "size"

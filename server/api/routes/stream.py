@@ -60,10 +60,13 @@ from server.api.schemas import (
     ControlMessage,
     ErrorDetail,
     ErrorMessage,
+    ExtendRequest,
     RejectedMessage,
     StopMessage,
     StreamRequest,
+    VideoReference,
 )
+from server.api.security import Caller
 from server.api.streaming import StreamSender
 from server.engine.engine import CLIENT_CANCEL
 from server.entry.runtime import Runtime
@@ -98,6 +101,38 @@ def _parse_request(text: str) -> StreamRequest:
     except ValidationError as e:
         message, param = validation_message(e)
         raise InvalidRequest(f"invalid stream request: {message}", param=param) from e
+
+
+# What an extension request may set besides `extend`: the rest is the source video's.
+EXTENSION_FIELDS = {
+    "type",
+    "extend",
+    "prompt",
+    "seconds",
+    "latent_frames",
+    "model",
+    "frame_format",
+    "frame_window",
+    "realtime",
+    "cancel_on_disconnect",
+}
+
+
+def _extension(request: StreamRequest) -> ExtendRequest:
+    """The extension a stream request asks for (`extend`), refusing fields it cannot take."""
+    extra = sorted(request.model_fields_set - EXTENSION_FIELDS)
+    if extra:
+        raise InvalidRequest(
+            f"an extension keeps its source's settings; leave out {', '.join(extra)}",
+            param=extra[0],
+        )
+    video = VideoReference(id=str(request.extend))
+    return ExtendRequest(
+        video=video,
+        prompt=request.prompt,
+        seconds=request.seconds,
+        latent_frames=request.latent_frames,
+    )
 
 
 def _decode_image(data: str, limit: int) -> bytes:
@@ -250,7 +285,9 @@ def _rejected(
     return RejectedMessage(id=job_id, request=request, error=detail)
 
 
-async def _run(ws: WebSocket, rt: Runtime, request: StreamRequest, job_id: str, owner: str) -> int:
+async def _run(
+    ws: WebSocket, rt: Runtime, request: StreamRequest, job_id: str, caller: Caller
+) -> int:
     """Generate and stream; returns the close code. Raises `WebSocketDisconnect` when the
     client leaves (the caller decides whether that cancels)."""
     s = rt.settings
@@ -272,18 +309,23 @@ async def _run(ws: WebSocket, rt: Runtime, request: StreamRequest, job_id: str, 
         loop = asyncio.get_running_loop()
         listener = sender.listener(loop)
         slots = rt.settings.stream_prompt_tokens
-        await service.create(
-            rt,
-            job_id,
-            request,
-            image,
-            listener,
-            "image",
-            owner=owner,
-            open_ended=request.open_ended,
-            text_slots=slots,
-            realtime=request.realtime,
-        )
+        if request.extend is not None:
+            start = service.Start(job_id, listener, request.realtime)
+            body = _extension(request)
+            await service.extend(rt, body, caller.scope, caller.owner, start=start)
+        else:
+            await service.create(
+                rt,
+                job_id,
+                request,
+                image,
+                listener,
+                "image",
+                owner=caller.owner,
+                open_ended=request.open_ended,
+                text_slots=slots,
+                realtime=request.realtime,
+            )
         watching = asyncio.create_task(_watch_client(ws, rt, sender, job_id))
         await asyncio.wait({sending, watching}, return_when=asyncio.FIRST_COMPLETED)
         if watching.done() and watching.result() == "disconnect":
@@ -319,7 +361,7 @@ async def stream(ws: WebSocket, rt: RuntimeDep) -> None:
         text = await _receive_text(ws, 2 * rt.settings.max_upload_bytes + 65536)
         request = _parse_request(text)
         job_id = service.new_video_id()
-        code = await _run(ws, rt, request, job_id, caller.owner)
+        code = await _run(ws, rt, request, job_id, caller)
         await _close(ws, code)
     except WebSocketDisconnect:
         if job_id is not None and request is not None and request.cancel_on_disconnect:
