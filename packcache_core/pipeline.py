@@ -48,6 +48,9 @@ from packcache_core.video.base import StreamDecoder
 
 BUILTIN_TARGET_SIZE = 128  # built-in models: small frames that run on a CPU
 LUMOS_TARGET_SIZE = 528  # the published 384p setting (672x384 for 16:9)
+# Latent frames an open-ended request's stream decoder is sized for: a day at 12 fps, i.e. no end
+# (a windowed decoder's state stops growing long before).
+OPEN_ENDED_DECODE_FRAMES = 24 * 3600 * 12 // 4
 # (width, height) of a text-to-video request that names no size, per target size: the official
 # `inference_t2v.py` table (`resolution_dict`); other target sizes take the bucket of a 7:4 frame.
 TEXT_TO_VIDEO_SIZES = {352: (448, 256), 528: (672, 384), 656: (768, 480)}
@@ -347,6 +350,16 @@ class Pipeline:
         p = prepared.params
         return cache_plan_for(self.model, prepared.request, p.policy, p.sampling)
 
+    def decoder_bytes(self, prepared: Prepared) -> int:
+        """The most a request's stream decoder holds between frames (kept for its life, like
+        its cache): the tokenizer's `stream_state_bytes` at its size and length. An open-ended
+        request counts as unbounded: a decoder whose state is windowed caps it; one that keeps
+        every frame cannot serve it."""
+        W, H = prepared.size
+        p = prepared.params
+        frames = OPEN_ENDED_DECODE_FRAMES if p.open_ended else p.latent_frames
+        return self.video_tokenizer.stream_state_bytes(H, W, frames)
+
     def step_memory(self, spec: CacheSpec) -> StepMemory:
         """Estimated transient memory of one step of a request planned as `spec`."""
         return step_memory(self.model, spec)
@@ -389,7 +402,8 @@ def step_memory(model: LumosTransformer, spec: CacheSpec) -> StepMemory:
     fused kernels use less) and grouped K/V expanded to all heads, per request; the MLP, the
     residual stream, q/k/v and float32 RoPE copies per row; then, per chunk of `SAMPLE_CHUNK`
     slots, the float32 code logits of both rows and the sampler's temporaries (the CFG combine,
-    the exp and its padded copy). Not counted: the video decoder (its own architecture) and the
+    the exp and its padded copy). Not counted: the video decoder (its state between frames is
+    `decoder_bytes`; the transient peak of decoding one frame is not estimated) and the
     allocator's fragmentation, which a server's headroom covers. Measured on a CPU (profiler,
     `tests/server/test_batching.py`): the peak of a step alone or of four batched is 0.66-0.70
     of the estimate; the sampler's (slots, codes) temporaries dominate both.

@@ -312,6 +312,7 @@ class Engine:
             spec = self.pipeline.plan(prepared)
             job.prepared, job.spec = prepared, spec
             job.step_memory = self.pipeline.step_memory(spec)
+            job.decoder_bytes = self.pipeline.decoder_bytes(prepared)
             decision = self.scheduler.offer(job, self._mean_request_s)
         except ServerError as e:  # can never fit, or the queue is full
             self.observer.on_reject(e.code)

@@ -72,6 +72,7 @@ class Job:
     prepared: Prepared | None = None
     spec: CacheSpec | None = None  # the cache planned at admission; allocation uses it
     step_memory: StepMemory = field(default_factory=lambda: StepMemory(0, 0, 0))  # estimated
+    decoder_bytes: int = 0  # its stream decoder's state at most (`Pipeline.decoder_bytes`)
     run: VideoRun | None = None
     started_at: float | None = None
     first_frame_at: float | None = None

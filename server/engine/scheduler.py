@@ -34,6 +34,11 @@ class Schedulable(Protocol):
     def cache_bytes(self) -> int: ...
 
     @property
+    def decoder_bytes(self) -> int:
+        """The stream decoder's state, held for the request's life like its cache."""
+        ...
+
+    @property
     def step_memory(self) -> StepMemory: ...
 
 
@@ -55,10 +60,11 @@ def tick_bytes(steps: list[StepMemory], max_batch: int = 1) -> int:
 
 
 def reservation(jobs: Iterable[Schedulable], max_batch: int = 1) -> int:
-    """Memory a set of running requests needs together: all caches, plus one tick's worth."""
+    """Memory a set of running requests needs together: all caches and stream decoders' state,
+    plus one tick's worth."""
     jobs = list(jobs)
     steps = [j.step_memory for j in jobs]
-    return sum(j.cache_bytes for j in jobs) + tick_bytes(steps, max_batch)
+    return sum(j.cache_bytes + j.decoder_bytes for j in jobs) + tick_bytes(steps, max_batch)
 
 
 class FifoScheduler(Generic[J]):
@@ -93,8 +99,9 @@ class FifoScheduler(Generic[J]):
         alone = reservation([job])
         if alone > self.budget_bytes:
             raise InvalidRequest(
-                f"the request needs {alone} bytes (KV cache {job.cache_bytes} + activations "
-                f"{job.step_memory.alone}); this server's memory budget is {self.budget_bytes}; "
+                f"the request needs {alone} bytes (KV cache {job.cache_bytes} + stream decoder "
+                f"{job.decoder_bytes} + activations {job.step_memory.alone}); this server's "
+                f"memory budget is {self.budget_bytes}; "
                 f"ask for fewer frames, a smaller size or a cache policy that keeps less",
                 code="request_too_large",
             )

@@ -19,6 +19,7 @@ class FakeJob:
     name: str
     cache_bytes: int
     activation_bytes: int  # one step alone; split below as rows 20%, attention 40%, sample 40%
+    decoder_bytes: int = 0
 
     @property
     def step_memory(self) -> StepMemory:
@@ -34,6 +35,18 @@ def test_reservation_is_caches_plus_largest_activation() -> None:
     a, b = FakeJob("a", 100, 50), FakeJob("b", 200, 80)
     assert reservation([a, b]) == 100 + 200 + 80
     assert reservation([]) == 0
+
+
+def test_stream_decoder_state_is_held_like_a_cache() -> None:
+    """Each running request's decoder state adds up like its cache; a request whose cache and
+    decoder alone pass the budget is refused, naming both."""
+    a, b = FakeJob("a", 100, 50, decoder_bytes=30), FakeJob("b", 200, 80, decoder_bytes=40)
+    assert reservation([a, b]) == 100 + 30 + 200 + 40 + 80
+    s: FifoScheduler[FakeJob] = FifoScheduler(100 + 30 + 50, 8, 8)
+    assert s.offer(FakeJob("fits", 100, 50, decoder_bytes=30), 1) == "start"
+    with pytest.raises(InvalidRequest, match="stream decoder 31") as e:
+        FifoScheduler(100 + 30 + 50, 8, 8).offer(FakeJob("no", 100, 50, decoder_bytes=31), 1)
+    assert e.value.code == "request_too_large"
 
 
 def test_batched_reservation_sums_forward_rows_only() -> None:
