@@ -95,6 +95,7 @@ class Clip:
         self._frames = None
 
 
+VIDEO_KINDS = ("MP4", "MOV", "WebM", "MKV", "AVI")  # the same containers, as people name them
 # How each accepted container's file starts: (offset, bytes).
 SIGNATURES = ((4, b"ftyp"), (0, b"\x1a\x45\xdf\xa3"), (8, b"AVI "))
 

@@ -23,8 +23,11 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from packcache_core.image import IMAGE_FORMATS
-from packcache_core.policy import POLICIES, knob_values, make_policy
+from packcache_core.policy import POLICIES, knob_values, make_policy, open_ended_refusal
+from packcache_core.text import build_prompt_ids
+from packcache_core.video.input import VIDEO_KINDS
 from server.api.deps import RuntimeDep
+from server.entry.runtime import Runtime
 from server.errors import NotFound
 
 router = APIRouter(include_in_schema=False)
@@ -53,7 +56,17 @@ class UiConfig(BaseModel):
     default_policy: str
     default_policy_params: dict[str, object]  # every knob of the default, as it is set
     policies: list[str]  # every registered cache policy
-    image_formats: list[str]  # what an upload may be
+    policy_params: dict[str, dict[str, object]]  # every policy's knobs, at their defaults
+    open_ended_policies: list[str]  # those that may run without an end, at their defaults
+    image_formats: list[str]  # what an image upload may be
+    video_formats: list[str]  # what a video upload (to continue) may be
+    max_input_video_seconds: float
+    max_prompt_chars: int
+    # text tokens a stream's cache holds (BOS, the instruction, the caption, SEP): a prompt
+    # change must fit them; the instruction's share at the model's default size (None until
+    # the model is loaded)
+    stream_prompt_tokens: int
+    prompt_template_tokens: int | None
 
 
 def _static(name: str) -> FileResponse:
@@ -88,5 +101,22 @@ def config(rt: RuntimeDep) -> UiConfig:
         default_policy=d.cache_policy,
         default_policy_params=knob_values(make_policy(d.cache_policy, **d.policy_params)),
         policies=list(POLICIES),
+        policy_params={name: knob_values(make_policy(name)) for name in POLICIES},
+        open_ended_policies=[n for n in POLICIES if open_ended_refusal(make_policy(n)) is None],
         image_formats=list(IMAGE_FORMATS),
+        video_formats=list(VIDEO_KINDS),
+        max_input_video_seconds=s.max_input_video_seconds,
+        max_prompt_chars=s.max_prompt_chars,
+        stream_prompt_tokens=s.stream_prompt_tokens,
+        prompt_template_tokens=_template_tokens(rt),
     )
+
+
+def _template_tokens(rt: Runtime) -> int | None:
+    """Tokens of the prompt around an empty caption, at the model's default video size."""
+    if rt.engine is None:
+        return None
+    pipeline = rt.engine.pipeline
+    width, height = pipeline.text_size()
+    ids = build_prompt_ids(pipeline.text_tokenizer, "", width, height, rt.settings.fps, 2)
+    return len(ids)

@@ -37,8 +37,12 @@ export function streamUrl(apiKey = null) {
 /**
  * Opens the socket and sends `request` (a StreamRequest object). Handlers (all optional):
  * onQueued(msg), onStarted(msg), onFrame(header, blob), onProgress(msg), onLatentFrame(msg),
- * onCompleted(msg), onFailed({title, message, code, closeCode, cancelled}).
- * Returns {cancel()}: asks the server to stop; the outcome still arrives through onFailed.
+ * onPromptChanged(msg), onRejected(msg), onCompleted(msg),
+ * onFailed({title, message, code, closeCode, cancelled}).
+ * Returns {cancel(), stop(), sendPrompt(text)}: `cancel` asks the server to stop and drop the
+ * video (the outcome still arrives through onFailed); `stop` ends an open-ended video, which
+ * completes with what it made; `sendPrompt` asks the video to follow a new prompt from its
+ * next frame (answered by onPromptChanged with that frame, or onRejected).
  */
 export function startStream(request, handlers, apiKey = null) {
   const on = (name, ...args) => handlers[name] && handlers[name](...args);
@@ -76,6 +80,8 @@ export function startStream(request, handlers, apiKey = null) {
       case "frame": header = msg; return undefined;
       case "progress": return on("onProgress", msg);
       case "latent_frame": return on("onLatentFrame", msg);
+      case "prompt_changed": return on("onPromptChanged", msg);
+      case "rejected": return on("onRejected", msg);
       case "completed": completed = msg; return undefined;
       case "error": error = msg.error; return undefined;
       default: return undefined; // newer servers may add messages: ignore what we don't know
@@ -90,11 +96,21 @@ export function startStream(request, handlers, apiKey = null) {
     on("onFailed", refused || describeFailure(error, event.code, cancelRequested));
   };
 
+  const send = (message) => {
+    if (ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify(message));
+    return true;
+  };
   return {
     cancel() {
       cancelRequested = true;
-      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "cancel" }));
-      else ws.close(); // not open yet: nothing reached the server
+      if (!send({ type: "cancel" })) ws.close(); // not open yet: nothing reached the server
+    },
+    stop() {
+      return send({ type: "stop" });
+    },
+    sendPrompt(prompt) {
+      return send({ type: "prompt", prompt });
     },
   };
 }
