@@ -26,7 +26,7 @@ from websockets.sync.client import connect
 from packcache_core.layout import T_STRIDE
 from packcache_core.video import load_video_tokenizer
 from packcache_core.video.input import decode_clip
-from tests.server.conftest import LiveServer, png_bytes
+from tests.server.conftest import LiveServer, png_bytes, wait_until
 
 PSNR_FLOOR_DB = 35.0
 
@@ -277,3 +277,30 @@ def test_websocket_streams_an_extension_of_a_completed_video(server: LiveServer)
     assert frames == 1 + 4 * 3  # the source's 5 frames, then two new latent frames
     refused, _ = stream_all(server, {**request, "size": "64x64"})
     assert refused[-1]["type"] == "error" and refused[-1]["error"]["param"] == "size"
+
+
+def test_an_upload_job_resumes_after_a_restart(tmp_path: Path) -> None:
+    """The given frames are in the job's record: a server that stops mid-video leaves it
+    resumable, and the next one completes it with the same given frames."""
+    clip = base64.b64encode(mp4_clip(frames=12, fps=12)).decode()
+    request = {"prompt": "on", "image": clip, "latent_frames": 12, "size": "64x64", "steps": 1}
+    first = LiveServer(tmp_path).start()
+    try:
+        with connect(first.ws_url, max_size=None) as ws:
+            ws.send(json.dumps({"type": "generate", "realtime": True, **request}))
+            video_id = json.loads(ws.recv(timeout=60))["id"]
+            wait_until(lambda: first.runtime.files.frames(video_id).count() >= 3, timeout=60)
+            assert first.runtime.require_engine().job_ids() == [video_id]  # still running
+            given = first.runtime.files.frames(video_id).read().codes[:2]
+            first.stop()
+    finally:
+        first.stop()
+    second = LiveServer(tmp_path).start()
+    try:
+        video = second.wait_done(video_id, timeout=120)
+        assert video["status"] == "completed" and video["latent_frames"] == 1 + 2 + 12, video
+        again = second.runtime.files.frames(video_id).read().codes
+        assert all(torch.equal(a, b) for a, b in zip(again[:2], given, strict=True))
+        assert len(again) == 2 + 12  # the given frames, then every generated one
+    finally:
+        second.stop()
