@@ -34,9 +34,23 @@ from PIL import Image
 from packcache_core.image import center_crop, to_tensor
 from packcache_core.layout import T_STRIDE
 
-# Containers an upload may be (FFmpeg's demuxer names); anything else is not a video to us
-# (an image FFmpeg would also open, a playlist, a raw stream).
-VIDEO_FORMATS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi")
+
+class Container(NamedTuple):
+    """A container an upload may be: its names, FFmpeg's demuxer, how its files start."""
+
+    names: tuple[str, ...]  # as people name it
+    demuxer: str  # FFmpeg's name for it
+    offset: int  # where its signature sits
+    signature: bytes
+
+
+# Anything else is not a video to us (an image FFmpeg would also open, a playlist, a stream).
+CONTAINERS = (
+    Container(("MP4", "MOV"), "mov,mp4,m4a,3gp,3g2,mj2", 4, b"ftyp"),
+    Container(("WebM", "MKV"), "matroska,webm", 0, b"\x1a\x45\xdf\xa3"),
+    Container(("AVI",), "avi", 8, b"AVI "),
+)
+VIDEO_KINDS = tuple(name for c in CONTAINERS for name in c.names)
 RGB_BYTES = 3  # a decoded frame converted to RGB24
 # FFmpeg holds a few reference and output frames while it decodes: bytes per source pixel.
 DECODER_BYTES_PER_PIXEL = 8
@@ -95,15 +109,10 @@ class Clip:
         self._frames = None
 
 
-VIDEO_KINDS = ("MP4", "MOV", "WebM", "MKV", "AVI")  # the same containers, as people name them
-# How each accepted container's file starts: (offset, bytes).
-SIGNATURES = ((4, b"ftyp"), (0, b"\x1a\x45\xdf\xa3"), (8, b"AVI "))
-
-
 def is_video(data: bytes) -> bool:
     """Whether `data` starts as an MP4 / MOV, Matroska / WebM or AVI file does (an input
     that may be an image or a video is told apart by this; FFmpeg decides the rest)."""
-    return any(data[at : at + len(sig)] == sig for at, sig in SIGNATURES)
+    return any(data[c.offset : c.offset + len(c.signature)] == c.signature for c in CONTAINERS)
 
 
 def _open(data: bytes) -> av.container.InputContainer:
@@ -111,7 +120,7 @@ def _open(data: bytes) -> av.container.InputContainer:
         container = av.open(io.BytesIO(data), mode="r")
     except (av.FFmpegError, ValueError, OSError) as e:
         raise VideoInputError("not a video file FFmpeg can read") from e
-    if container.format.name not in VIDEO_FORMATS:
+    if container.format.name not in {c.demuxer for c in CONTAINERS}:
         container.close()
         raise VideoInputError(f"not a video container ({container.format.name}); send an MP4")
     return container
@@ -220,7 +229,7 @@ def _resample(
                 f"the video has more than the limit of {limits.max_frames} frames",
                 "max_frames",
             )
-        t = Fraction(frame.pts or 0) * (frame.time_base or Fraction(1, fps))
+        t = _time(frame, stream, n - 1, fps)
         start = t if start is None else start
         t -= start
         if t > limits.max_seconds:
@@ -238,6 +247,14 @@ def _resample(
         out.append(_fit(held, size))
     keep = 1 + T_STRIDE * ((len(out) - 1) // T_STRIDE)
     return torch.stack(out[:keep])
+
+
+def _time(frame: av.VideoFrame, stream: av.VideoStream, n: int, fps: int) -> Fraction:
+    """When the `n`-th frame (from 0) is shown: its presentation time, else (a stream without
+    timestamps) its place at the stream's rate."""
+    if frame.pts is not None and frame.time_base:
+        return Fraction(frame.pts) * frame.time_base
+    return n * _duration(frame, stream, fps) if n else Fraction(0)
 
 
 def _duration(frame: av.VideoFrame, stream: av.VideoStream, fps: int) -> Fraction:
