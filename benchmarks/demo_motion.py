@@ -20,6 +20,12 @@ policies as extra lanes):
 - A prompt change mid-video ("pans left" to "pans right", and back): the step into the first
   frame under the new prompt must move the new way by about one step, and no step above 1.5
   pan steps (a jump, not a turn).
+- Text to video, no image: held-out captions of two-colour scenes ("red and blue, the camera
+  pans left", `make_path_clip(coloured=True)`). Frame 0's colours: k-means in RGB (k = 4,
+  scipy's `kmeans2`) over its pixels, each cluster centre named by the nearest of the named
+  colours, the two largest clusters' names (the next cluster stands in when two share a name)
+  against the caption's two; the same check on the tokenizer's round trip of the true scene is
+  printed beside it (what a perfect model would score). Then the asked pan, step by step.
 Writes JSON (every step's shift) and a PNG of shift against frame index; prints tables and the
 load average. What it is not: a test (`tests/core/test_demo_model.py` checks a short video).
 """
@@ -38,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from scipy.cluster.vq import kmeans2
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -46,8 +53,9 @@ import itertools
 
 from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
 from packcache_core.batch import tick
-from packcache_core.demo.data import PAN_STEP, Motion, make_clip
+from packcache_core.demo.data import COLOURS, PAN_STEP, Motion, make_clip
 from packcache_core.demo.motion import asked_shift, content_shift, moved_psnr, psnr
+from packcache_core.demo.paths import PathClip, make_path_clip
 from packcache_core.host import prepare_host
 from packcache_core.pipeline import Pipeline, VideoParams, VideoRun
 from packcache_core.policy import CachePolicy, make_policy, policy_from_spec
@@ -58,9 +66,12 @@ CONTENT_DX = {"left": PAN_STEP, "right": -PAN_STEP}
 DIRECTIONS = ("left", "right")
 
 
+COLOUR_CLUSTERS = 4  # k of the k-means over frame 0's pixels
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
-    image: int  # held-out clip whose first frame is the input
+    image: int | None  # held-out clip whose first frame is the input; None: text to video
     direction: str
     params: VideoParams
     switch: int | None = None  # latent frame from which the other direction is asked
@@ -68,6 +79,25 @@ class Job:
 
 def scene(index: int) -> Image.Image:
     return Image.fromarray(make_clip("heldout", index).rgb_frames(1)[0].numpy())
+
+
+def colour_clip(index: int, direction: str) -> PathClip:
+    """Held-out two-colour scene `index`, its first segment panning `direction`."""
+    return make_path_clip("heldout", index, 2, first=direction, coloured=True)
+
+
+def colour_names(picture: torch.Tensor) -> list[str]:
+    """The named colours of the two largest RGB k-means clusters of a uint8 (H, W, 3) picture
+    (by size; a cluster whose name is taken gives way to the next)."""
+    pixels = picture.reshape(-1, 3).numpy().astype(np.float64) / 255.0
+    centres, labels = kmeans2(pixels, COLOUR_CLUSTERS, seed=0, minit="++")
+    named = np.array(list(COLOURS.values()))  # (c, 3)
+    names: list[str] = []
+    for k in np.argsort(-np.bincount(labels, minlength=COLOUR_CLUSTERS), kind="stable"):
+        name = list(COLOURS)[int(np.argmin(((named - centres[k]) ** 2).sum(1)))]
+        if name not in names:
+            names.append(name)
+    return names[:2]
 
 
 def run_all(
@@ -79,10 +109,10 @@ def run_all(
     pictures: list[list[torch.Tensor]] = []
     first_input: list[torch.Tensor] = []
     for job in jobs:
-        prepared = pipeline.prepare(scene(job.image), job.params)
+        prepared = pipeline.prepare(None if job.image is None else scene(job.image), job.params)
         run = pipeline.start(prepared)
         runs.append(run)
-        pictures.append([run.first_rgb()[-1]])
+        pictures.append(list(run.first_rgb()[-1:]))  # none yet for text to video
         first_input.append(prepared.image)
     memory: list[tuple[int, int, int]] = []  # (latent frames, cache bytes, RSS kB)
     while live := [i for i, r in enumerate(runs) if not r.done]:
@@ -209,6 +239,70 @@ def lane(
     return out
 
 
+def text_lane(
+    pipeline: Pipeline, frames: int, args: argparse.Namespace
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """Text to video on held-out two-colour captions: frame 0's colours, then the pan; and the
+    first frames of every video (for a contact sheet)."""
+    card = pipeline.defaults
+    policy = make_policy(card.cache_policy, **card.policy_params)
+    clips = [colour_clip(i, DIRECTIONS[i % 2]) for i in range(args.text_captions)]
+    jobs = [
+        Job(
+            None,
+            DIRECTIONS[i % 2],
+            VideoParams(
+                clip.captions[0],
+                latent_frames=frames,
+                size=card.size,
+                seed=i,
+                policy=policy,
+                sampling=card.sampling,
+                text_only=True,
+            ),
+        )
+        for i, clip in enumerate(clips)
+    ]
+    tok = pipeline.video_tokenizer
+    runs = []
+    results = run_all(pipeline, jobs)
+    for i, (job, clip, res) in enumerate(zip(jobs, clips, results, strict=True)):
+        truth = tok.decode(tok.encode_image(clip.latent_frame(0))[None])[0]
+        assert clip.colours is not None
+        want = set(clip.colours)
+        got = colour_names(res["pictures"][0])
+        runs.append(
+            {
+                "caption": clip.captions[0],
+                "direction": job.direction,
+                "seed": i,
+                "colours": got,
+                "colours_as_named": set(got) == want,
+                "round_trip_colours_as_named": set(colour_names(truth)) == want,
+                "steps": steps(job, res["pictures"]),
+            }
+        )
+    all_steps = [s for r in runs for s in r["steps"]]
+    summary = {
+        "runs": len(runs),
+        "steps": len(all_steps),
+        "as_asked": float(np.mean([s["as_asked"] for s in all_steps])),
+        "colours_as_named": float(np.mean([r["colours_as_named"] for r in runs])),
+        "round_trip_colours_as_named": float(
+            np.mean([r["round_trip_colours_as_named"] for r in runs])
+        ),
+    }
+    sheet = torch.stack([r["pictures"][: min(frames, 6)] for r in results])  # (n, f, H, W, 3)
+    return {"summary": summary, "runs": runs}, sheet
+
+
+def contact_sheet(videos: torch.Tensor, path: Path) -> None:
+    """uint8 (rows, frames, H, W, 3) -> a PNG: one video per row, its frames left to right."""
+    n, f, H, W, _ = videos.shape
+    grid = videos.permute(0, 2, 1, 3, 4).reshape(n * H, f * W, 3)
+    Image.fromarray(grid.numpy()).save(path)
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     plt = pyplot()
     lanes = results["lanes"]
@@ -267,13 +361,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--open-frames", type=int, default=200)
     p.add_argument("--open-images", type=int, default=4)
     p.add_argument("--switch", type=int, default=7, help="latent frame of the prompt change")
+    p.add_argument(
+        "--text-captions", type=int, default=16, help="held-out two-colour captions, text only"
+    )
+    p.add_argument("--text-frames", type=int, default=13)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="2 scenes, 6 and 13 frames, 40 open")
     p.add_argument("--json", type=Path)
     p.add_argument("--png", type=Path)
+    p.add_argument(
+        "--sheet", type=Path, help="contact sheet PNG: default videos, image then text only"
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.images, args.open_images, args.open_frames, args.lengths = 2, 1, 40, "6,13"
+        args.text_captions = 4
     prepare_host("cpu", args.threads)
     info = machine_info(torch.device("cpu"), torch.float32)
     print_machine(info)
@@ -296,9 +398,18 @@ def main(argv: list[str] | None = None) -> int:
     lanes[f"card switch@{args.switch} {switch_len}"] = lane(
         pipeline, card_policy, switch_len, args, switch=args.switch
     )
+    sheet = None
+    if args.text_captions:
+        name = f"card text {args.text_frames}"
+        lanes[name], sheet = text_lane(pipeline, args.text_frames, args)
+        print(f"{name}: {lanes[name]['summary']}", flush=True)
     reference = float(
         np.mean([true_pan_psnr(pipeline, i, d, 6) for i in range(args.images) for d in DIRECTIONS])
     )
+
+    def cell(s: dict[str, Any], key: str, fmt: str) -> str:
+        return format(s[key], fmt) if s.get(key) is not None else "-"
+
     rows = []
     for name, res in lanes.items():
         s = res["summary"]
@@ -307,12 +418,14 @@ def main(argv: list[str] | None = None) -> int:
                 name,
                 s["runs"],
                 s["steps"],
-                f"{s['as_asked']:.1%}",
-                f"{s['moved_psnr']:.1f}" if s["moved_psnr"] is not None else "-",
+                cell(s, "as_asked", ".1%"),
+                cell(s, "moved_psnr", ".1f"),
                 f"{reference:.1f}",
-                f"{s['frame0_psnr']:.1f}",
-                f"{s['round_trip_vs_input_psnr']:.1f}",
-                f"{s['turns']:.0%}" if "turns" in s else "-",
+                cell(s, "frame0_psnr", ".1f"),
+                cell(s, "round_trip_vs_input_psnr", ".1f"),
+                cell(s, "turns", ".0%"),
+                cell(s, "colours_as_named", ".0%"),
+                cell(s, "round_trip_colours_as_named", ".0%"),
             ]
         )
     head = [
@@ -325,8 +438,30 @@ def main(argv: list[str] | None = None) -> int:
         "frame 0 vs round trip",
         "round trip vs input",
         "turns",
+        "colours as named",
+        "same, true scene",
     ]
     print(markdown_table(head, rows))
+    if args.sheet:
+        card = pipeline.defaults
+        policy = make_policy(card.cache_policy, **card.policy_params)
+        params = [
+            VideoParams(
+                CAPTION.format(d=d),
+                card.latent_frames,
+                size=card.size,
+                seed=i,
+                policy=policy,
+                sampling=card.sampling,
+            )
+            for i, d in enumerate(DIRECTIONS)
+        ]
+        jobs = [Job(i, p.prompt.split()[-1], p) for i, p in enumerate(params)]
+        videos = torch.stack([r["pictures"][:6] for r in run_all(pipeline, jobs)])
+        if sheet is not None:
+            videos = torch.cat([videos, sheet[:4, : videos.shape[1]]])
+        contact_sheet(videos, args.sheet)
+        print(f"contact sheet: {args.sheet}")
     meta = {
         "machine": info,
         "model": args.model,

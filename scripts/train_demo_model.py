@@ -16,6 +16,13 @@ nearly alone at 57 steps a minute). The weights are written as bf16 safetensors 
 card (`demo.json`) that records the command, the time taken and the final loss, every
 `--save-every` steps and at the end.
 
+The default preset (`demo`) also teaches text to video: two-colour scenes whose captions name
+their colours ("red and blue, the camera pans left"), as whole 6-frame sequences with frame 0
+predicted like the other frames and as rollouts through the served cache without a
+conditioning frame (`--t2v-rows`, `--colour-share`, `--t2v-share`). On a shared machine use
+`--threads 1`: at a load average of 7, two threads spent 41 CPU-seconds a step spinning against
+4 with one.
+
 What it is not: a general trainer (no data loader, no resume, no mixed precision).
 """
 
@@ -147,7 +154,7 @@ PRESETS = {
     # image-to-video clips keep `full` working at the trained length.
     "demo": TrainConfig(
         model="demo",
-        steps=500,
+        steps=400,
         lr=1e-3,
         warmup=25,
         init="demo-base",

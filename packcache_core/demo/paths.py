@@ -52,6 +52,7 @@ class PathClip:
     corners: np.ndarray  # (n, 2) window top-left (y, x) in px at latent frames 0 .. n-1
     captions: tuple[str, ...]  # (n,) the caption in force at each latent frame
     directions: tuple[str | None, ...]  # (n,) the direction moved into frame t (None: still)
+    colours: tuple[str, str] | None = None  # a two-colour scene's colours (named in captions)
     height: int = FRAME_HEIGHT
     width: int = FRAME_WIDTH
 
@@ -128,11 +129,13 @@ def make_path_clip(
     H, W = FRAME_HEIGHT, FRAME_WIDTH
     y_span = (float(corners[:, 0].min()) - 8.0, float(corners[:, 0].max()) + H + 8.0)
     x_span = (float(corners[:, 1].min()) - 8.0, float(corners[:, 1].max()) + W + 8.0)
+    colours = None
     if coloured:
-        scene, (a, b) = colour_scene(rng, y_span, x_span)
+        scene, colours = colour_scene(rng, y_span, x_span)
+        a, b = colours
         captions = [SCENE_CAPTION.format(a=a, b=b, motion=c) for c in captions]
     else:
         scene = _scene(rng, y_span, x_span)
     return PathClip(
-        scene, corners, (captions[0], *captions), (None, *directions), height=H, width=W
+        scene, corners, (captions[0], *captions), (None, *directions), colours, height=H, width=W
     )
