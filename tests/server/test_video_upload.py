@@ -266,6 +266,17 @@ def test_websocket_continues_an_inline_mp4(server: LiveServer) -> None:
     )
     assert messages[-1]["type"] == "completed", messages[-1]
     assert frames == 1 + 4 * 2 + 4 * 2  # the clip's 9 frames, then two new latent frames
+    # extended in turn (by id): its record replays, the given frames still given (clean)
+    source = messages[-1]["id"]
+    body = {"video": {"id": source}, "prompt": "on", "latent_frames": 1}
+    response = server.client.post("/v1/videos/extensions", json=body)
+    assert response.status_code == 200, response.text
+    video = server.wait_done(response.json()["id"])
+    assert video["status"] == "completed" and video["latent_frames"] == 3 + 2 + 1, video
+    files = server.runtime.files
+    before, after = files.frames(source).read().codes, files.frames(video["id"]).read().codes
+    assert all(torch.equal(a, b) for a, b in zip(before, after[:4], strict=True))
+    assert json.loads(files.request(video["id"]).read_text())["given_frames"] == 2
 
 
 def test_websocket_streams_an_extension_of_a_completed_video(server: LiveServer) -> None:
