@@ -212,7 +212,8 @@ async def continue_upload(
     start: Start | None = None,
 ) -> VideoObject:
     """A new video that continues an uploaded one (`data`, sent as `param`) by `more` latent
-    frames with `base`'s prompt and settings (`length`: the field `more` came from). The
+    frames with `base`'s prompt and settings (`length`: the field `more` came from, named
+    when `more` alone is too long; a video too long for what is left is named as `param`). The
     upload is probed, decoded within the decode budget, resampled to the server's rate and
     the video's size (`packcache_core.video.input`); the engine encodes its frames, caches
     them as given frames and generates after the last. `start`: its id, stream and pacing
@@ -228,13 +229,13 @@ async def continue_upload(
         most = rgb_frames(room + 1)  # a clip one latent frame too long shows it is
         if probe.seconds is not None:
             stated = clip_frames(probe.seconds, settings.fps, most)
-            continuation(base, latent_frames_for(stated) - 1, more, limits, length)
+            continuation(base, latent_frames_for(stated) - 1, more, limits, param)
         charge = video_decode_bytes(probe, size, most, settings, param)
         async with rt.decodes.admit(charge) as permit:
             decode = partial(decode_video_upload, data, settings, param, size, most)
             clip = await permit.decode(decode)
             given = latent_frames_for(clip.shape[0]) - 1
-            params = continuation(replace(base, size=size), given, more, limits, length)
+            params = continuation(replace(base, size=size), given, more, limits, param)
             return await _start(
                 rt,
                 start.job_id,

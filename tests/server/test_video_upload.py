@@ -315,3 +315,15 @@ def test_an_upload_job_resumes_after_a_restart(tmp_path: Path) -> None:
         assert len(again) == 2 + 12  # the given frames, then every generated one
     finally:
         second.stop()
+
+
+def test_an_upload_too_long_for_the_video_limit_names_the_field(strict: LiveServer) -> None:
+    most = strict.settings.max_bounded_latent_frames
+    form = {"prompt": "on", "latent_frames": str(most - 2)}  # room for 2 of the clip's 3
+    response = strict.client.post(
+        "/v1/videos/extensions", data=form, files={"video": ("clip.mp4", mp4_clip(24))}
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "video" and f"2 to {most}" in error["message"], error
+    assert jobs_on_disk(strict) == [] and strict.runtime.decodes.used == 0
