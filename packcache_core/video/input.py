@@ -130,6 +130,8 @@ def _describe(container: av.container.InputContainer) -> Probe:
     if not container.streams.video:
         raise VideoInputError("the file has no video stream")
     stream = container.streams.video[0]
+    if stream.codec_context is None:
+        raise VideoInputError("the video stream's codec is not one FFmpeg can decode")
     seconds = None
     if stream.duration is not None and stream.time_base is not None:
         seconds = float(stream.duration * stream.time_base)
