@@ -68,12 +68,26 @@ async def create_video(
     return await service.create(rt, service.new_video_id(), form, data, owner=caller.owner)
 
 
+EXTEND_REF = {"$ref": "#/components/schemas/ExtendRequest"}
+_EXTEND = ExtendRequest.model_json_schema()
+# The same request as a form: the video named by `video[id]` (a form field can't be an
+# object) or sent as a file; the other fields as `ExtendRequest` declares them.
+EXTEND_FORM = {
+    "type": "object",
+    "required": [f for f in _EXTEND["required"] if f != "video"],
+    "properties": {
+        "video": {"type": "string", "format": "binary", "description": "a video to continue"},
+        "video[id]": {"type": "string", "pattern": VIDEO_ID_PATTERN},
+        **{k: v for k, v in _EXTEND["properties"].items() if k != "video"},
+    },
+    "description": "ExtendRequest as a form: `video` (a file) or `video[id]`, not both",
+}
 EXTEND_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            kind: {"schema": {"$ref": "#/components/schemas/ExtendRequest"}}
-            for kind in ("application/json", "multipart/form-data")
+            "application/json": {"schema": EXTEND_REF},
+            "multipart/form-data": {"schema": EXTEND_FORM},
         },
     }
 }
