@@ -37,6 +37,7 @@ const state = {
   videoUrl: null, // a blob URL we own (revoked on the next run)
   job: null, // {cancel(), stop(), sendPrompt()} while a request runs
   openEnded: false, // the running request has no preset end
+  textOnly: false, // the running request generates frame 0 too (text-to-video)
   totalFrames: null, // RGB frames of the running request (null: open-ended)
   lastDrawn: -1,
   finished: null, // id of the last completed video: what Extend continues
@@ -262,6 +263,7 @@ function resetView() {
 
 function run(request, openEnded) {
   state.openEnded = openEnded;
+  state.textOnly = request.image === undefined && request.extend === undefined;
   state.job = startStream(request, handlers, state.config.api_key_required ? ui.key.value : null);
   setRunning(true);
 }
@@ -334,7 +336,8 @@ const handlers = {
     state.totalFrames = msg.frames;
     ui.frame.width = msg.width;
     ui.frame.height = msg.height;
-    chart.reset(msg.latent_frames === null ? 0 : msg.latent_frames - 1, msg.cache_bytes);
+    const made = state.textOnly ? 0 : 1; // frame 0 given, unless text-to-video makes it
+    chart.reset(msg.latent_frames === null ? 0 : msg.latent_frames - made, msg.cache_bytes);
   },
 
   async onFrame(header, blob) {

@@ -32,7 +32,9 @@ export class FrameChart {
     this.reset(0, 0);
   }
 
-  /** Start a new request: `frames` generated latent frames, a cache of `capacityBytes`. */
+  /** Start a new request: `frames` generated latent frames, a cache of `capacityBytes`. Each
+   * point sits at its own `latent_index` (1 = the first generated), so the frames of a video
+   * continued or extended, given or replayed before the first point, leave their slots empty. */
   reset(frames, capacityBytes) {
     this.frames = frames;
     this.capacity = capacityBytes;
@@ -49,12 +51,12 @@ export class FrameChart {
     const { ctx, width, height } = this._prepare();
     const plot = { x: PAD.left, y: PAD.top, w: width - PAD.left - PAD.right,
                    h: height - PAD.top - PAD.bottom };
-    const n = Math.max(this.frames, this.points.length, 1);
+    const n = Math.max(this.frames, ...this.points.map((p) => p.latent_index), 1);
     const maxLatency = niceMax(Math.max(0, ...this.points.map((p) => p.latency_s)));
     const maxBytes = niceMax(Math.max(this.capacity, ...this.points.map((p) => p.cache_bytes_used)));
     this._axes(ctx, plot, n, maxLatency, maxBytes);
     const slot = plot.w / n;
-    const xOf = (i) => plot.x + slot * (i + 0.5);
+    const xOf = (i) => plot.x + slot * (this.points[i].latent_index - 0.5);
     const yLatency = (s) => plot.y + plot.h * (1 - s / maxLatency);
     const yBytes = (b) => plot.y + plot.h * (1 - b / maxBytes);
 
