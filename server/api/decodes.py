@@ -1,9 +1,11 @@
-"""Room to decode uploaded images: at most `max_decoding` at once, within a memory budget.
+"""Room to decode uploaded images and videos: at most `max_decoding` at once, within a memory
+budget.
 
-What it is: `DecodeGate`, which admits an image's decode by its estimated memory
-(`packcache_core.image.decode_bytes`, from the header) in arrival order, and `Permit`, one
-admitted image's share: the estimate while it decodes, then the decoded RGB image's own bytes
-until the caller is done with it (the engine has taken its pixels). A request that finds no
+What it is: `DecodeGate`, which admits an input's decode by its estimated memory (an image's
+`packcache_core.image.decode_bytes`, a video's `packcache_core.video.input.decode_bytes`, from
+the header) in arrival order, and `Permit`, one admitted input's share: the estimate while it
+decodes, then the decoded RGB image's (or video clip's) own bytes until the caller is done with
+it (the engine has taken its pixels). A request that finds no
 room within `wait_s` gets `Overloaded` (429 with Retry-After). What it is not: the per-image
 limit (checked before anything waits, in `params.py`) or the decoder.
 

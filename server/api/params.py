@@ -3,8 +3,10 @@
 What it is: `to_video_params`, which checks the model name and hands the options to the core's
 one resolver (`packcache_core.request.resolve`: defaults, seconds and frames to latent frames,
 size, steps, policy) with the settings' defaults and limits, raising `InvalidRequest` naming
-the parameter for anything out of range; and `open_upload` / `decode_upload`, the
-limit-checked image decoder for uploads (header and memory estimate first, pixels after). What
+the parameter for anything out of range; `open_upload` / `decode_upload`, the limit-checked
+image decoder for uploads (header and memory estimate first, pixels after); and
+`probe_video_upload` / `video_decode_bytes` / `decode_video_upload`, the same for a video to
+continue (`packcache_core.video.input`; a refusal names the setting it exceeds). What
 it is not: schema validation of types and static bounds (`schemas.py`) or tokenisation (the
 engine's `prepare`).
 

@@ -1,4 +1,5 @@
-"""Video jobs as the API sees them: create, look up, list, fetch content, delete.
+"""Video jobs as the API sees them: create, extend (a video of this server, or an uploaded one
+continued), remix, look up, list, fetch content, delete.
 
 What it is: the operations behind `/v1/videos` and the websocket, shared by both: a request
 becomes checked `VideoParams`, a stored `JobRecord` and an engine submission; stored records
