@@ -20,6 +20,11 @@ temperature as every later frame, and written back with the AR-DF history mask l
 generated frame, so the cache has no clean frame anchor: frame 0 is the first history frame,
 which each cache policy keeps, packs or drops as it does any history frame.
 
+A video continued from an upload (`VideoRequest.given_frames`) has its frames after frame 0
+given, not sampled: `replay_frame` writes them into the cache clean, as the official code
+caches the given frames of a video prompt (generation_task "vp": the history mask it applies
+to them is undone before they are cached), and sampling starts after the last of them.
+
 Invariant: a request's cache is allocated in the constructor at its final size; `step()` never
 allocates cache memory and never syncs with the device except to hand a finished frame's codes
 to the caller.

@@ -1,5 +1,7 @@
-"""Image (or none) in, RGB frames out: the whole path of one request, image-to-video or
-text-to-video (text-to-image is text-to-video of one latent frame).
+"""Image (or none, or a video to continue) in, RGB frames out: the whole path of one request,
+image-to-video or text-to-video (text-to-image is text-to-video of one latent frame); a video
+to continue is its first frame as the image plus the later frames, encoded by `prepare` as
+the request's given frames.
 
 What it is: `Pipeline` holds the warm parts (transformer, video tokenizer, text tokenizer) and
 turns a request into a `VideoRun`: conditioning image -> resolution bucket -> codes (or, without
