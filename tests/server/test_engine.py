@@ -35,9 +35,11 @@ def pipeline() -> Pipeline:
 
 
 def need(pipeline: Pipeline, p: VideoParams) -> int:
-    """Bytes a request reserves alone: its cache plus one step's activations."""
-    spec = pipeline.plan(pipeline.prepare(IMAGE, p))
-    return spec.bytes + pipeline.step_memory(spec).alone
+    """Bytes a request reserves alone: its cache and stream decoder plus one step's
+    activations."""
+    prepared = pipeline.prepare(IMAGE, p)
+    spec = pipeline.plan(prepared)
+    return spec.bytes + pipeline.decoder_bytes(prepared) + pipeline.step_memory(spec).alone
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +120,9 @@ def test_second_request_waits_for_memory(
     ]
     stats = log.final("a").stats
     assert stats is not None and (stats.frames, stats.steps, stats.latent_frames) == (9, 4, 3)
-    assert stats.cache_bytes > 0 and stats.cache_bytes + stats.activation_bytes == one
+    decoder = pipeline.decoder_bytes(pipeline.prepare(IMAGE, params()))
+    assert stats.cache_bytes > 0 and decoder > 0
+    assert stats.cache_bytes + decoder + stats.activation_bytes == one
     assert engine.stats.kv_bytes == 0 and engine.stats.running == 0
 
 
