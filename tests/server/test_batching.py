@@ -129,10 +129,12 @@ def test_same_frames_with_and_without_batching(pipeline: Pipeline, concurrency: 
 def test_batching_admits_fewer_when_the_batch_would_not_fit(pipeline: Pipeline) -> None:
     """A budget that holds two requests stepped one at a time but not their batched forward."""
     p = params(0)
-    spec = pipeline.plan(pipeline.prepare(IMAGE, p))
+    prepared = pipeline.prepare(IMAGE, p)
+    spec = pipeline.plan(prepared)
     step = pipeline.step_memory(spec)
     assert step.rows > 0 and step.alone == step.rows + step.attention + step.sample
-    budget = 2 * spec.bytes + step.alone + step.rows - 1  # batched, two need one more byte
+    held = spec.bytes + pipeline.decoder_bytes(prepared)  # cache and stream decoder state
+    budget = 2 * held + step.alone + step.rows - 1  # batched, two need one more byte
     requests = {"a": p, "b": replace(p, seed=1)}
     one_at_a_time = run(pipeline, ONE_AT_A_TIME, requests, budget)
     assert one_at_a_time.positions == [0, 0]

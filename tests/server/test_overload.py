@@ -28,20 +28,22 @@ QUEUE = 2
 
 
 def one_request_memory() -> tuple[int, StepMemory]:
-    """(KV cache bytes, step memory) of one test request, planned by the real pipeline."""
+    """(bytes held: KV cache and stream decoder state, step memory) of one test request,
+    planned by the real pipeline."""
     pipeline = Pipeline.load("builtin:tiny-random", "builtin:patch")
     params = VideoParams(
         PROMPT, 3, size=(64, 64), policy=make_policy("packcache"), sampling=SamplingConfig(STEPS)
     )
-    spec = pipeline.plan(pipeline.prepare(Image.open(io.BytesIO(png_bytes())), params))
-    return spec.bytes, pipeline.step_memory(spec)
+    prepared = pipeline.prepare(Image.open(io.BytesIO(png_bytes())), params)
+    spec = pipeline.plan(prepared)
+    return spec.bytes + pipeline.decoder_bytes(prepared), pipeline.step_memory(spec)
 
 
 @pytest.fixture(scope="module")
 def busy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    kv, step = one_request_memory()
+    held, step = one_request_memory()
     # two fit (their steps batched), three do not
-    budget = CONCURRENCY * kv + tick_bytes([step] * CONCURRENCY, CONCURRENCY) + kv // 2
+    budget = CONCURRENCY * held + tick_bytes([step] * CONCURRENCY, CONCURRENCY) + held // 2
     live = LiveServer(
         tmp_path_factory.mktemp("busy"),
         memory_budget_bytes=budget,
