@@ -21,10 +21,9 @@ policies as extra lanes):
   frame under the new prompt must move the new way by about one step, and no step above 1.5
   pan steps (a jump, not a turn).
 - Text to video, no image: held-out captions of two-colour scenes ("red and blue, the camera
-  pans left", `make_path_clip(coloured=True)`). Frame 0's colours: k-means in RGB (k = 4,
-  scipy's `kmeans2`) over its pixels, each cluster centre named by the nearest of the named
-  colours, the two largest clusters' names (the next cluster stands in when two share a name)
-  against the caption's two; the same check on the tokenizer's round trip of the true scene is
+  pans left", `make_path_clip(coloured=True)`). Frame 0's colours (`demo.motion.colour_names`:
+  k-means in RGB, each cluster named by the nearest named colour, the two largest) against the
+  caption's two; the same check on the tokenizer's round trip of the true scene is
   printed beside it (what a perfect model would score). Then the asked pan, step by step.
 Writes JSON (every step's shift) and a PNG of shift against frame index; prints tables and the
 load average. What it is not: a test (`tests/core/test_demo_model.py` checks a short video).
@@ -44,7 +43,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from scipy.cluster.vq import kmeans2
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -53,8 +51,8 @@ import itertools
 
 from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
 from packcache_core.batch import tick
-from packcache_core.demo.data import COLOURS, PAN_STEP, Motion, make_clip
-from packcache_core.demo.motion import asked_shift, content_shift, moved_psnr, psnr
+from packcache_core.demo.data import PAN_STEP, Motion, make_clip
+from packcache_core.demo.motion import asked_shift, colour_names, content_shift, moved_psnr, psnr
 from packcache_core.demo.paths import PathClip, make_path_clip
 from packcache_core.host import prepare_host
 from packcache_core.pipeline import Pipeline, VideoParams, VideoRun
@@ -64,9 +62,6 @@ CAPTION = "the camera pans {d}"
 # the picture's motion per latent frame when the camera pans that way (dx in px)
 CONTENT_DX = {"left": PAN_STEP, "right": -PAN_STEP}
 DIRECTIONS = ("left", "right")
-
-
-COLOUR_CLUSTERS = 4  # k of the k-means over frame 0's pixels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,20 +79,6 @@ def scene(index: int) -> Image.Image:
 def colour_clip(index: int, direction: str) -> PathClip:
     """Held-out two-colour scene `index`, its first segment panning `direction`."""
     return make_path_clip("heldout", index, 2, first=direction, coloured=True)
-
-
-def colour_names(picture: torch.Tensor) -> list[str]:
-    """The named colours of the two largest RGB k-means clusters of a uint8 (H, W, 3) picture
-    (by size; a cluster whose name is taken gives way to the next)."""
-    pixels = picture.reshape(-1, 3).numpy().astype(np.float64) / 255.0
-    centres, labels = kmeans2(pixels, COLOUR_CLUSTERS, seed=0, minit="++")
-    named = np.array(list(COLOURS.values()))  # (c, 3)
-    names: list[str] = []
-    for k in np.argsort(-np.bincount(labels, minlength=COLOUR_CLUSTERS), kind="stable"):
-        name = list(COLOURS)[int(np.argmin(((named - centres[k]) ** 2).sum(1)))]
-        if name not in names:
-            names.append(name)
-    return names[:2]
 
 
 def run_all(
