@@ -29,6 +29,7 @@ What it is not: a general trainer (no data loader, no resume, no mixed precision
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import sys
@@ -387,6 +388,9 @@ def train(cfg: TrainConfig, out: Path) -> None:
     accs: list[float] = []  # whole clips and view rows
     served_accs: list[float] = []  # targets seen through a served cache
     record: dict[str, object] = {"command": " ".join(["python", *sys.argv])}
+    if cfg.init.endswith(".safetensors"):  # an earlier stage: its card's record goes along
+        earlier = json.loads(Path(cfg.init).with_suffix(".json").read_text())
+        record["init_training"] = earlier["training"]
     for step in range(cfg.steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
