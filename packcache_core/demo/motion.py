@@ -4,8 +4,9 @@ What it is: `content_shift`, the dominant translation between consecutive frames
 phase correlation (the normalised cross-power spectra of all consecutive pairs are summed, so
 one peak stands for the whole clip; for an object on a still background, plain correlation of
 the frames minus their temporal median), `follows`, which compares it with the motion a prompt
-asked for, `psnr`, and `colour_names` (what colours a picture shows). What it is not: an optical-flow estimator; zoom has no single shift and
-is judged by PSNR only. `moved_psnr` checks that consecutive frames are shifted copies.
+asked for, `psnr`, and `colour_names` (what colours a picture shows). What it is not: an
+optical-flow estimator; zoom has no single shift and is judged by PSNR only. `moved_psnr`
+checks that consecutive frames are shifted copies.
 
 Sign convention: a shift (dy, dx) means frame k+1 is frame k moved dy px down and dx px right
 (content moving right has dx > 0), the same convention as `Motion.content_step`.
