@@ -15,10 +15,10 @@ from tests.helpers import run_repo_script
 
 
 def train(out: Path, seed: int, *extra: str) -> dict[str, torch.Tensor]:
-    """A 3-step run of the default preset (`builtin:demo`: from demo-base, one of two clips
-    run through a served cache) or of `extra`'s."""
-    args = ["--out", str(out), "--steps", "3", "--batch", "2", "--warmup", "1"]
-    args += ["--rollout-rows", "1", "--views-per-row", "2"]
+    """A 3-step run of the default preset (`builtin:demo`: from demo-base, one of three clips
+    run through a served cache, one whole text-to-video clip) or of `extra`'s."""
+    args = ["--out", str(out), "--steps", "3", "--batch", "3", "--warmup", "1"]
+    args += ["--rollout-rows", "1", "--t2v-rows", "1", "--views-per-row", "2"]
     args += ["--path-frames", "8", "--seed", str(seed), "--threads", "1", "--log-every", "1"]
     proc = run_repo_script("scripts/train_demo_model.py", *args, *extra)
     assert "step 3/3 loss" in proc.stdout
@@ -27,7 +27,18 @@ def train(out: Path, seed: int, *extra: str) -> dict[str, torch.Tensor]:
 
 
 def test_the_first_stage_trains_from_scratch(tmp_path: Path) -> None:
-    state = train(tmp_path, 0, "--preset", "demo-base", "--rollout-rows", "0", "--view-rows", "1")
+    state = train(
+        tmp_path,
+        0,
+        "--preset",
+        "demo-base",
+        "--rollout-rows",
+        "0",
+        "--t2v-rows",
+        "0",
+        "--view-rows",
+        "1",
+    )
     config, loaded = load_demo(tmp_path, "demo-base")
     assert build_model(config, loaded, "cpu", torch.float32).config.n_codes == 400
     assert read_card(tmp_path, "demo-base").defaults.cache_policy == "packcache"
@@ -51,3 +62,17 @@ def test_a_short_run_writes_a_model_that_loads_and_is_reproducible(tmp_path: Pat
     config, state = load_demo(tmp_path / "a")
     model = build_model(config, state, "cpu", torch.float32)  # strict about every tensor
     assert model.config.n_codes == 400
+
+
+def test_a_stage_starts_from_an_earlier_stages_weights_and_keeps_its_record(
+    tmp_path: Path,
+) -> None:
+    """`--preset demo-t2v --init <file>`: the second stage loads the first's weights (every
+    rollout text-to-video here) and its card carries the first stage's training record."""
+    train(tmp_path / "a", 0)
+    weights = tmp_path / "a" / "demo.safetensors"
+    extra = ["--preset", "demo-t2v", "--init", str(weights), "--t2v-share", "1"]
+    train(tmp_path / "b", 0, *extra, "--colour-share", "1")
+    card = read_card(tmp_path / "b")
+    assert card.training["init_training"] == read_card(tmp_path / "a").training
+    assert card.training["train_config"]["init"] == str(weights)
