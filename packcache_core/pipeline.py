@@ -352,6 +352,17 @@ class Pipeline:
         p = prepared.params
         return cache_plan_for(self.model, prepared.request, p.policy, p.sampling)
 
+    def decode_probe(self) -> None:
+        """Two latent frames of codes through a fresh stream decoder at the largest size this
+        model makes (the first push decodes one RGB frame, later ones `temporal_stride`): what
+        a server runs at warm-up to measure the transient peak of decoding one frame."""
+        W, H = max(self.image_sizes(), key=lambda size: size[0] * size[1])
+        stride = self.video_tokenizer.spatial_stride
+        codes = torch.zeros((H // stride, W // stride), dtype=torch.int64, device=self.model.device)
+        decoder = self.video_tokenizer.stream_decoder()
+        for _ in range(2):
+            decoder.push(codes)
+
     def decoder_bytes(self, prepared: Prepared) -> int:
         """The most a request's stream decoder holds between frames (kept for its life, like
         its cache): the tokenizer's `stream_state_bytes` at its size and length. An open-ended
@@ -405,8 +416,9 @@ def step_memory(model: LumosTransformer, spec: CacheSpec) -> StepMemory:
     residual stream, q/k/v and float32 RoPE copies per row; then, per chunk of `SAMPLE_CHUNK`
     slots, the float32 code logits of both rows and the sampler's temporaries (the CFG combine,
     the exp and its padded copy). Not counted: the video decoder (its state between frames is
-    `decoder_bytes`; the transient peak of decoding one frame is not estimated) and the
-    allocator's fragmentation, which a server's headroom covers. Measured on a CPU (profiler,
+    `decoder_bytes`; the peak of decoding one frame is measured on a device that can, by
+    running `decode_probe`) and the allocator's fragmentation, which a server's headroom
+    covers. Measured on a CPU (profiler,
     `tests/server/test_batching.py`): the peak of a step alone or of four batched is 0.66-0.70
     of the estimate; the sampler's (slots, codes) temporaries dominate both.
     """

@@ -251,6 +251,11 @@ class Engine:
         self.scheduler.budget_bytes = budget_bytes  # read by the engine thread's next admit
         self.stats = EngineStats(budget_bytes=budget_bytes)
 
+    def set_decode_bytes(self, decode_bytes: int) -> None:
+        """One frame's decode peak (measured at warm-up): every reservation's tick then holds
+        at least this much."""
+        self.scheduler.decode_bytes = decode_bytes
+
     def stop(self, grace_s: float = 0.0) -> None:
         """Stop admitting, let running requests finish for `grace_s`, cancel the rest, join."""
         with self._lock:

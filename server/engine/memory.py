@@ -13,6 +13,7 @@ never decreases.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -43,6 +44,11 @@ class DeviceMemory(Protocol):
     def reserved(self) -> int: ...
 
     def peak(self) -> int: ...
+
+    def transient(self, fn: Callable[[], object]) -> int | None:
+        """Most bytes `fn()` held at once beyond what was allocated before it, or None where
+        the device cannot tell."""
+        ...
 
 
 class CudaMemory:
@@ -78,6 +84,14 @@ class CudaMemory:
     def peak(self) -> int:
         return max(self._peak, self.allocated())
 
+    def transient(self, fn: Callable[[], object]) -> int | None:
+        torch.cuda.synchronize(self._device)
+        before = int(torch.cuda.memory_allocated(self._device))
+        torch.cuda.reset_peak_memory_stats(self._device)
+        fn()
+        torch.cuda.synchronize(self._device)
+        return int(torch.cuda.max_memory_allocated(self._device)) - before
+
 
 class TrackedMemory:
     """CPU bookkeeping: weights + live KV caches (+ the step's activation estimate at its peak)."""
@@ -112,6 +126,9 @@ class TrackedMemory:
 
     def peak(self) -> int:
         return self._peak
+
+    def transient(self, fn: Callable[[], object]) -> int | None:
+        return None  # no allocator reports tensor bytes on a CPU
 
 
 def module_bytes(module: torch.nn.Module) -> int:

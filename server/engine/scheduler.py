@@ -59,12 +59,14 @@ def tick_bytes(steps: list[StepMemory], max_batch: int = 1) -> int:
     return sum(rows) + max(s.attention for s in steps) + max(s.sample for s in steps)
 
 
-def reservation(jobs: Iterable[Schedulable], max_batch: int = 1) -> int:
+def reservation(jobs: Iterable[Schedulable], max_batch: int = 1, decode_bytes: int = 0) -> int:
     """Memory a set of running requests needs together: all caches and stream decoders' state,
-    plus one tick's worth."""
+    plus one tick's worth: its steps' temporaries or, after them, one frame's decode
+    (`decode_bytes`, measured at warm-up), whichever is larger."""
     jobs = list(jobs)
     steps = [j.step_memory for j in jobs]
-    return sum(j.cache_bytes + j.decoder_bytes for j in jobs) + tick_bytes(steps, max_batch)
+    transient = max(tick_bytes(steps, max_batch), decode_bytes if jobs else 0)
+    return sum(j.cache_bytes + j.decoder_bytes for j in jobs) + transient
 
 
 class FifoScheduler(Generic[J]):
@@ -77,12 +79,13 @@ class FifoScheduler(Generic[J]):
         self.max_running = max_running
         self.max_queued = max_queued
         self.max_batch = max_batch  # requests stepped together in one tick (1: one at a time)
+        self.decode_bytes = 0  # one frame's decode peak, once measured (`Engine.set_decode_bytes`)
         self.running: deque[J] = deque()  # the front steps next
         self.waiting: deque[J] = deque()
 
     @property
     def reserved_bytes(self) -> int:
-        return reservation(self.running, self.max_batch)
+        return reservation(self.running, self.max_batch, self.decode_bytes)
 
     @property
     def kv_bytes(self) -> int:
@@ -92,16 +95,20 @@ class FifoScheduler(Generic[J]):
         """Could `job` start beside the running requests now?"""
         if len(self.running) >= self.max_running:
             return False
-        return reservation([*self.running, job], self.max_batch) <= self.budget_bytes
+        return (
+            reservation([*self.running, job], self.max_batch, self.decode_bytes)
+            <= self.budget_bytes
+        )
 
     def offer(self, job: J, retry_after: float) -> Literal["start", "wait"]:
         """Start `job` now or queue it; raises if it can never fit or the queue is full."""
-        alone = reservation([job])
+        alone = reservation([job], decode_bytes=self.decode_bytes)
         if alone > self.budget_bytes:
+            transient = max(job.step_memory.alone, self.decode_bytes)
             raise InvalidRequest(
                 f"the request needs {alone} bytes (KV cache {job.cache_bytes} + stream decoder "
-                f"{job.decoder_bytes} + activations {job.step_memory.alone}); this server's "
-                f"memory budget is {self.budget_bytes}; "
+                f"{job.decoder_bytes} + activations or one frame's decode {transient}); this "
+                f"server's memory budget is {self.budget_bytes}; "
                 f"ask for fewer frames, a smaller size or a cache policy that keeps less",
                 code="request_too_large",
             )

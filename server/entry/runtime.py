@@ -210,6 +210,11 @@ class Runtime:
         self.engine.start()
         if s.warmup:
             await warm_up(self.engine)
+            # one frame's decode at the largest size served, measured where the device can tell
+            decode = await asyncio.to_thread(memory.transient, pipeline.decode_probe)
+            if decode is not None:
+                log.info("decoding one latent frame peaks at %d bytes", decode)
+                self.engine.set_decode_bytes(decode)
         budget = await asyncio.to_thread(
             resolve_budget, s.memory_budget_bytes, memory, s.memory_headroom_bytes
         )

@@ -49,6 +49,23 @@ def test_stream_decoder_state_is_held_like_a_cache() -> None:
     assert e.value.code == "request_too_large"
 
 
+def test_one_frames_decode_is_a_tick_transient_like_a_step() -> None:
+    """The decode after a tick's steps needs its peak once (not per request), and only when it
+    is larger than the steps' temporaries; a request refused for it says so."""
+    a, b = FakeJob("a", 100, 50), FakeJob("b", 200, 80)
+    assert reservation([a, b], decode_bytes=60) == 100 + 200 + 80  # the steps' 80 is larger
+    assert reservation([a, b], decode_bytes=500) == 100 + 200 + 500
+    assert reservation([], decode_bytes=500) == 0
+    s: FifoScheduler[FakeJob] = FifoScheduler(100 + 500, 8, 8)
+    s.decode_bytes = 500
+    assert s.offer(FakeJob("fits", 100, 50), 1) == "start" and s.reserved_bytes == 600
+    assert s.offer(FakeJob("waits", 1, 50), 1) == "wait"
+    tight: FifoScheduler[FakeJob] = FifoScheduler(100 + 500 - 1, 8, 8)
+    tight.decode_bytes = 500
+    with pytest.raises(InvalidRequest, match="one frame's decode 500"):
+        tight.offer(FakeJob("no", 100, 50), 1)
+
+
 def test_batched_reservation_sums_forward_rows_only() -> None:
     """Batched, the forward's row activations of the members coexist; attention temporaries
     and the sampler's exist for one request at a time, so only their largest counts."""
