@@ -166,10 +166,11 @@ PRESETS = {
         t2v_share=0.25,
         save_every=50,
     ),
-    # From the "demo" stage's output (--init <its --out>/demo.safetensors): more text to video,
-    # which 400 steps of the stage before did not teach (frame 0 of held-out colour captions in
-    # none of 16 the named colours): 4 whole text-to-video rows, 2 rollouts, 2 whole
-    # image-to-video clips.
+    # From the "demo" stage's output (--init <its --out>/demo.safetensors), and the shipped
+    # model runs it twice (the second from the first's output): more text to video, which 400
+    # steps of the stage before did not teach (frame 0 of held-out colour captions in 2 of 16
+    # the named colours; 7 after one demo-t2v stage, 13 after two): 4 whole text-to-video rows,
+    # 2 rollouts, 2 whole image-to-video clips.
     "demo-t2v": TrainConfig(
         model="demo",
         steps=250,
