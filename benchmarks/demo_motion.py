@@ -221,12 +221,11 @@ def lane(
 
 
 def text_lane(
-    pipeline: Pipeline, frames: int, args: argparse.Namespace
+    pipeline: Pipeline, policy: CachePolicy, frames: int, args: argparse.Namespace
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """Text to video on held-out two-colour captions: frame 0's colours, then the pan; and the
     first frames of every video (for a contact sheet)."""
     card = pipeline.defaults
-    policy = make_policy(card.cache_policy, **card.policy_params)
     clips = [colour_clip(i, DIRECTIONS[i % 2]) for i in range(args.text_captions)]
     jobs = [
         Job(
@@ -382,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     sheet = None
     if args.text_captions:
         name = f"card text {args.text_frames}"
-        lanes[name], sheet = text_lane(pipeline, args.text_frames, args)
+        lanes[name], sheet = text_lane(pipeline, card_policy, args.text_frames, args)
         print(f"{name}: {lanes[name]['summary']}", flush=True)
     reference = float(
         np.mean([true_pan_psnr(pipeline, i, d, 6) for i in range(args.images) for d in DIRECTIONS])
@@ -424,23 +423,25 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print(markdown_table(head, rows))
     if args.sheet:
-        card = pipeline.defaults
-        policy = make_policy(card.cache_policy, **card.policy_params)
-        params = [
-            VideoParams(
-                CAPTION.format(d=d),
-                card.latent_frames,
-                size=card.size,
-                seed=i,
-                policy=policy,
-                sampling=card.sampling,
+        jobs = [
+            Job(
+                i,
+                d,
+                VideoParams(
+                    CAPTION.format(d=d),
+                    card.latent_frames,
+                    size=card.size,
+                    seed=i,
+                    policy=card_policy,
+                    sampling=card.sampling,
+                ),
             )
             for i, d in enumerate(DIRECTIONS)
         ]
-        jobs = [Job(i, p.prompt.split()[-1], p) for i, p in enumerate(params)]
         videos = torch.stack([r["pictures"][:6] for r in run_all(pipeline, jobs)])
         if sheet is not None:
-            videos = torch.cat([videos, sheet[:4, : videos.shape[1]]])
+            n = min(videos.shape[1], sheet.shape[1])  # frames per row: the shorter video's
+            videos = torch.cat([videos[:, :n], sheet[:4, :n]])
         contact_sheet(videos, args.sheet)
         print(f"contact sheet: {args.sheet}")
     meta = {
