@@ -49,10 +49,10 @@ from packcache_core.demo.card import (
     save_demo,
     weights_file,
 )
-from packcache_core.demo.data import FRAME_HEIGHT, FRAME_WIDTH, make_clip
+from packcache_core.demo.data import FRAME_HEIGHT, FRAME_WIDTH, PAN_DIRECTIONS, make_clip
 from packcache_core.demo.long import LONG_HEIGHT, LONG_WIDTH, make_long_clip
 from packcache_core.demo.paths import make_path_clip
-from packcache_core.demo.rollout import ServedModel, rollout_loss
+from packcache_core.demo.rollout import ServedModel, own_rollout_loss, rollout_loss
 from packcache_core.demo.train import (
     DEMO_CONFIG,
     FPS,
@@ -128,6 +128,11 @@ class TrainConfig:
     # (text-to-video through the served cache, frame 0 among the targets).
     colour_share: float = 0.0
     t2v_share: float = 0.0
+    # Share of rollout clips that run on the model's own frames (`own_rollout_loss`: each frame
+    # sampled with the card's sampling and written back, the target of the next the asked pan
+    # from it), `own_frames` latent frames long at most, every generated frame a target.
+    own_share: float = 0.0
+    own_frames: int = 16
 
     def __post_init__(self) -> None:
         rows = (self.view_rows, self.rollout_rows, self.t2v_rows)
@@ -137,6 +142,8 @@ class TrainConfig:
                 f"--t2v-rows {self.t2v_rows} must leave --batch {self.batch} at least one "
                 "whole image-to-video clip"
             )
+        if not 0.0 <= self.own_share <= 1.0 or self.own_frames < 2:
+            raise ValueError("need 0 <= --own-share <= 1 and --own-frames >= 2")
         if not 0.0 <= self.t2v_share <= self.colour_share <= 1.0:
             raise ValueError(
                 "need 0 <= --t2v-share <= --colour-share <= 1 (text-to-video rollouts are "
@@ -181,6 +188,22 @@ PRESETS = {
         colour_share=0.5,
         t2v_share=0.5,
         save_every=50,
+    ),
+    # From the second demo-t2v stage's output (--init): three of four rollouts on the model's
+    # own frames (up to 16 latent frames, the target of each the asked pan from the frame it
+    # drew), the fourth teacher-forced; 2 whole text-to-video and 2 image-to-video rows.
+    "demo-own": TrainConfig(
+        model="demo",
+        steps=480,
+        lr=1e-3,
+        warmup=10,
+        rollout_rows=4,
+        t2v_rows=2,
+        colour_share=0.5,
+        t2v_share=0.25,
+        own_share=0.75,
+        own_frames=16,
+        save_every=40,
     ),
     # From builtin:demo, which already copies content across frames: trained from a random
     # init, 1000 steps on these clips stayed below "freeze the previous frame" (0.47 vs 0.57
@@ -270,15 +293,18 @@ def sample_batch(
 def rollout_clips(
     step: int, cfg: TrainConfig, served: ServedModel, tokenizer: VideoTokenizer, g: torch.Generator
 ) -> tuple[float, float]:
-    """`rollout_rows` path clips through a served cache (`rollout_loss`), each at
-    `views_per_row` target frames, the caption changing where the path turns; gradients
-    accumulate, scaled to the mean over targets. Returns (mean loss, accuracy)."""
+    """`rollout_rows` path clips through a served cache, the caption changing where the path
+    turns: teacher-forced (`rollout_loss`, `views_per_row` target frames) or, for a share
+    `own_share`, on the model's own frames (`own_rollout_loss`, every frame a target);
+    gradients accumulate, each clip weighing the same. Returns (mean loss, accuracy)."""
     W, H = FRAME_SIZES[cfg.model]
     policy = policy_from_spec(cfg.policy)
-    scale = 1.0 / (cfg.rollout_rows * cfg.views_per_row)
     total, correct, count = 0.0, 0, 0
     for i in range(cfg.rollout_rows):
-        n = int(torch.randint(cfg.views_per_row + 1, cfg.path_frames + 1, (), generator=g))
+        # (no draw without own rollouts: earlier stages' commands stay reproducible)
+        own = cfg.own_share > 0 and bool(torch.rand((), generator=g) < cfg.own_share)
+        longest = cfg.own_frames if own else cfg.path_frames
+        n = int(torch.randint(cfg.views_per_row + 1, longest + 1, (), generator=g))
         u = float(torch.rand((), generator=g))
         coloured, text_only = u < cfg.colour_share, u < cfg.t2v_share
         index = ROLLOUT_CLIPS + step * cfg.rollout_rows + i
@@ -287,6 +313,8 @@ def rollout_clips(
         targets = sorted(
             int(t) + first for t in torch.randperm(n - first, generator=g)[: cfg.views_per_row]
         )
+        if own:
+            targets = list(range(first, n))
         seconds = int(torch.randint(1, cfg.max_seconds + 1, (), generator=g))
         ids = partial(build_prompt_ids, ByteTextTokenizer(), width=W, height=H, fps=FPS)
         prompt = ids(clip.captions[0], seconds=seconds)
@@ -304,9 +332,17 @@ def rollout_clips(
             grid=tuple(codes.shape[1:]) if text_only else None,
         )
         tube = tube_mask(FrameLayout(*codes.shape[1:]).grid_tokens, cfg.min_mask_rate, g)
-        loss, hit, m = rollout_loss(served, request, codes, targets, policy, tube, scale)
-        total, correct, count = total + loss, correct + hit, count + m
-    return total / (cfg.rollout_rows * cfg.views_per_row), correct / max(1, count)
+        scale = 1.0 / (cfg.rollout_rows * len(targets))
+        if own:
+            moves = [PAN_DIRECTIONS[d] if d else (0, 0) for d in clip.directions]
+            seed = int(torch.randint(0, 2**31 - 1, (), generator=g))
+            loss, hit, m, _ = own_rollout_loss(
+                served, request, codes, moves, policy, DEMO_SAMPLING, seed, tube, scale
+            )
+        else:
+            loss, hit, m = rollout_loss(served, request, codes, targets, policy, tube, scale)
+        total, correct, count = total + loss / len(targets), correct + hit, count + m
+    return total / cfg.rollout_rows, correct / max(1, count)
 
 
 def view_row(

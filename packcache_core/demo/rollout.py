@@ -42,15 +42,17 @@ class ServedModel:
         model.model.layers = compact.model.layers  # shared modules: no copy, always current
         model.model.norm = compact.model.norm
         model.model.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        model.lm_head = nn.Linear(cfg.hidden_size, 1, bias=False)  # never used: replays only
+        model.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)  # code rows used
         self.model, self.compact, self.vocab = model, compact, vocab
         self.to_compact = torch.full((cfg.vocab_size,), -1, dtype=torch.int64)
         self.to_compact[vocab] = torch.arange(vocab.numel())
 
     @torch.no_grad()
     def sync(self) -> None:
-        """Copy the compact embedding's rows in (after each optimiser step)."""
+        """Copy the compact embedding's rows and code head in (after each optimiser step)."""
         self.model.model.embed_tokens.weight[self.vocab] = self.compact.model.embed_tokens.weight
+        n = self.compact.lm_head.weight.shape[0]
+        self.model.lm_head.weight[CODE_OFFSET : CODE_OFFSET + n] = self.compact.lm_head.weight
 
 
 def target_logits(
@@ -77,6 +79,25 @@ def target_logits(
     return served.compact.lm_head(hidden[:, where]).float(), target
 
 
+def frame_loss(
+    served: ServedModel,
+    gen: VideoGeneration,
+    codes: torch.Tensor,
+    tube: torch.Tensor,
+    scale: float,
+    uncond_weight: float,
+) -> tuple[float, int, int]:
+    """Back-propagate `scale` x the loss of the frame `gen` makes next against `codes` (h, w):
+    the cross-entropy over the tube's codes on the conditional row plus `uncond_weight` times
+    that on the unconditional row (the guidance branch). Returns (loss, correct, predicted)."""
+    logits, target = target_logits(served, gen, codes, tube)
+    loss = F.cross_entropy(logits[0], target)
+    loss = loss + uncond_weight * F.cross_entropy(logits[1], target)
+    (scale * loss).backward()
+    correct = int((logits[0].argmax(-1) == target).sum())
+    return float(loss.detach()), correct, target.numel()
+
+
 def rollout_loss(
     served: ServedModel,
     request: VideoRequest,
@@ -94,8 +115,7 @@ def rollout_loss(
         request, the first generated frame).
     targets: sorted latent frames to train on, >= 1 when frame 0 is given.
     tube: (h (w + 1),) bool over a frame's grid slice: the target's masked tokens.
-    The loss of a target is the cross-entropy over its masked codes on the conditional row
-    plus `uncond_weight` times that on the unconditional row (the guidance branch)."""
+    The loss of a target is `frame_loss`'s."""
     gen = VideoGeneration(served.model, request, SamplingConfig(steps=1), policy)
     with torch.no_grad():
         gen.prefill()
@@ -103,13 +123,63 @@ def rollout_loss(
     first = 0 if request.first_frame is None else 1  # text-to-video generates frame 0 too
     for t in range(first, max(targets) + 1):
         if t in targets:
-            logits, target = target_logits(served, gen, codes[t], tube)
-            loss = F.cross_entropy(logits[0], target)
-            loss = loss + uncond_weight * F.cross_entropy(logits[1], target)
-            (scale * loss).backward()
-            total += float(loss.detach())
-            correct += int((logits[0].argmax(-1) == target).sum())
-            count += target.numel()
+            loss, hit, m = frame_loss(served, gen, codes[t], tube, scale, uncond_weight)
+            total, correct, count = total + loss, correct + hit, count + m
         gen.replay_frame(codes[t])
     gen.close()
     return total, correct, count
+
+
+def pan_target(previous: torch.Tensor, true: torch.Tensor, step: tuple[int, int]) -> torch.Tensor:
+    """(h, w) codes of the next frame if the camera moves by `step` = (dy, dx) patches from the
+    frame `previous` (h, w): `previous` moved with the window where it stays in view, `true`
+    (the clip's own next frame) where the move reveals new ground. On a true pan of whole
+    patches, `pan_target(true[t - 1], true[t], step) == true[t]`."""
+    dy, dx = step
+    h, w = previous.shape
+    out = true.clone()
+    out[max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)] = previous[
+        max(0, dy) : h - max(0, -dy), max(0, dx) : w - max(0, -dx)
+    ]
+    return out
+
+
+def own_rollout_loss(
+    served: ServedModel,
+    request: VideoRequest,
+    codes: torch.Tensor,
+    steps: list[tuple[int, int]],
+    policy: CachePolicy,
+    sampling: SamplingConfig,
+    seed: int,
+    tube: torch.Tensor,
+    scale: float,
+    uncond_weight: float = 0.5,
+) -> tuple[float, int, int, list[torch.Tensor]]:
+    """Back-propagate `scale` x the loss of every generated frame of one clip, each frame
+    sampled by the model (`sampling`, `seed`) and written back as serving does; returns
+    (summed loss, correct codes, predicted codes, the (h, w) codes drawn per frame).
+
+    codes: (n, h, w) the clip's true codes: the conditioning frame (or, for text to video, frame
+        0's target) and the new ground each pan reveals.
+    steps: (n,) the window's move into each frame, (dy, dx) patches ((0, 0): still).
+    A frame's target is `pan_target` of the frame drawn before it (text to video: frame 0 is
+    the clip's own). The loss is `rollout_loss`'s."""
+    gen = VideoGeneration(served.model, request, sampling, policy, seed=seed)
+    with torch.no_grad():
+        gen.prefill()
+    total, correct, count, drawn = 0.0, 0, 0, []
+    first = 0 if request.first_frame is None else 1
+    previous = codes[0]
+    for t in range(first, codes.shape[0]):
+        target_codes = codes[t] if t == 0 else pan_target(previous, codes[t], steps[t])
+        loss, hit, m = frame_loss(served, gen, target_codes, tube, scale, uncond_weight)
+        total, correct, count = total + loss, correct + hit, count + m
+        with torch.no_grad():
+            result = None
+            while result is None:
+                result = gen.step()
+        previous = result.codes
+        drawn.append(previous)
+    gen.close()
+    return total, correct, count, drawn

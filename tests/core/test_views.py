@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from packcache_core.demo.card import EMBED_IDS, WEIGHTS_DIR
 from packcache_core.demo.paths import make_path_clip
+from packcache_core.demo.rollout import ServedModel
+from packcache_core.demo.train import DEMO_CONFIG, compact_model, vocabulary
 from packcache_core.demo.views import cache_views, history_mask, view_sequence
 from packcache_core.generate import SamplingConfig, VideoGeneration, VideoRequest
 from packcache_core.layout import MASK, FrameLayout, frame_positions, header_tokens
@@ -101,26 +105,28 @@ def test_path_clips_turn_where_the_caption_changes() -> None:
     assert make_path_clip("train", 3, 40).captions == clip.captions  # a pure function
 
 
-@pytest.mark.parametrize("text_to_video", [False, True], ids=["i2v", "t2v"])
-def test_a_rollout_target_sees_what_serving_predicts_from(text_to_video: bool) -> None:
-    """Training through a served cache (`demo/rollout.py`): at every frame of a path that
-    turns (a prompt change, a re-cache, packing and rebasing), the compact training model's
-    logits over the cache it builds, combined for guidance, are those serving's
-    `predict_frame` gives on the shipped model; for text-to-video from frame 0 on."""
-    from safetensors.torch import load_file
-
-    from packcache_core.demo.card import EMBED_IDS, WEIGHTS_DIR
-    from packcache_core.demo.rollout import ServedModel, target_logits
-    from packcache_core.demo.train import DEMO_CONFIG, compact_model, vocabulary
-    from packcache_core.text import ByteTextTokenizer, build_prompt_ids
-    from packcache_core.video import load_video_tokenizer
-
+def served_demo_base() -> ServedModel:
+    """The shipped demo-base weights as a compact training model, with its serving twin."""
     vocab = vocabulary()
     compact = compact_model(DEMO_CONFIG, vocab.numel(), 0)
     packed = load_file(str(WEIGHTS_DIR / "demo-base.safetensors"))
     compact.load_state_dict({k: v.float() for k, v in packed.items() if k != EMBED_IDS})
     served = ServedModel(compact, DEMO_CONFIG, vocab)
     served.sync()
+    return served
+
+
+@pytest.mark.parametrize("text_to_video", [False, True], ids=["i2v", "t2v"])
+def test_a_rollout_target_sees_what_serving_predicts_from(text_to_video: bool) -> None:
+    """Training through a served cache (`demo/rollout.py`): at every frame of a path that
+    turns (a prompt change, a re-cache, packing and rebasing), the compact training model's
+    logits over the cache it builds, combined for guidance, are those serving's
+    `predict_frame` gives on the shipped model; for text-to-video from frame 0 on."""
+    from packcache_core.demo.rollout import target_logits
+    from packcache_core.text import ByteTextTokenizer, build_prompt_ids
+    from packcache_core.video import load_video_tokenizer
+
+    served = served_demo_base()
     tok = load_video_tokenizer("builtin:patch-small")
     clip = next(c for i in range(20) if (c := make_path_clip("heldout", i, 8)).changes())
     codes = torch.stack([tok.encode_image(f) for f in clip.latent_frames(range(8))])
@@ -152,3 +158,68 @@ def test_a_rollout_target_sees_what_serving_predicts_from(text_to_video: bool) -
         assert torch.equal(target, codes[t].flatten())
         serving.replay_frame(codes[t])
         training.replay_frame(codes[t])
+
+
+def test_pan_target_of_a_true_pan_is_the_next_frame() -> None:
+    """The target of a frame drawn on the model's own history is the asked move from the
+    frame it drew; on the true clip that is exactly the true next frame, at every turn."""
+    from packcache_core.demo.data import PAN_DIRECTIONS
+    from packcache_core.demo.rollout import pan_target
+    from packcache_core.video import load_video_tokenizer
+
+    tok = load_video_tokenizer("builtin:patch-small")
+    for i, coloured in ((0, False), (1, True)):
+        clip = make_path_clip("train", i, 30, coloured=coloured)
+        codes = torch.stack([tok.encode_image(f) for f in clip.latent_frames(range(30))])
+        moved = 0
+        for t in range(1, 30):
+            d = clip.directions[t]
+            step = PAN_DIRECTIONS[d] if d else (0, 0)
+            assert torch.equal(pan_target(codes[t - 1], codes[t], step), codes[t]), (i, t)
+            if d and not torch.equal(pan_target(codes[t - 1], codes[t], (0, 0)), codes[t]):
+                moved += 1
+        assert moved > 10  # the frames move: a wrong-way target would have failed above
+
+
+@pytest.mark.parametrize("text_to_video", [False, True], ids=["i2v", "t2v"])
+def test_own_rollout_draws_what_serving_draws(text_to_video: bool) -> None:
+    """Training on its own frames (`own_rollout_loss`): the frames it draws and writes back
+    are those serving draws for the same request and seed (so the history it learns from is
+    the one it serves with), and every frame's loss reaches the weights."""
+    from packcache_core.demo.data import PAN_DIRECTIONS
+    from packcache_core.demo.rollout import own_rollout_loss
+    from packcache_core.text import ByteTextTokenizer, build_prompt_ids
+    from packcache_core.video import load_video_tokenizer
+
+    served = served_demo_base()
+    tok = load_video_tokenizer("builtin:patch-small")
+    clip = next(c for i in range(20) if (c := make_path_clip("heldout", i, 7)).changes())
+    codes = torch.stack([tok.encode_image(f) for f in clip.latent_frames(range(7))])
+    ids = [build_prompt_ids(ByteTextTokenizer(), c, 128, 64, 12, 2) for c in clip.captions]
+    req = VideoRequest(
+        ids[0],
+        None if text_to_video else codes[0],
+        7,
+        12,
+        2,
+        prompt_changes=tuple((t, ids[t]) for t, _ in clip.changes()),
+        text_slots=80,
+        grid=(LAYOUT.h, LAYOUT.w) if text_to_video else None,
+    )
+    sampling = SamplingConfig(steps=3, cfg_scale=3.0)
+    policy = policy_from_spec("packcache")
+    moves = [PAN_DIRECTIONS[d] if d else (0, 0) for d in clip.directions]
+    tube = torch.rand(LAYOUT.grid_tokens, generator=torch.Generator().manual_seed(1)) < 0.7
+    _, _, count, drawn = own_rollout_loss(served, req, codes, moves, policy, sampling, 5, tube, 1.0)
+    serving = VideoGeneration(load_model("builtin:demo-base"), req, sampling, policy, seed=5)
+    want = []
+    while not serving.done:
+        if (result := serving.step()) is not None:
+            want.append(result.codes)
+    assert len(drawn) == len(want) == (7 if text_to_video else 6)
+    assert all(torch.equal(a, b) for a, b in zip(drawn, want, strict=True))
+    assert count == len(drawn) * int(tube[LAYOUT.code_slots() - 3].sum())
+    assert (
+        served.compact.lm_head.weight.grad is not None
+        and served.compact.lm_head.weight.grad.abs().sum() > 0
+    )

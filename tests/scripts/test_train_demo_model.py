@@ -67,12 +67,14 @@ def test_a_short_run_writes_a_model_that_loads_and_is_reproducible(tmp_path: Pat
 def test_a_stage_starts_from_an_earlier_stages_weights_and_keeps_its_record(
     tmp_path: Path,
 ) -> None:
-    """`--preset demo-t2v --init <file>`: the second stage loads the first's weights (every
-    rollout text-to-video here) and its card carries the first stage's training record."""
+    """`--preset demo-own --init <file>`: the second stage loads the first's weights (every
+    rollout text-to-video here, on the model's own frames) and its card carries the first
+    stage's training record."""
     train(tmp_path / "a", 0)
     weights = tmp_path / "a" / "demo.safetensors"
-    extra = ["--preset", "demo-t2v", "--init", str(weights), "--t2v-share", "1"]
-    train(tmp_path / "b", 0, *extra, "--colour-share", "1")
+    extra = ["--preset", "demo-own", "--init", str(weights), "--t2v-share", "1"]
+    train(tmp_path / "b", 0, *extra, "--colour-share", "1", "--own-share", "1", "--own-frames", "3")
     card = read_card(tmp_path / "b")
     assert card.training["init_training"] == read_card(tmp_path / "a").training
     assert card.training["train_config"]["init"] == str(weights)
+    assert card.training["train_config"]["own_share"] == 1.0
