@@ -102,9 +102,10 @@ class VideoParams:
         return max(1, -(-(self.num_frames - 1) // self.fps))
 
     def prompt_at(self, index: int) -> str:
-        """The prompt in force at generated latent frame `index`."""
+        """The prompt in force at generated latent frame `index` (of several changes sent for
+        one frame, the last sent, as generation follows it)."""
         prompt = self.prompt
-        for start, text in sorted(self.prompt_changes):
+        for start, text in sorted(self.prompt_changes, key=lambda change: change[0]):
             if start <= index:
                 prompt = text
         return prompt

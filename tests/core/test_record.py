@@ -96,3 +96,12 @@ def test_a_torn_frame_file_ends_the_record(tmp_path: Path) -> None:
 def test_request_round_trips_through_json(policy: str) -> None:
     params = _params(policy)
     assert request_from_json(request_to_json(params)) == params
+
+
+def test_prompt_at_follows_the_last_change_sent_for_a_frame() -> None:
+    """Two changes sent for one latent frame: generation follows the last one sent, so the
+    prompt in force there is that one, whatever the texts' alphabetical order."""
+    params = VideoParams("pan", prompt_changes=((3, "zebra"), (5, "b"), (3, "apple")))
+    assert [params.prompt_at(i) for i in (2, 3, 4, 5)] == ["pan", "apple", "apple", "b"]
+    params = VideoParams("pan", prompt_changes=((3, "apple"), (3, "zebra")))
+    assert params.prompt_at(3) == "zebra"
