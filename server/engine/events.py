@@ -45,6 +45,7 @@ class RequestStats:
     realtime: bool = False  # paced to playback
     stall_s: float | None = None  # paced: seconds playback waited for frames (None: unpaced)
     max_lead_s: float | None = None  # paced: most video seconds emitted ahead of playback
+    decoder_bytes: int = 0  # its stream decoder's state, admitted beside the cache (0: before)
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,7 @@ class Job:
             realtime=self.sub.realtime,
             stall_s=None if self.pace is None else self.pace.stall_s,
             max_lead_s=None if self.pace is None else self.pace.max_lead_s,
+            decoder_bytes=self.decoder_bytes,
         )
 
 
