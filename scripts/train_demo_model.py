@@ -142,8 +142,13 @@ class TrainConfig:
                 f"--t2v-rows {self.t2v_rows} must leave --batch {self.batch} at least one "
                 "whole image-to-video clip"
             )
-        if not 0.0 <= self.own_share <= 1.0 or self.own_frames < 2:
-            raise ValueError("need 0 <= --own-share <= 1 and --own-frames >= 2")
+        if not 0.0 <= self.own_share <= 1.0:
+            raise ValueError(f"need 0 <= --own-share <= 1, got {self.own_share}")
+        if self.own_share > 0 and self.own_frames <= self.views_per_row:
+            raise ValueError(
+                f"--own-frames {self.own_frames} must exceed --views-per-row "
+                f"{self.views_per_row} (an own rollout is that many frames long at least)"
+            )
         if not 0.0 <= self.t2v_share <= self.colour_share <= 1.0:
             raise ValueError(
                 "need 0 <= --t2v-share <= --colour-share <= 1 (text-to-video rollouts are "
@@ -192,7 +197,7 @@ PRESETS = {
     # From the second demo-t2v stage's output (--init), the shipped model's last stage: three of
     # four rollouts on the model's own frames (up to 16 latent frames, the target of each the
     # asked pan from the frame it drew), the fourth teacher-forced; 2 whole text-to-video and 2
-    # image-to-video rows. As asked at 13 / 37 latent frames: 72% / 54% (52% / 37% before).
+    # image-to-video rows. As asked at 13 / 37 latent frames: 72% / 54% (52% / 36% before).
     "demo-own": TrainConfig(
         model="demo",
         steps=480,
@@ -480,7 +485,11 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(parser.parse_args(argv))
     out = args.pop("out")
     args.pop("preset")
-    train(TrainConfig(**args), out)
+    try:
+        cfg = TrainConfig(**args)
+    except ValueError as e:
+        parser.error(str(e))  # exits 2 with the message, no traceback
+    train(cfg, out)
     return 0
 
 

@@ -34,7 +34,8 @@ from packcache_core.policy import CachePolicy
 
 
 class ServedModel:
-    """A full-vocabulary `LumosTransformer` for serving code, sharing a compact model's layers."""
+    """A full-vocabulary `LumosTransformer` for serving code, sharing a compact model's layers;
+    its embedding and code-head rows are copied from the compact model's (`sync`)."""
 
     def __init__(self, compact: LumosTransformer, cfg: LumosConfig, vocab: torch.Tensor) -> None:
         with torch.device("meta"):

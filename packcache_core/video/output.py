@@ -3,7 +3,8 @@
 What it is: thin wrappers over PyAV (FFmpeg) and Pillow for uint8 (N, H, W, 3) RGB frames.
 What it is not: a muxer for audio, a reader, or a server endpoint.
 
-Codec: H.264 through `libx264`, crf 17, yuv420p, as the Lumos-1 reference's ffmpeg command.
+Codec: H.264 through `libx264`, crf 17, yuv420p, as the Lumos-1 reference's ffmpeg command, with
+x264's macroblock-tree rate control off (`mbtree=0`: see `Mp4Writer._open_stream`).
 PyAV's wheels bundle FFmpeg with libx264 (checked on PyAV 18.1.0: `libx264` is in
 `av.codec.codecs_available` and opens as an encoder). Where a build lacks it, `pick_codec`
 falls back to FFmpeg's native `mpeg4` (MPEG-4 Part 2) with the quantiser pinned to 3 through

@@ -17,12 +17,12 @@ from packcache_core.loading import load_model
 from packcache_core.pipeline import Pipeline, VideoParams
 from packcache_core.policy import make_policy
 
-# share of steps below: 0.82 on the shipped weights, 0.52 before they were trained on their own
-# frames (demo-own), 0.33 on demo-base (trained at absolute positions only)
+# share of the 44 steps below: 0.82 on the shipped weights, 0.52 before they were trained on
+# their own frames (demo-own)
 MOVED_AT_LEAST = 0.7
 # of the 8 held-out captions below: 4 on the shipped weights (7 before the demo-own stage, 3
-# after one demo-t2v stage, 0 before text-to-video training)
-COLOURS_NAMED_AT_LEAST = 4
+# after one demo-t2v stage, 0 before text-to-video training); one caption of margin
+COLOURS_NAMED_AT_LEAST = 3
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,8 @@ from the same seed, different ones from another."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -11,7 +13,7 @@ from safetensors.torch import load_file
 
 from packcache_core.demo.card import load_demo, read_card
 from packcache_core.loading import build_model
-from tests.helpers import run_repo_script
+from tests.helpers import ROOT, run_repo_script
 
 
 def train(out: Path, seed: int, *extra: str) -> dict[str, torch.Tensor]:
@@ -78,3 +80,18 @@ def test_a_stage_starts_from_an_earlier_stages_weights_and_keeps_its_record(
     assert card.training["init_training"] == read_card(tmp_path / "a").training
     assert card.training["train_config"]["init"] == str(weights)
     assert card.training["train_config"]["own_share"] == 1.0
+
+
+def test_settings_an_own_rollout_cannot_meet_are_refused(tmp_path: Path) -> None:
+    """An own rollout is at least `--views-per-row` + 1 frames long: `--own-frames` below that
+    is refused before any training, with a message naming both flags and no traceback."""
+    script = ROOT / "scripts" / "train_demo_model.py"
+    for flags, message in (
+        (["--own-frames", "3"], "--own-frames 3 must exceed --views-per-row 3"),
+        (["--own-share", "1.5"], "need 0 <= --own-share <= 1"),
+    ):
+        argv = [sys.executable, str(script), "--preset", "demo-own", "--out", str(tmp_path), *flags]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())
