@@ -49,7 +49,7 @@ from packcache_core.demo.card import (
     save_demo,
     weights_file,
 )
-from packcache_core.demo.data import FRAME_HEIGHT, FRAME_WIDTH, PAN_DIRECTIONS, make_clip
+from packcache_core.demo.data import FRAME_HEIGHT, FRAME_WIDTH, make_clip
 from packcache_core.demo.long import LONG_HEIGHT, LONG_WIDTH, make_long_clip
 from packcache_core.demo.paths import make_path_clip
 from packcache_core.demo.rollout import ServedModel, own_rollout_loss, rollout_loss
@@ -319,7 +319,7 @@ def rollout_clips(
         targets = sorted(
             int(t) + first for t in torch.randperm(n - first, generator=g)[: cfg.views_per_row]
         )
-        if own:
+        if own:  # every frame (the draw above stays: the demo-own command still reproduces)
             targets = list(range(first, n))
         seconds = int(torch.randint(1, cfg.max_seconds + 1, (), generator=g))
         ids = partial(build_prompt_ids, ByteTextTokenizer(), width=W, height=H, fps=FPS)
@@ -340,10 +340,9 @@ def rollout_clips(
         tube = tube_mask(FrameLayout(*codes.shape[1:]).grid_tokens, cfg.min_mask_rate, g)
         scale = 1.0 / (cfg.rollout_rows * len(targets))
         if own:
-            moves = [PAN_DIRECTIONS[d] if d else (0, 0) for d in clip.directions]
             seed = int(torch.randint(0, 2**31 - 1, (), generator=g))
             loss, hit, m, _ = own_rollout_loss(
-                served, request, codes, moves, policy, DEMO_SAMPLING, seed, tube, scale
+                served, request, codes, clip.moves(), policy, DEMO_SAMPLING, seed, tube, scale
             )
         else:
             loss, hit, m = rollout_loss(served, request, codes, targets, policy, tube, scale)

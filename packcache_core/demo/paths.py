@@ -69,6 +69,11 @@ class PathClip:
         """uint8 (len(frames), H, W, 3)."""
         return torch.stack([self.latent_frame(t) for t in frames])
 
+    def moves(self) -> list[tuple[int, int]]:
+        """(dy, dx) patches the window moves into each latent frame ((0, 0) into frame 0 and
+        while the camera holds still)."""
+        return [PAN_DIRECTIONS[d] if d else (0, 0) for d in self.directions]
+
     def changes(self) -> list[tuple[int, str]]:
         """(latent frame, caption) where the caption changes (frame 0 excluded)."""
         c = self.captions

@@ -121,8 +121,7 @@ def rollout_loss(
     with torch.no_grad():
         gen.prefill()
     total, correct, count = 0.0, 0, 0
-    first = 0 if request.first_frame is None else 1  # text-to-video generates frame 0 too
-    for t in range(first, max(targets) + 1):
+    for t in range(request.first_index, max(targets) + 1):  # text to video: from frame 0
         if t in targets:
             loss, hit, m = frame_loss(served, gen, codes[t], tube, scale, uncond_weight)
             total, correct, count = total + loss, correct + hit, count + m
@@ -165,14 +164,13 @@ def own_rollout_loss(
         0's target) and the new ground each pan reveals.
     steps: (n,) the window's move into each frame, (dy, dx) patches ((0, 0): still).
     A frame's target is `pan_target` of the frame drawn before it (text to video: frame 0 is
-    the clip's own). The loss is `rollout_loss`'s."""
+    the clip's own). The loss is `frame_loss`'s."""
     gen = VideoGeneration(served.model, request, sampling, policy, seed=seed)
     with torch.no_grad():
         gen.prefill()
     total, correct, count, drawn = 0.0, 0, 0, []
-    first = 0 if request.first_frame is None else 1
     previous = codes[0]
-    for t in range(first, codes.shape[0]):
+    for t in range(request.first_index, codes.shape[0]):
         target_codes = codes[t] if t == 0 else pan_target(previous, codes[t], steps[t])
         loss, hit, m = frame_loss(served, gen, target_codes, tube, scale, uncond_weight)
         total, correct, count = total + loss, correct + hit, count + m

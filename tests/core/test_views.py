@@ -163,7 +163,6 @@ def test_a_rollout_target_sees_what_serving_predicts_from(text_to_video: bool) -
 def test_pan_target_of_a_true_pan_is_the_next_frame() -> None:
     """The target of a frame drawn on the model's own history is the asked move from the
     frame it drew; on the true clip that is exactly the true next frame, at every turn."""
-    from packcache_core.demo.data import PAN_DIRECTIONS
     from packcache_core.demo.rollout import pan_target
     from packcache_core.video import load_video_tokenizer
 
@@ -172,11 +171,9 @@ def test_pan_target_of_a_true_pan_is_the_next_frame() -> None:
         clip = make_path_clip("train", i, 30, coloured=coloured)
         codes = torch.stack([tok.encode_image(f) for f in clip.latent_frames(range(30))])
         moved = 0
-        for t in range(1, 30):
-            d = clip.directions[t]
-            step = PAN_DIRECTIONS[d] if d else (0, 0)
+        for t, step in enumerate(clip.moves()[1:], start=1):
             assert torch.equal(pan_target(codes[t - 1], codes[t], step), codes[t]), (i, t)
-            if d and not torch.equal(pan_target(codes[t - 1], codes[t], (0, 0)), codes[t]):
+            if step != (0, 0) and not torch.equal(codes[t - 1], codes[t]):
                 moved += 1
         assert moved > 10  # the frames move: a wrong-way target would have failed above
 
@@ -186,7 +183,6 @@ def test_own_rollout_draws_what_serving_draws(text_to_video: bool) -> None:
     """Training on its own frames (`own_rollout_loss`): the frames it draws and writes back
     are those serving draws for the same request and seed (so the history it learns from is
     the one it serves with), and every frame's loss reaches the weights."""
-    from packcache_core.demo.data import PAN_DIRECTIONS
     from packcache_core.demo.rollout import own_rollout_loss
     from packcache_core.text import ByteTextTokenizer, build_prompt_ids
     from packcache_core.video import load_video_tokenizer
@@ -208,9 +204,10 @@ def test_own_rollout_draws_what_serving_draws(text_to_video: bool) -> None:
     )
     sampling = SamplingConfig(steps=3, cfg_scale=3.0)
     policy = policy_from_spec("packcache")
-    moves = [PAN_DIRECTIONS[d] if d else (0, 0) for d in clip.directions]
     tube = torch.rand(LAYOUT.grid_tokens, generator=torch.Generator().manual_seed(1)) < 0.7
-    _, _, count, drawn = own_rollout_loss(served, req, codes, moves, policy, sampling, 5, tube, 1.0)
+    _, _, count, drawn = own_rollout_loss(
+        served, req, codes, clip.moves(), policy, sampling, 5, tube, 1.0
+    )
     serving = VideoGeneration(load_model("builtin:demo-base"), req, sampling, policy, seed=5)
     want = []
     while not serving.done:
