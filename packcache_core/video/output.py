@@ -108,7 +108,9 @@ class Mp4Writer:
         # x264's macroblock-tree rate control reads memory it never wrote on small frames
         # (64x64 here): the bytes then depend on what the heap held before, so one process's
         # resumed video and another's uninterrupted twin differed from a frame on. Off, the
-        # same frames give the same file whatever the heap holds (`tests/core/video`).
+        # same frames give the same file whatever the heap holds (`tests/core/video`). Its cost,
+        # measured on a 37-latent-frame demo pan at 128x64: files 1.44x larger (38.4 vs 26.7 KB)
+        # at 1 dB higher PSNR (40.2 vs 39.2), encoding 0.95x the time.
         if self.codec.startswith("libx264"):
             stream.options = {"crf": str(H264_CRF), "threads": "1", "x264-params": "mbtree=0"}
         else:
