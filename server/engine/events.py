@@ -11,7 +11,7 @@ Invariant: a listener sees `Queued` and/or `Started` first, frames in order, and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal, Protocol
 
 import torch
@@ -46,6 +46,14 @@ class RequestStats:
     stall_s: float | None = None  # paced: seconds playback waited for frames (None: unpaced)
     max_lead_s: float | None = None  # paced: most video seconds emitted ahead of playback
     decoder_bytes: int = 0  # its stream decoder's state, admitted beside the cache (0: before)
+
+    @classmethod
+    def from_stored(cls, raw: dict[str, object]) -> RequestStats:
+        """Stats read back from a record, which another replica may have written: keys this
+        version does not know (a newer replica's) are left out, missing ones take the defaults
+        above (an older replica's)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

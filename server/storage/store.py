@@ -331,4 +331,6 @@ def _dump(stats: RequestStats | None) -> str | None:
 def row_record(row: Sequence[Any]) -> JobRecord:
     values = dict(zip(COLUMNS, row, strict=True))
     stats = values.pop("stats")
-    return JobRecord(**values, stats=None if stats is None else RequestStats(**json.loads(stats)))
+    return JobRecord(
+        **values, stats=None if stats is None else RequestStats.from_stored(json.loads(stats))
+    )
