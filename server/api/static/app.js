@@ -389,7 +389,8 @@ const handlers = {
     state.finished = msg.id;
     setRunning(false);
     ui.progress.value = 100;
-    ui.progressText.textContent = `100 % · ${msg.frames_sent} frames`;
+    const dropped = msg.dropped ? `, ${msg.dropped} dropped (slow connection; all are in the MP4)` : "";
+    ui.progressText.textContent = `100 % · ${msg.frames_sent} frames${dropped}`;
     const s = msg.stats;
     const first = s.time_to_first_frame_s === null ? "" :
       ` · first frame after ${s.time_to_first_frame_s.toFixed(2)} s`;
