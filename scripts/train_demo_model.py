@@ -29,6 +29,7 @@ What it is not: a general trainer (no data loader, no resume, no mixed precision
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
@@ -133,6 +134,9 @@ class TrainConfig:
     # from it), `own_frames` latent frames long at most, every generated frame a target.
     own_share: float = 0.0
     own_frames: int = 16
+    # Share of a finished frame's grid tokens written back as MASK (the AR-DF write-back) in
+    # the rollouts, and on the card's sampling: Lumos-1's 0.7 (whole-clip rows keep their tube).
+    history_mask_ratio: float = DEMO_SAMPLING.history_mask_ratio
 
     def __post_init__(self) -> None:
         rows = (self.view_rows, self.rollout_rows, self.t2v_rows)
@@ -142,6 +146,8 @@ class TrainConfig:
                 f"--t2v-rows {self.t2v_rows} must leave --batch {self.batch} at least one "
                 "whole image-to-video clip"
             )
+        if not 0.0 <= self.history_mask_ratio < 1.0:
+            raise ValueError(f"need 0 <= --history-mask-ratio < 1, got {self.history_mask_ratio}")
         if not 0.0 <= self.own_share <= 1.0:
             raise ValueError(f"need 0 <= --own-share <= 1, got {self.own_share}")
         if self.own_share > 0 and self.own_frames <= self.views_per_row:
@@ -246,6 +252,11 @@ def card_policy(cfg: TrainConfig) -> tuple[str, dict[str, object]]:
     return CARD_POLICY.get(cfg.model, (DEFAULT_POLICY, {}))
 
 
+def card_sampling(cfg: TrainConfig) -> SamplingConfig:
+    """The sampling a model's card recommends and its own rollouts draw with."""
+    return dataclasses.replace(DEMO_SAMPLING, history_mask_ratio=cfg.history_mask_ratio)
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -339,13 +350,16 @@ def rollout_clips(
         )
         tube = tube_mask(FrameLayout(*codes.shape[1:]).grid_tokens, cfg.min_mask_rate, g)
         scale = 1.0 / (cfg.rollout_rows * len(targets))
+        sampling = card_sampling(cfg)
         if own:
             seed = int(torch.randint(0, 2**31 - 1, (), generator=g))
             loss, hit, m, _ = own_rollout_loss(
-                served, request, codes, clip.moves(), policy, DEMO_SAMPLING, seed, tube, scale
+                served, request, codes, clip.moves(), policy, sampling, seed, tube, scale
             )
         else:
-            loss, hit, m = rollout_loss(served, request, codes, targets, policy, tube, scale)
+            loss, hit, m = rollout_loss(
+                served, request, codes, targets, policy, tube, scale, sampling.history_mask_ratio
+            )
         total, correct, count = total + loss / len(targets), correct + hit, count + m
     return total / cfg.rollout_rows, correct / max(1, count)
 
@@ -407,7 +421,7 @@ def write(
 ) -> None:
     policy, params = card_policy(cfg)
     size = FRAME_SIZES[cfg.model]
-    defaults = GenerationDefaults(DEMO_SAMPLING, size, cfg.latent_frames, policy, params)
+    defaults = GenerationDefaults(card_sampling(cfg), size, cfg.latent_frames, policy, params)
     training = {"train_config": asdict(cfg), **record}
     card = ModelCard(DEMO_CONFIG, TOKENIZER, defaults, FPS, training)
     save_demo(card, pack_state(model, vocab), out, cfg.model)

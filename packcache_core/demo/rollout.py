@@ -107,6 +107,7 @@ def rollout_loss(
     policy: CachePolicy,
     tube: torch.Tensor,
     scale: float,
+    history_mask_ratio: float = 0.7,
     uncond_weight: float = 0.5,
 ) -> tuple[float, int, int]:
     """Back-propagate `scale` x the loss of each target frame of one clip; returns (summed
@@ -116,8 +117,10 @@ def rollout_loss(
         request, the first generated frame).
     targets: sorted latent frames to train on, >= 1 when frame 0 is given.
     tube: (h (w + 1),) bool over a frame's grid slice: the target's masked tokens.
+    history_mask_ratio: the write-back mask of each true frame (`SamplingConfig`'s).
     The loss of a target is `frame_loss`'s."""
-    gen = VideoGeneration(served.model, request, SamplingConfig(steps=1), policy)
+    sampling = SamplingConfig(steps=1, history_mask_ratio=history_mask_ratio)
+    gen = VideoGeneration(served.model, request, sampling, policy)
     with torch.no_grad():
         gen.prefill()
     total, correct, count = 0.0, 0, 0

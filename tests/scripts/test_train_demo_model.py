@@ -71,15 +71,18 @@ def test_a_stage_starts_from_an_earlier_stages_weights_and_keeps_its_record(
 ) -> None:
     """`--preset demo-own --init <file>`: the second stage loads the first's weights (every
     rollout text-to-video here, on the model's own frames) and its card carries the first
-    stage's training record."""
+    stage's training record; `--history-mask-ratio` reaches the card's sampling."""
     train(tmp_path / "a", 0)
     weights = tmp_path / "a" / "demo.safetensors"
     extra = ["--preset", "demo-own", "--init", str(weights), "--t2v-share", "1"]
+    extra += ["--history-mask-ratio", "0.3"]
     train(tmp_path / "b", 0, *extra, "--colour-share", "1", "--own-share", "1", "--own-frames", "3")
     card = read_card(tmp_path / "b")
     assert card.training["init_training"] == read_card(tmp_path / "a").training
     assert card.training["train_config"]["init"] == str(weights)
     assert card.training["train_config"]["own_share"] == 1.0
+    assert card.defaults.sampling.history_mask_ratio == 0.3
+    assert read_card(tmp_path / "a").defaults.sampling.history_mask_ratio == 0.7  # Lumos-1's
 
 
 def test_settings_an_own_rollout_cannot_meet_are_refused(tmp_path: Path) -> None:
@@ -89,6 +92,7 @@ def test_settings_an_own_rollout_cannot_meet_are_refused(tmp_path: Path) -> None
     for flags, message in (
         (["--own-frames", "3"], "--own-frames 3 must exceed --views-per-row 3"),
         (["--own-share", "1.5"], "need 0 <= --own-share <= 1"),
+        (["--history-mask-ratio", "1"], "need 0 <= --history-mask-ratio < 1"),
     ):
         argv = [sys.executable, str(script), "--preset", "demo-own", "--out", str(tmp_path), *flags]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
