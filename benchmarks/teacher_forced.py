@@ -1,0 +1,181 @@
+"""How much of the next frame can the model read off the past that a cache policy keeps?
+
+    python benchmarks/teacher_forced.py --json benchmarks/results/teacher-forced-demo.json
+    python benchmarks/teacher_forced.py --policies packcache,full --mask-ratios 0.7,0 --clips 4
+
+What it measures: held-out camera paths (`make_path_clip("heldout", ...)`, pans that turn where
+their caption changes) written into a real request's cache frame by frame as serving writes a
+finished frame (`VideoGeneration.replay_frame`: the true codes, the history mask, the policy's
+packing and rebasing), and at every latent frame t the model's prediction of frame t with all of
+its tokens hidden (one forward, the conditional branch, argmax): the share of codes right. This
+is the first MaskGIT step of frame t given the true past, the ceiling of what sampling starts
+from; "copy the previous frame moved by one patch" scores 1 - 1/16 on these pans (one column of
+new ground per frame). Lanes: cache policies x history mask ratios (the AR-DF write-back:
+Lumos-1's 0.7 hides 70% of every finished frame's positions; 0 writes frames clean).
+Prints a table (frames 1-3, 4-6, 7 and later, all) and writes JSON (per frame) and a PNG.
+
+What it is not: a measure of sampled videos (`demo_motion.py` measures those from the pictures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
+from packcache_core.config import CODE_OFFSET
+from packcache_core.demo.paths import make_path_clip
+from packcache_core.demo.rollout import pan_target
+from packcache_core.generate import SamplingConfig, VideoGeneration, VideoRequest
+from packcache_core.host import prepare_host
+from packcache_core.layout import MASK
+from packcache_core.pipeline import Pipeline
+from packcache_core.policy import CachePolicy, make_policy, policy_from_spec
+from packcache_core.text import ByteTextTokenizer, build_prompt_ids
+
+FIRST_CLIP = 500  # held-out path ids used here (demo_motion uses held-out scenes 0 ..)
+SECONDS = 8  # stated duration of every request
+SPANS = {"1-3": (1, 3), "4-6": (4, 6), "7+": (7, 10**9), "all": (1, 10**9)}
+
+
+@torch.no_grad()
+def frame_accuracy(
+    pipeline: Pipeline, policy: CachePolicy, mask_ratio: float, clip_index: int, frames: int
+) -> list[float]:
+    """Per latent frame 1 .. frames-1 of held-out path `clip_index`: the share of its codes the
+    model's one-step prediction gets right, the true frames before it written back."""
+    model, tok = pipeline.model, pipeline.video_tokenizer
+    W, H = pipeline.defaults.size or (128, 64)
+    fps = 12
+    clip = make_path_clip("heldout", clip_index, frames)
+    codes = torch.stack([tok.encode_image(f) for f in clip.latent_frames(range(frames))])
+    ids = partial(build_prompt_ids, ByteTextTokenizer(), width=W, height=H, fps=fps)
+    prompt = ids(clip.captions[0], seconds=SECONDS)
+    changes = tuple((t, ids(c, seconds=SECONDS)) for t, c in clip.changes())
+    slots = max(len(p) for p in (prompt, *(c for _, c in changes)))
+    request = VideoRequest(
+        prompt, codes[0], frames, fps, SECONDS, prompt_changes=changes, text_slots=slots
+    )
+    sampling = SamplingConfig(steps=1, history_mask_ratio=mask_ratio)
+    gen = VideoGeneration(model, request, sampling, policy)
+    gen.prefill()
+    layout = gen.layout
+    code_slots = layout.code_slots()
+    head = model.lm_head.weight[CODE_OFFSET : CODE_OFFSET + model.config.n_codes]
+    out = []
+    for t in range(1, frames):
+        inp = gen.prepare_step()
+        tokens = layout.frame_tokens(codes[t])
+        target = tokens[code_slots] - CODE_OFFSET
+        tokens[code_slots] = MASK
+        kv = [(k.clone(), v.clone()) for k, v in gen.cache.layers]
+        segment = dataclasses.replace(inp.segment, kv=kv)
+        hidden = model.forward_segments(tokens.expand(2, -1), inp.cos, inp.sin, [segment])
+        guess = (hidden[0, code_slots] @ head.T).argmax(-1)
+        out.append(float((guess == target).float().mean()))
+        gen.replay_frame(codes[t])
+    gen.close()
+    return out
+
+
+def references(clip_index: int, frames: int, pipeline: Pipeline) -> dict[str, list[float]]:
+    """Per latent frame 1 .. frames-1: the share of codes that freeze and moved get right."""
+    tok = pipeline.video_tokenizer
+    clip = make_path_clip("heldout", clip_index, frames)
+    codes = torch.stack([tok.encode_image(f) for f in clip.latent_frames(range(frames))])
+    moves = clip.moves()
+    freeze, moved = [], []
+    for t in range(1, frames):
+        freeze.append(float((codes[t] == codes[t - 1]).float().mean()))
+        revealed = torch.full_like(codes[t], -1)  # no code: counted wrong
+        guess = pan_target(codes[t - 1], revealed, moves[t])
+        moved.append(float((guess == codes[t]).float().mean()))
+    return {"freeze": freeze, "moved": moved}
+
+
+def span_mean(per_frame: list[float], span: tuple[int, int]) -> float | None:
+    lo, hi = span
+    xs = [a for t, a in enumerate(per_frame, 1) if lo <= t <= hi]
+    return sum(xs) / len(xs) if xs else None
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, lane in results["lanes"].items():
+        per = lane["per_frame"]
+        style = {"ls": "--", "lw": 0.8} if name.startswith("reference") else {"marker": "."}
+        ax.plot(range(1, len(per) + 1), per, label=name, **style)
+    ax.set(xlabel="latent frame", ylabel="codes right, one step, true past", ylim=(0, 1))
+    ax.legend(fontsize=7)
+    save_figure(fig, f"{results['meta']['model']}: next frame from the cached past", path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="builtin:demo")
+    p.add_argument("--policies", default="card,full,sliding:window=1,sliding:window=3")
+    p.add_argument("--mask-ratios", default="card,0", help="'card' = the model card's")
+    p.add_argument("--clips", type=int, default=8, help="held-out paths")
+    p.add_argument("--frames", type=int, default=25, help="latent frames per path")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", type=Path)
+    p.add_argument("--png", type=Path)
+    args = p.parse_args(argv)
+    prepare_host("cpu", args.threads)
+    info = machine_info(torch.device("cpu"), torch.float32)
+    print_machine(info)
+    pipeline = Pipeline.load(args.model)
+    card = pipeline.defaults
+    t0 = time.perf_counter()
+    lanes: dict[str, Any] = {}
+    for spec in args.policies.split(","):
+        policy = (
+            make_policy(card.cache_policy, **card.policy_params)
+            if spec == "card"
+            else policy_from_spec(spec)
+        )
+        for r in args.mask_ratios.split(","):
+            ratio = card.sampling.history_mask_ratio if r == "card" else float(r)
+            runs = [
+                frame_accuracy(pipeline, policy, ratio, FIRST_CLIP + i, args.frames)
+                for i in range(args.clips)
+            ]
+            per_frame = [sum(col) / len(col) for col in zip(*runs, strict=True)]
+            name = f"{spec}, mask {ratio:g}"
+            lanes[name] = {"policy": spec, "mask_ratio": ratio, "per_frame": per_frame}
+            lanes[name] |= {k: span_mean(per_frame, s) for k, s in SPANS.items()}
+            print(name, {k: round(lanes[name][k], 3) for k in SPANS}, flush=True)
+    refs = [references(FIRST_CLIP + i, args.frames, pipeline) for i in range(args.clips)]
+    for ref in ("freeze", "moved"):
+        per_frame = [sum(col) / len(col) for col in zip(*(r[ref] for r in refs), strict=True)]
+        lanes[f"reference: {ref}"] = {"per_frame": per_frame}
+        lanes[f"reference: {ref}"] |= {k: span_mean(per_frame, s) for k, s in SPANS.items()}
+    rows = [[n, *(format(lane[k], ".3f") for k in SPANS)] for n, lane in lanes.items()]
+    print(markdown_table(["policy, history mask", *(f"frames {k}" for k in SPANS)], rows))
+    took = time.perf_counter() - t0
+    print(f"took {took:.1f} s, {args.clips} held-out paths of {args.frames} latent frames")
+    meta = {
+        "model": args.model,
+        "clips": args.clips,
+        "frames": args.frames,
+        "first_clip": FIRST_CLIP,
+        "machine": info,
+        "seconds": round(took, 1),
+    }
+    save({"meta": meta, "lanes": lanes}, args.json, args.png, plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
