@@ -2,6 +2,7 @@
 
     python benchmarks/teacher_forced.py --json benchmarks/results/teacher-forced-demo.json
     python benchmarks/teacher_forced.py --policies packcache,full --mask-ratios 0.7,0 --clips 4
+    python benchmarks/teacher_forced.py --quick                                  # seconds
 
 What it measures: held-out camera paths (`make_path_clip("heldout", ...)`, pans that turn where
 their caption changes) written into a real request's cache frame by frame as serving writes a
@@ -129,9 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, default=8, help="held-out paths")
     p.add_argument("--frames", type=int, default=25, help="latent frames per path")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="2 paths of 8 frames, card and full")
     p.add_argument("--json", type=Path)
     p.add_argument("--png", type=Path)
     args = p.parse_args(argv)
+    if args.quick:
+        args.clips, args.frames, args.policies, args.mask_ratios = 2, 8, "card,full", "card"
     prepare_host("cpu", args.threads)
     info = machine_info(torch.device("cpu"), torch.float32)
     print_machine(info)

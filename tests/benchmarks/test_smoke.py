@@ -126,6 +126,19 @@ def test_prompt_switch_quick(tmp_path: Path) -> None:
     )
 
 
+def test_teacher_forced_quick(tmp_path: Path) -> None:
+    _, res = quick_results("teacher_forced.py", tmp_path)
+    lanes = res["lanes"]
+    assert [lane.get("policy") for lane in lanes.values()] == ["card", "full", None, None]
+    card = next(iter(lanes.values()))
+    assert all(len(lane["per_frame"]) == res["meta"]["frames"] - 1 for lane in lanes.values())
+    assert all(0 <= a <= 1 for lane in lanes.values() for a in lane["per_frame"])
+    # copying the previous frame moved by the true step beats repeating it; the demo model,
+    # given the true past, beats repeating it over its first three frames
+    assert lanes["reference: moved"]["all"] > lanes["reference: freeze"]["all"]
+    assert card["1-3"] > lanes["reference: freeze"]["1-3"]
+
+
 def test_batching_quick(tmp_path: Path) -> None:
     _, res = quick_results("batching.py", tmp_path)
     assert set(res) >= {"config", "machine", "rows", "summary"}
