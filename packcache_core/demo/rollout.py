@@ -107,7 +107,7 @@ def rollout_loss(
     policy: CachePolicy,
     tube: torch.Tensor,
     scale: float,
-    history_mask_ratio: float = 0.7,
+    history_mask_ratio: float = SamplingConfig.history_mask_ratio,
     uncond_weight: float = 0.5,
 ) -> tuple[float, int, int]:
     """Back-propagate `scale` x the loss of each target frame of one clip; returns (summed

@@ -31,6 +31,7 @@ import torch
 
 from packcache_core.cache import CacheSpec, KVCache, visible_tokens
 from packcache_core.config import CODE_OFFSET
+from packcache_core.generate import SamplingConfig
 from packcache_core.layout import (
     MASK,
     FrameLayout,
@@ -41,7 +42,7 @@ from packcache_core.layout import (
 from packcache_core.policy import CachePolicy
 from packcache_core.rope import RotaryTables
 
-HISTORY_MASK_RATIO = 0.7  # Lumos-1's write-back mask (SamplingConfig.history_mask_ratio)
+HISTORY_MASK_RATIO = SamplingConfig.history_mask_ratio  # Lumos-1's write-back mask
 
 
 @dataclass(frozen=True)
