@@ -18,7 +18,7 @@ import math
 import secrets
 from dataclasses import dataclass, field
 
-from packcache_core.generate import GenerationDefaults, SamplingConfig
+from packcache_core.generate import GenerationDefaults
 from packcache_core.image import MAX_RATIO, PATCH
 from packcache_core.layout import T_STRIDE, latent_frames_for, rgb_frames
 from packcache_core.pipeline import VideoParams
@@ -164,7 +164,8 @@ def resolve(ask: Ask, defaults: GenerationDefaults, limits: Limits) -> VideoPara
         size=parse_size(ask.size, limits),
         seed=secrets.randbelow(2**31) if ask.seed is None else ask.seed,
         policy=policy,
-        sampling=SamplingConfig(steps=steps, cfg_scale=guidance),
+        # the card's sampling (history mask, temperature, ...) with the asked steps and guidance
+        sampling=dataclasses.replace(defaults.sampling, steps=steps, cfg_scale=guidance),
         open_ended=ask.open_ended,
         text_slots=ask.text_slots,
         text_only=ask.text_only,
@@ -207,7 +208,7 @@ def resolve_image(
         size=size,
         seed=secrets.randbelow(2**31),
         policy=make_policy("full"),
-        sampling=SamplingConfig(steps=steps, cfg_scale=defaults.sampling.cfg_scale),
+        sampling=dataclasses.replace(defaults.sampling, steps=steps),
         stated_seconds=IMAGE_SECONDS,
         text_only=True,
     )

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from packcache_core.generate import GenerationDefaults, SamplingConfig
-from packcache_core.request import Ask, Limits, RequestError, resolve
+from packcache_core.request import Ask, Limits, RequestError, resolve, resolve_image
 
-CARD = GenerationDefaults(
-    SamplingConfig(steps=12, cfg_scale=3.0), (128, 64), 6, "packcache", {"window": 6}
-)
+# every sampling field off its default: a request gets the card's, not SamplingConfig's
+CARD_SAMPLING = SamplingConfig(steps=12, cfg_scale=3.0, history_mask_ratio=0.0, temperature=0.9)
+CARD = GenerationDefaults(CARD_SAMPLING, (128, 64), 6, "packcache", {"window": 6})
 LIMITS = Limits(
     fps=12,
     max_latent_frames=21,
@@ -22,7 +24,10 @@ LIMITS = Limits(
 
 def test_defaults_come_from_the_card() -> None:
     p = resolve(Ask("a pan", seed=1), CARD, LIMITS)
-    assert (p.latent_frames, p.sampling.steps, p.sampling.cfg_scale, p.seed) == (6, 12, 3.0, 1)
+    assert (p.latent_frames, p.sampling, p.seed) == (6, CARD_SAMPLING, 1)
+    asked = resolve(Ask("x", steps=5, guidance_scale=1.5), CARD, LIMITS).sampling
+    assert asked == replace(CARD_SAMPLING, steps=5, cfg_scale=1.5)
+    assert resolve_image("x", (128, 64), CARD, LIMITS).sampling == CARD_SAMPLING
     assert p.policy.name == "packcache" and p.policy.window == 6  # type: ignore[attr-defined]
     assert p.size is None  # the card's size is applied by the pipeline, from the image
     mine = resolve(Ask("x", policy_params={"rho": 0.25}), CARD, LIMITS).policy
