@@ -86,10 +86,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path)
-    p.add_argument("--quick", action="store_true", help="builtin:demo, full, 2 clips, 1 seed")
+    p.add_argument(
+        "--quick", action="store_true", help="builtin:demo, --policy (its card's), 2 clips, 1 seed"
+    )
     args = p.parse_args()
     if args.quick:
-        args.model, args.policy, args.clips, args.seeds = "builtin:demo", "full", 2, 1
+        args.model, args.clips, args.seeds = "builtin:demo", 2, 1
     prepare_host("cpu", args.threads)
     pipeline = Pipeline.load(args.model)
     card = pipeline.defaults

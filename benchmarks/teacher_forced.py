@@ -126,7 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="builtin:demo")
     p.add_argument("--policies", default="card,full,sliding:window=1,sliding:window=3")
-    p.add_argument("--mask-ratios", default="card,0", help="'card' = the model card's")
+    lumos = SamplingConfig.history_mask_ratio
+    p.add_argument(
+        "--mask-ratios",
+        default=f"card,{lumos:g},0",
+        help=f"'card' = the model card's; a ratio named twice runs once (Lumos-1's: {lumos:g})",
+    )
     p.add_argument("--clips", type=int, default=8, help="held-out paths")
     p.add_argument("--frames", type=int, default=25, help="latent frames per path")
     p.add_argument("--threads", type=int, default=1)
@@ -149,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
             if spec == "card"
             else policy_from_spec(spec)
         )
-        for r in args.mask_ratios.split(","):
-            ratio = card.sampling.history_mask_ratio if r == "card" else float(r)
+        asked = args.mask_ratios.split(",")
+        ratios = [card.sampling.history_mask_ratio if r == "card" else float(r) for r in asked]
+        for ratio in dict.fromkeys(ratios):
             runs = [
                 frame_accuracy(pipeline, policy, ratio, FIRST_CLIP + i, args.frames)
                 for i in range(args.clips)

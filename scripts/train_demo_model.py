@@ -21,7 +21,9 @@ their colours ("red and blue, the camera pans left"), as whole 6-frame sequences
 predicted like the other frames and as rollouts through the served cache without a
 conditioning frame (`--t2v-rows`, `--colour-share`, `--t2v-share`). On a shared machine use
 `--threads 1`: at a load average of 7, two threads spent 41 CPU-seconds a step spinning against
-4 with one.
+4 with one. The shipped `builtin:demo` is a chain of stages, each `--init` the one before
+(README, "The built-in model"); its last, `--preset demo-clean`, writes finished frames back
+clean (`--history-mask-ratio 0`, which its card then recommends).
 
 What it is not: a general trainer (no data loader, no resume, no mixed precision).
 """
