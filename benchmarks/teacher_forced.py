@@ -35,8 +35,10 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
 from packcache_core.config import CODE_OFFSET
+from packcache_core.demo.data import FRAME_HEIGHT, FRAME_WIDTH
 from packcache_core.demo.paths import make_path_clip
 from packcache_core.demo.rollout import pan_target
+from packcache_core.demo.train import FPS
 from packcache_core.generate import SamplingConfig, VideoGeneration, VideoRequest
 from packcache_core.host import prepare_host
 from packcache_core.layout import MASK
@@ -44,7 +46,7 @@ from packcache_core.pipeline import Pipeline
 from packcache_core.policy import CachePolicy, make_policy, policy_from_spec
 from packcache_core.text import ByteTextTokenizer, build_prompt_ids
 
-FIRST_CLIP = 500  # held-out path ids used here (demo_motion uses held-out scenes 0 ..)
+FIRST_CLIP = 500  # first held-out path id of the reported runs (demo_motion: scenes 0 ..)
 SECONDS = 8  # stated duration of every request
 SPANS = {"1-3": (1, 3), "4-6": (4, 6), "7+": (7, 10**9), "all": (1, 10**9)}
 
@@ -56,8 +58,8 @@ def frame_accuracy(
     """Per latent frame 1 .. frames-1 of held-out path `clip_index`: the share of its codes the
     model's one-step prediction gets right, the true frames before it written back."""
     model, tok = pipeline.model, pipeline.video_tokenizer
-    W, H = pipeline.defaults.size or (128, 64)
-    fps = 12
+    W, H = pipeline.defaults.size or (FRAME_WIDTH, FRAME_HEIGHT)
+    fps = FPS
     clip = make_path_clip("heldout", clip_index, frames)
     codes = torch.stack([tok.encode_image(f) for f in clip.latent_frames(range(frames))])
     ids = partial(build_prompt_ids, ByteTextTokenizer(), width=W, height=H, fps=fps)
@@ -134,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--clips", type=int, default=8, help="held-out paths")
     p.add_argument("--frames", type=int, default=25, help="latent frames per path")
+    p.add_argument(
+        "--first-clip",
+        type=int,
+        default=FIRST_CLIP,
+        help="first held-out path id (choose settings on another range than the reported one)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="2 paths of 8 frames, card and full")
     p.add_argument("--json", type=Path)
@@ -158,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         ratios = [card.sampling.history_mask_ratio if r == "card" else float(r) for r in asked]
         for ratio in dict.fromkeys(ratios):
             runs = [
-                frame_accuracy(pipeline, policy, ratio, FIRST_CLIP + i, args.frames)
+                frame_accuracy(pipeline, policy, ratio, args.first_clip + i, args.frames)
                 for i in range(args.clips)
             ]
             per_frame = [sum(col) / len(col) for col in zip(*runs, strict=True)]
@@ -166,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             lanes[name] = {"policy": spec, "mask_ratio": ratio, "per_frame": per_frame}
             lanes[name] |= {k: span_mean(per_frame, s) for k, s in SPANS.items()}
             print(name, {k: round(lanes[name][k], 3) for k in SPANS}, flush=True)
-    refs = [references(FIRST_CLIP + i, args.frames, pipeline) for i in range(args.clips)]
+    refs = [references(args.first_clip + i, args.frames, pipeline) for i in range(args.clips)]
     for ref in ("freeze", "moved"):
         per_frame = [sum(col) / len(col) for col in zip(*(r[ref] for r in refs), strict=True)]
         lanes[f"reference: {ref}"] = {"per_frame": per_frame}
@@ -179,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "clips": args.clips,
         "frames": args.frames,
-        "first_clip": FIRST_CLIP,
+        "first_clip": args.first_clip,
         "machine": info,
         "seconds": round(took, 1),
     }

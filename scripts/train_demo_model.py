@@ -68,7 +68,7 @@ from packcache_core.demo.train import (
     vocabulary,
     whole_clip_row,
 )
-from packcache_core.demo.views import Row, cache_views, view_sequence
+from packcache_core.demo.views import HISTORY_MASK_RATIO, Row, cache_views, view_sequence
 from packcache_core.generate import GenerationDefaults, SamplingConfig, VideoRequest
 from packcache_core.host import prepare_host
 from packcache_core.layout import FrameLayout, header_tokens
@@ -82,6 +82,11 @@ TOKENIZER = "builtin:patch-small"
 ROLLOUT_CLIPS = 1_000_000  # path clip ids of rollout clips start here (view rows' from 0)
 # Chosen with benchmarks/quality.py on held-out clips (see the card's "training" notes).
 DEMO_SAMPLING = SamplingConfig(steps=12, cfg_scale=3.0)
+
+
+def card_sampling(cfg: TrainConfig) -> SamplingConfig:
+    """The sampling a model's card recommends and its own rollouts draw with."""
+    return dataclasses.replace(DEMO_SAMPLING, history_mask_ratio=cfg.history_mask_ratio)
 
 
 @dataclass(frozen=True)
@@ -148,8 +153,13 @@ class TrainConfig:
                 f"--t2v-rows {self.t2v_rows} must leave --batch {self.batch} at least one "
                 "whole image-to-video clip"
             )
-        if not 0.0 <= self.history_mask_ratio < 1.0:
-            raise ValueError(f"need 0 <= --history-mask-ratio < 1, got {self.history_mask_ratio}")
+        card_sampling(self)  # SamplingConfig checks the ratio (ValueError naming it)
+        if self.view_rows and self.history_mask_ratio != HISTORY_MASK_RATIO:
+            raise ValueError(
+                f"--view-rows {self.view_rows} builds its history at Lumos-1's mask "
+                f"({HISTORY_MASK_RATIO:g}); with --history-mask-ratio {self.history_mask_ratio:g} "
+                "use --rollout-rows instead"
+            )
         if not 0.0 <= self.own_share <= 1.0:
             raise ValueError(f"need 0 <= --own-share <= 1, got {self.own_share}")
         if self.own_share > 0 and self.own_frames <= self.views_per_row:
@@ -202,7 +212,7 @@ PRESETS = {
         t2v_share=0.5,
         save_every=50,
     ),
-    # From the second demo-t2v stage's output (--init), the shipped model's last stage: three of
+    # From the second demo-t2v stage's output (--init), the stage before demo-clean: three of
     # four rollouts on the model's own frames (up to 16 latent frames, the target of each the
     # asked pan from the frame it drew), the fourth teacher-forced; 2 whole text-to-video and 2
     # image-to-video rows. As asked at 13 / 37 latent frames: 72% / 54% (52% / 36% before).
@@ -274,11 +284,6 @@ def card_policy(cfg: TrainConfig) -> tuple[str, dict[str, object]]:
         policy = policy_from_spec(cfg.policy)
         return policy.name, knob_values(policy)
     return CARD_POLICY.get(cfg.model, (DEFAULT_POLICY, {}))
-
-
-def card_sampling(cfg: TrainConfig) -> SamplingConfig:
-    """The sampling a model's card recommends and its own rollouts draw with."""
-    return dataclasses.replace(DEMO_SAMPLING, history_mask_ratio=cfg.history_mask_ratio)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
