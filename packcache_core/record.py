@@ -75,6 +75,11 @@ def request_to_json(params: VideoParams) -> dict[str, Any]:
 def request_from_json(data: dict[str, Any]) -> VideoParams:
     """The inverse of `request_to_json`; ValueError (or KeyError) for a record it cannot read."""
     size = data["size"]
+    unknown = set(data["sampling"]) - {f.name for f in dataclasses.fields(SamplingConfig)}
+    if unknown:  # a newer version's setting: resuming without it would make another video
+        raise ValueError(
+            f"sampling settings this version does not know: {', '.join(sorted(unknown))}"
+        )
     return VideoParams(
         prompt=data["prompt"],
         latent_frames=int(data["latent_frames"]),

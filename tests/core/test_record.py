@@ -105,3 +105,12 @@ def test_prompt_at_follows_the_last_change_sent_for_a_frame() -> None:
     assert [params.prompt_at(i) for i in (2, 3, 4, 5)] == ["pan", "apple", "apple", "b"]
     params = VideoParams("pan", prompt_changes=((3, "apple"), (3, "zebra")))
     assert params.prompt_at(3) == "zebra"
+
+
+def test_a_record_with_a_sampling_setting_this_version_lacks_is_refused_by_name() -> None:
+    """A newer replica's record: a ValueError naming the setting (the resume path fails that
+    job with the reason), not a TypeError that would escape it."""
+    raw = request_to_json(VideoParams("a pan", latent_frames=3, seed=1))
+    raw["sampling"] = raw["sampling"] | {"added_later": 1}
+    with pytest.raises(ValueError, match="added_later"):
+        request_from_json(raw)
