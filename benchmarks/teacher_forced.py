@@ -8,11 +8,13 @@ What it measures: held-out camera paths (`make_path_clip("heldout", ...)`, pans 
 their caption changes) written into a real request's cache frame by frame as serving writes a
 finished frame (`VideoGeneration.replay_frame`: the true codes, the history mask, the policy's
 packing and rebasing), and at every latent frame t the model's prediction of frame t with all of
-its tokens hidden (one forward, the conditional branch, argmax): the share of codes right. This
-is the first MaskGIT step of frame t given the true past, the ceiling of what sampling starts
-from; "copy the previous frame moved by one patch" scores 1 - 1/16 on these pans (one column of
-new ground per frame). Lanes: cache policies x history mask ratios (the AR-DF write-back:
-Lumos-1's 0.7 hides 70% of every finished frame's positions; 0 writes frames clean).
+its tokens hidden (one forward, the conditional branch only, argmax): the share of codes right,
+what the model reads of frame t off the true past before it has drawn any of it (the sampler's
+first step also mixes in the unconditional branch). Two references from the true codes: freeze
+(frame t - 1 again: the baseline that does nothing) and moved (frame t - 1 moved by the camera's
+true step, the revealed row or column counted wrong: an oracle of copying). Lanes: cache
+policies x history mask ratios (the AR-DF write-back: Lumos-1's 0.7 hides 70% of every finished
+frame's positions; 0 writes frames clean).
 Prints a table (frames 1-3, 4-6, 7 and later, all) and writes JSON (per frame) and a PNG.
 
 What it is not: a measure of sampled videos (`demo_motion.py` measures those from the pictures).
@@ -21,12 +23,11 @@ What it is not: a measure of sampled videos (`demo_motion.py` measures those fro
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -34,14 +35,12 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
-from packcache_core.config import CODE_OFFSET
 from packcache_core.demo.data import FRAME_HEIGHT, FRAME_WIDTH
-from packcache_core.demo.paths import make_path_clip
+from packcache_core.demo.paths import PathClip, make_path_clip
 from packcache_core.demo.rollout import pan_target
 from packcache_core.demo.train import FPS
 from packcache_core.generate import SamplingConfig, VideoGeneration, VideoRequest
 from packcache_core.host import prepare_host
-from packcache_core.layout import MASK
 from packcache_core.pipeline import Pipeline
 from packcache_core.policy import CachePolicy, make_policy, policy_from_spec
 from packcache_core.text import ByteTextTokenizer, build_prompt_ids
@@ -51,54 +50,53 @@ SECONDS = 8  # stated duration of every request
 SPANS = {"1-3": (1, 3), "4-6": (4, 6), "7+": (7, 10**9), "all": (1, 10**9)}
 
 
+class HeldOutPath(NamedTuple):
+    clip: PathClip
+    codes: torch.Tensor  # (frames, h, w)
+
+
+def held_out_path(pipeline: Pipeline, index: int, frames: int) -> HeldOutPath:
+    """Held-out path `index`, `frames` latent frames long, and its codes (encoded once)."""
+    tok = pipeline.video_tokenizer
+    clip = make_path_clip("heldout", index, frames)
+    return HeldOutPath(
+        clip, torch.stack([tok.encode_image(f) for f in clip.latent_frames(range(frames))])
+    )
+
+
 @torch.no_grad()
 def frame_accuracy(
-    pipeline: Pipeline, policy: CachePolicy, mask_ratio: float, clip_index: int, frames: int
+    pipeline: Pipeline, policy: CachePolicy, mask_ratio: float, path: HeldOutPath
 ) -> list[float]:
-    """Per latent frame 1 .. frames-1 of held-out path `clip_index`: the share of its codes the
-    model's one-step prediction gets right, the true frames before it written back."""
-    model, tok = pipeline.model, pipeline.video_tokenizer
+    """Per latent frame 1 .. frames-1 of `path`: the share of its codes the model's one-step
+    prediction gets right, the true frames before it written back (`predict_frame` at
+    guidance 1: the conditional branch's logits)."""
+    clip, codes = path
+    frames = codes.shape[0]
     W, H = pipeline.defaults.size or (FRAME_WIDTH, FRAME_HEIGHT)
-    fps = FPS
-    clip = make_path_clip("heldout", clip_index, frames)
-    codes = torch.stack([tok.encode_image(f) for f in clip.latent_frames(range(frames))])
-    ids = partial(build_prompt_ids, ByteTextTokenizer(), width=W, height=H, fps=fps)
+    ids = partial(build_prompt_ids, ByteTextTokenizer(), width=W, height=H, fps=FPS)
     prompt = ids(clip.captions[0], seconds=SECONDS)
     changes = tuple((t, ids(c, seconds=SECONDS)) for t, c in clip.changes())
     slots = max(len(p) for p in (prompt, *(c for _, c in changes)))
     request = VideoRequest(
-        prompt, codes[0], frames, fps, SECONDS, prompt_changes=changes, text_slots=slots
+        prompt, codes[0], frames, FPS, SECONDS, prompt_changes=changes, text_slots=slots
     )
-    sampling = SamplingConfig(steps=1, history_mask_ratio=mask_ratio)
-    gen = VideoGeneration(model, request, sampling, policy)
-    gen.prefill()
-    layout = gen.layout
-    code_slots = layout.code_slots()
-    head = model.lm_head.weight[CODE_OFFSET : CODE_OFFSET + model.config.n_codes]
+    sampling = SamplingConfig(steps=1, cfg_scale=1.0, history_mask_ratio=mask_ratio)
+    gen = VideoGeneration(pipeline.model, request, sampling, policy)
     out = []
     for t in range(1, frames):
-        inp = gen.prepare_step()
-        tokens = layout.frame_tokens(codes[t])
-        target = tokens[code_slots] - CODE_OFFSET
-        tokens[code_slots] = MASK
-        kv = [(k.clone(), v.clone()) for k, v in gen.cache.layers]
-        segment = dataclasses.replace(inp.segment, kv=kv)
-        hidden = model.forward_segments(tokens.expand(2, -1), inp.cos, inp.sin, [segment])
-        guess = (hidden[0, code_slots] @ head.T).argmax(-1)
-        out.append(float((guess == target).float().mean()))
+        guess = gen.predict_frame().argmax(-1)
+        out.append(float((guess == codes[t].flatten()).float().mean()))
         gen.replay_frame(codes[t])
     gen.close()
     return out
 
 
-def references(clip_index: int, frames: int, pipeline: Pipeline) -> dict[str, list[float]]:
+def references(path: HeldOutPath) -> dict[str, list[float]]:
     """Per latent frame 1 .. frames-1: the share of codes that freeze and moved get right."""
-    tok = pipeline.video_tokenizer
-    clip = make_path_clip("heldout", clip_index, frames)
-    codes = torch.stack([tok.encode_image(f) for f in clip.latent_frames(range(frames))])
-    moves = clip.moves()
+    codes, moves = path.codes, path.clip.moves()
     freeze, moved = [], []
-    for t in range(1, frames):
+    for t in range(1, codes.shape[0]):
         freeze.append(float((codes[t] == codes[t - 1]).float().mean()))
         revealed = torch.full_like(codes[t], -1)  # no code: counted wrong
         guess = pan_target(codes[t - 1], revealed, moves[t])
@@ -155,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = Pipeline.load(args.model)
     card = pipeline.defaults
     t0 = time.perf_counter()
+    paths = [held_out_path(pipeline, args.first_clip + i, args.frames) for i in range(args.clips)]
     lanes: dict[str, Any] = {}
     for spec in args.policies.split(","):
         policy = (
@@ -165,16 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         asked = args.mask_ratios.split(",")
         ratios = [card.sampling.history_mask_ratio if r == "card" else float(r) for r in asked]
         for ratio in dict.fromkeys(ratios):
-            runs = [
-                frame_accuracy(pipeline, policy, ratio, args.first_clip + i, args.frames)
-                for i in range(args.clips)
-            ]
+            runs = [frame_accuracy(pipeline, policy, ratio, path) for path in paths]
             per_frame = [sum(col) / len(col) for col in zip(*runs, strict=True)]
             name = f"{spec}, mask {ratio:g}"
             lanes[name] = {"policy": spec, "mask_ratio": ratio, "per_frame": per_frame}
             lanes[name] |= {k: span_mean(per_frame, s) for k, s in SPANS.items()}
             print(name, {k: round(lanes[name][k], 3) for k in SPANS}, flush=True)
-    refs = [references(args.first_clip + i, args.frames, pipeline) for i in range(args.clips)]
+    refs = [references(path) for path in paths]
     for ref in ("freeze", "moved"):
         per_frame = [sum(col) / len(col) for col in zip(*(r[ref] for r in refs), strict=True)]
         lanes[f"reference: {ref}"] = {"per_frame": per_frame}
