@@ -229,28 +229,6 @@ PRESETS = {
         own_frames=16,
         save_every=40,
     ),
-    # From demo-own's output (--init), the shipped model's last stage: the same mix with longer
-    # own rollouts (up to 20 latent frames), 3 whole text-to-video rows, and every finished frame
-    # written back clean (history mask 0, on the card too). With Lumos-1's 0.7 the model read
-    # less of the next frame off its packed history than repeating the last frame gives
-    # (`benchmarks/teacher_forced.py`: 0.43 against 0.50 at frames 7+), and 80 more steps of
-    # demo-own did not change that (0.41); written clean, 0.71 after 40 steps.
-    "demo-clean": TrainConfig(
-        model="demo",
-        steps=360,
-        batch=9,
-        lr=7e-4,
-        warmup=10,
-        seed=1,
-        rollout_rows=4,
-        t2v_rows=3,
-        colour_share=0.5,
-        t2v_share=0.25,
-        own_share=0.75,
-        own_frames=20,
-        history_mask_ratio=0.0,
-        save_every=40,
-    ),
     # From builtin:demo, which already copies content across frames: trained from a random
     # init, 1000 steps on these clips stayed below "freeze the previous frame" (0.47 vs 0.57
     # teacher-forced), so the shipped model fine-tunes demo's weights on the long clips.
@@ -265,6 +243,22 @@ PRESETS = {
         save_every=250,
     ),
 }
+# From demo-own's output (--init), the shipped model's last stage: the same mix with longer
+# own rollouts (up to 20 latent frames), 3 whole text-to-video rows, and every finished frame
+# written back clean (history mask 0, on the card too). With Lumos-1's 0.7 the model read
+# less of the next frame off its packed history than repeating the last frame gives
+# (`benchmarks/teacher_forced.py`: 0.43 against 0.50 at frames 7+), and 80 more steps of
+# demo-own did not change that (0.41); written clean, 0.71 after 40 steps.
+PRESETS["demo-clean"] = dataclasses.replace(
+    PRESETS["demo-own"],
+    steps=360,
+    batch=9,
+    lr=7e-4,
+    seed=1,
+    t2v_rows=3,
+    own_frames=20,
+    history_mask_ratio=0.0,
+)
 FRAME_SIZES = {
     "demo-base": (FRAME_WIDTH, FRAME_HEIGHT),
     "demo": (FRAME_WIDTH, FRAME_HEIGHT),
