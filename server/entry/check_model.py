@@ -17,6 +17,7 @@ reported as skipped, with the reason.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -235,7 +236,6 @@ def check_cosmos(folder: Path | None, device: str) -> tuple[list[Finding], bool]
 
 def check_generation(args: argparse.Namespace, dtype: torch.dtype, text: Path) -> Finding:
     """One latent frame generated after the conditioning frame, 1 step, at 64x64."""
-    from packcache_core.generate import SamplingConfig
     from packcache_core.pipeline import Pipeline, VideoParams
 
     start = time.perf_counter()
@@ -243,7 +243,8 @@ def check_generation(args: argparse.Namespace, dtype: torch.dtype, text: Path) -
         pipe = Pipeline.load(
             str(args.model), str(args.tokenizer), str(text), args.device, dtype, args.target_size
         )
-        params = VideoParams("check", latent_frames=2, size=PROBE_SIZE, sampling=SamplingConfig(1))
+        sampling = dataclasses.replace(pipe.defaults.sampling, steps=1)  # the model's own
+        params = VideoParams("check", latent_frames=2, size=PROBE_SIZE, sampling=sampling)
         run = pipe.start(pipe.prepare(Image.new("RGB", PROBE_SIZE, (90, 120, 150)), params))
         frames = [run.first_rgb()]  # the stream decoder starts at the conditioning frame
         try:

@@ -17,6 +17,7 @@ failed (`/health` 503 too) and `exit_code` is set: only a new process can serve 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,6 @@ import torch
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
-from packcache_core.generate import SamplingConfig
 from packcache_core.host import prepare_host
 from packcache_core.loading import check_float16
 from packcache_core.pipeline import Pipeline, VideoParams
@@ -333,7 +333,9 @@ async def warm_up(engine: Engine) -> None:
             loop.call_soon_threadsafe(done.set_result, event)
 
     image = Image.new("RGB", (64, 64), (120, 140, 160))
-    params = VideoParams("warm-up", latent_frames=2, size=(64, 64), sampling=SamplingConfig(2))
+    # the model's own sampling (a card's history mask, temperature), only with 2 steps
+    sampling = dataclasses.replace(engine.pipeline.defaults.sampling, steps=2)
+    params = VideoParams("warm-up", latent_frames=2, size=(64, 64), sampling=sampling)
     await engine.submit(Submission("warmup", image, params, (listener,)))
     finished = await asyncio.wait_for(done, WARMUP_TIMEOUT_S)
     if finished.status != "completed":

@@ -1,14 +1,21 @@
-"""A server measures one frame's decode at warm-up where its device can tell (CUDA), and admits
-requests with it; on a CPU, where nothing reports tensor bytes, it adds nothing."""
+"""Warm-up: a server warms up with the model's own sampling, and measures one frame's decode
+where its device can tell (CUDA) and admits requests with it; on a CPU, where nothing reports
+tensor bytes, it adds nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import server.entry.runtime as runtime_module
+from packcache_core.generate import GenerationDefaults, SamplingConfig
+from server.engine.events import Finished
+from server.engine.job import Submission
 from server.engine.memory import TrackedMemory
 from tests.server.conftest import LiveServer
 
@@ -57,3 +64,21 @@ def test_a_cpu_server_adds_no_decode_estimate(tmp_path: Path) -> None:
         assert TrackedMemory(0).transient(lambda: None) is None
     finally:
         live.stop()
+
+
+def test_warm_up_samples_as_the_model_card_says() -> None:
+    """The warm-up request runs the card's sampling (history mask, temperature), 2 steps."""
+    card = SamplingConfig(steps=12, cfg_scale=3.0, history_mask_ratio=0.0, temperature=0.9)
+    submitted: list[Submission] = []
+
+    class Engine:
+        pipeline = SimpleNamespace(defaults=GenerationDefaults(card))
+
+        async def submit(self, submission: Submission) -> None:
+            submitted.append(submission)
+            for listener in submission.listeners:
+                listener(Finished("completed"))
+
+    asyncio.run(runtime_module.warm_up(Engine()))  # type: ignore[arg-type]
+    [submission] = submitted
+    assert submission.params.sampling == dataclasses.replace(card, steps=2)
