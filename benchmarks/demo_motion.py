@@ -51,9 +51,11 @@ import itertools
 
 from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
 from packcache_core.batch import tick
+from packcache_core.demo.card import use_weights_dir
 from packcache_core.demo.data import PAN_STEP, Motion, make_clip
 from packcache_core.demo.motion import asked_shift, colour_names, content_shift, moved_psnr, psnr
 from packcache_core.demo.paths import PathClip, make_path_clip
+from packcache_core.generate import SamplingConfig
 from packcache_core.host import prepare_host
 from packcache_core.pipeline import Pipeline, VideoParams, VideoRun
 from packcache_core.policy import CachePolicy, make_policy, policy_from_spec
@@ -79,6 +81,16 @@ def scene(index: int) -> Image.Image:
 def colour_clip(index: int, direction: str) -> PathClip:
     """Held-out two-colour scene `index`, its first segment panning `direction`."""
     return make_path_clip("heldout", index, 2, first=direction, coloured=True)
+
+
+def sampling_with(sampling: SamplingConfig, changes: str) -> SamplingConfig:
+    """`sampling` with "name=value,..." changed (each value of the field's type)."""
+    fields = {}
+    for item in changes.split(","):
+        name, _, value = item.partition("=")
+        kind = type(getattr(sampling, name))
+        fields[name] = value.lower() == "true" if kind is bool else kind(value)
+    return dataclasses.replace(sampling, **fields)
 
 
 def run_all(
@@ -333,6 +345,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="builtin:demo")
     p.add_argument(
+        "--weights",
+        type=Path,
+        help="serve built-in models from this folder (a training run's --out), not the shipped",
+    )
+    p.add_argument(
+        "--sampling",
+        default="",
+        help="card sampling settings to change, e.g. temperature=0.7,cfg_scale=2 (a dev run)",
+    )
+    p.add_argument(
         "--policies",
         default="card,full,sliding:window=1",
         help="comma-separated; 'card' = the model card's policy (the server's default request)",
@@ -367,7 +389,13 @@ def main(argv: list[str] | None = None) -> int:
     prepare_host("cpu", args.threads)
     info = machine_info(torch.device("cpu"), torch.float32)
     print_machine(info)
+    if args.weights:
+        use_weights_dir(args.weights)
     pipeline = Pipeline.load(args.model)
+    if args.sampling:
+        pipeline.defaults = dataclasses.replace(
+            pipeline.defaults, sampling=sampling_with(pipeline.defaults.sampling, args.sampling)
+        )
     card = pipeline.defaults
     card_policy = make_policy(card.cache_policy, **card.policy_params)
     t0 = time.perf_counter()
@@ -456,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "machine": info,
         "model": args.model,
+        "weights": None if args.weights is None else str(args.weights),
         "card_policy": {"name": card.cache_policy, "params": card.policy_params},
         "sampling": dataclasses.asdict(card.sampling),
         "true_pan_moved_psnr": reference,

@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
+from packcache_core.demo.card import use_weights_dir
 from packcache_core.demo.data import FRAME_HEIGHT, FRAME_WIDTH
 from packcache_core.demo.paths import PathClip, make_path_clip
 from packcache_core.demo.rollout import pan_target
@@ -125,6 +126,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="builtin:demo")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        help="serve built-in models from this folder (a training run's --out), not the shipped",
+    )
     p.add_argument("--policies", default="card,full,sliding:window=1,sliding:window=3")
     lumos = SamplingConfig.history_mask_ratio
     p.add_argument(
@@ -150,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     prepare_host("cpu", args.threads)
     info = machine_info(torch.device("cpu"), torch.float32)
     print_machine(info)
+    if args.weights:
+        use_weights_dir(args.weights)
     pipeline = Pipeline.load(args.model)
     card = pipeline.defaults
     t0 = time.perf_counter()
@@ -181,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"took {took:.1f} s, {args.clips} held-out paths of {args.frames} latent frames")
     meta = {
         "model": args.model,
+        "weights": None if args.weights is None else str(args.weights),
         "clips": args.clips,
         "frames": args.frames,
         "first_clip": args.first_clip,

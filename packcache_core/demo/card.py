@@ -32,6 +32,14 @@ from packcache_core.policy import DEFAULT_POLICY
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "builtin"
 
 
+def use_weights_dir(folder: Path) -> None:
+    """Read the built-in models' weights and cards from `folder` (a training run's `--out`)
+    from now on, instead of the shipped ones: how benchmarks measure a snapshot before it
+    ships. Call it before anything loads a built-in model (cards are read once)."""
+    global WEIGHTS_DIR
+    WEIGHTS_DIR = folder
+
+
 def card_file(name: str = "demo") -> str:
     return f"{name}.json"
 

@@ -8,12 +8,14 @@ numbers are printed by the scripts and never asserted here.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from packcache_core.demo.card import CARD_FILE, WEIGHTS_DIR, WEIGHTS_FILE
 from tests.helpers import run_repo_script
 
 POLICIES = ("full", "sliding", "packcache")
@@ -137,6 +139,21 @@ def test_teacher_forced_quick(tmp_path: Path) -> None:
     # given the true past, beats repeating it over its first three frames
     assert lanes["reference: moved"]["all"] > lanes["reference: freeze"]["all"]
     assert card["1-3"] > lanes["reference: freeze"]["1-3"]
+
+
+def test_a_training_runs_folder_is_measured_in_place_of_the_shipped(tmp_path: Path) -> None:
+    """`--weights` serves the built-in models of a training run's `--out` (how snapshots are
+    measured on the dev set before one ships): here a copy whose card says another mask."""
+    for name in (CARD_FILE, WEIGHTS_FILE):
+        shutil.copy(WEIGHTS_DIR / name, tmp_path / name)
+    card = json.loads((tmp_path / CARD_FILE).read_text())
+    card["sampling"]["history_mask_ratio"] = 0.5
+    (tmp_path / CARD_FILE).write_text(json.dumps(card))
+    out = tmp_path / "tf.json"
+    print(run_script("teacher_forced.py", "--weights", str(tmp_path), "--json", str(out)).stdout)
+    res = json.loads(out.read_text())
+    assert list(res["lanes"])[:2] == ["card, mask 0.5", "full, mask 0.5"]
+    assert res["meta"]["weights"] == str(tmp_path)
 
 
 def test_batching_quick(tmp_path: Path) -> None:
