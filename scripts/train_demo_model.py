@@ -54,7 +54,7 @@ from packcache_core.demo.card import (
 )
 from packcache_core.demo.data import FRAME_HEIGHT, FRAME_WIDTH, make_clip
 from packcache_core.demo.long import LONG_HEIGHT, LONG_WIDTH, make_long_clip
-from packcache_core.demo.paths import make_path_clip
+from packcache_core.demo.paths import SEGMENT_FRAMES, make_path_clip
 from packcache_core.demo.rollout import ServedModel, own_rollout_loss, rollout_loss
 from packcache_core.demo.train import (
     DEMO_CONFIG,
@@ -141,6 +141,9 @@ class TrainConfig:
     # from it), `own_frames` latent frames long at most, every generated frame a target.
     own_share: float = 0.0
     own_frames: int = 16
+    # The most latent frames between two turns of a rollout clip's path (`make_path_clip`'s
+    # `longest_segment`; fewer: more prompt changes and turns per clip).
+    longest_segment: int = SEGMENT_FRAMES[1]
     # Share of a finished frame's grid tokens written back as MASK (the AR-DF write-back) in
     # the rollouts, and on the card's sampling: Lumos-1's 0.7 (whole-clip rows keep their tube).
     history_mask_ratio: float = DEMO_SAMPLING.history_mask_ratio
@@ -167,6 +170,7 @@ class TrainConfig:
                 f"--own-frames {self.own_frames} must exceed --views-per-row "
                 f"{self.views_per_row} (an own rollout is that many frames long at least)"
             )
+        make_path_clip("train", 0, 2, longest_segment=self.longest_segment)  # checks it
         if not 0.0 <= self.t2v_share <= self.colour_share <= 1.0:
             raise ValueError(
                 "need 0 <= --t2v-share <= --colour-share <= 1 (text-to-video rollouts are "
@@ -348,7 +352,9 @@ def rollout_clips(
         u = float(torch.rand((), generator=g))
         coloured, text_only = u < cfg.colour_share, u < cfg.t2v_share
         index = ROLLOUT_CLIPS + step * cfg.rollout_rows + i
-        clip = make_path_clip("train", index, n, coloured=coloured)
+        clip = make_path_clip(
+            "train", index, n, coloured=coloured, longest_segment=cfg.longest_segment
+        )
         first = 0 if text_only else 1  # the first generated frame
         targets = sorted(
             int(t) + first for t in torch.randperm(n - first, generator=g)[: cfg.views_per_row]

@@ -87,15 +87,16 @@ def pan_caption(direction: str | None, rng: np.random.Generator) -> str:
 
 
 def _segments(
-    rng: np.random.Generator, length: int, first: str | None
+    rng: np.random.Generator, length: int, first: str | None, longest: int
 ) -> list[tuple[str | None, int]]:
-    """(direction, latent frames) per segment, covering frames 1 .. length - 1."""
+    """(direction, latent frames) per segment, covering frames 1 .. length - 1; a segment is
+    `SEGMENT_FRAMES[0]` to `longest` latent frames long."""
     names = list(PAN_DIRECTIONS)
     out: list[tuple[str | None, int]] = []
     direction: str | None = first or str(rng.choice(names))
     left = length - 1
     while left > 0:
-        n = min(left, int(rng.integers(SEGMENT_FRAMES[0], SEGMENT_FRAMES[1] + 1)))
+        n = min(left, int(rng.integers(SEGMENT_FRAMES[0], longest + 1)))
         out.append((direction, n))
         left -= n
         u = rng.uniform()
@@ -110,20 +111,30 @@ def _segments(
 
 
 def make_path_clip(
-    split: str, index: int, length: int, first: str | None = None, coloured: bool = False
+    split: str,
+    index: int,
+    length: int,
+    first: str | None = None,
+    coloured: bool = False,
+    longest_segment: int = SEGMENT_FRAMES[1],
 ) -> PathClip:
     """Path clip `index` of `split`, `length` latent frames; `first` fixes the first segment's
     direction (else drawn). The caption of frame 0 is the first segment's. `coloured`: another
     family of clips, over a two-colour scene (`colour_scene`) whose captions name its colours
-    before the motion (`SCENE_CAPTION`)."""
+    before the motion (`SCENE_CAPTION`). `longest_segment`: the most latent frames between two
+    turns (fewer: more turns per clip)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; available: {', '.join(SPLITS)}")
     if length < 2:
         raise ValueError(f"a path needs at least 2 latent frames, got {length}")
+    if longest_segment < SEGMENT_FRAMES[0]:
+        raise ValueError(
+            f"longest_segment {longest_segment} is below the shortest, {SEGMENT_FRAMES[0]}"
+        )
     seed = (COLOUR_PATH_SEED if coloured else PATH_SEED) + index
     rng = np.random.default_rng(np.random.SeedSequence([SPLITS[split], seed]))
     steps, captions, directions = [], [], []
-    for direction, n in _segments(rng, length, first):
+    for direction, n in _segments(rng, length, first, longest_segment):
         caption = pan_caption(direction, rng)
         step = (0, 0) if direction is None else PAN_DIRECTIONS[direction]
         steps += [step] * n

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from packcache_core.demo.card import EMBED_IDS, WEIGHTS_DIR
-from packcache_core.demo.paths import make_path_clip
+from packcache_core.demo.paths import SEGMENT_FRAMES, make_path_clip
 from packcache_core.demo.rollout import ServedModel
 from packcache_core.demo.train import DEMO_CONFIG, compact_model, vocabulary
 from packcache_core.demo.views import cache_views, history_mask, view_sequence
@@ -103,6 +105,23 @@ def test_path_clips_turn_where_the_caption_changes() -> None:
         a[max(0, dy) : H + min(0, dy), max(0, dx) : W + min(0, dx)],
     )
     assert make_path_clip("train", 3, 40).captions == clip.captions  # a pure function
+
+
+def test_a_shorter_longest_segment_turns_more_often() -> None:
+    def gaps(longest: int | None) -> list[int]:
+        out = []
+        for i in range(12):
+            clip = make_path_clip(
+                "train", i, 40, **({} if longest is None else {"longest_segment": longest})
+            )
+            starts = [1] + [t for t, _ in clip.changes()] + [clip.length]
+            out += [b - a for a, b in itertools.pairwise(starts)][:-1]  # whole segments
+        return out
+
+    assert max(gaps(4)) <= 4 < max(gaps(None))
+    assert gaps(SEGMENT_FRAMES[1]) == gaps(None)  # the default is the constant's
+    with pytest.raises(ValueError, match="longest_segment"):
+        make_path_clip("train", 0, 10, longest_segment=SEGMENT_FRAMES[0] - 1)
 
 
 def served_demo_base() -> ServedModel:
