@@ -25,6 +25,7 @@ policies as extra lanes):
   k-means in RGB, each cluster named by the nearest named colour, the two largest) against the
   caption's two; the same check on the tokenizer's round trip of the true scene is
   printed beside it (what a perfect model would score). Then the asked pan, step by step.
+  Under the card's policy, and others with `--text-policies`.
 Writes JSON (every step's shift) and a PNG of shift against frame index; prints tables and the
 load average. What it is not: a test (`tests/core/test_demo_model.py` checks a short video).
 """
@@ -375,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
         "--text-captions", type=int, default=16, help="held-out two-colour captions, text only"
     )
     p.add_argument("--text-frames", type=int, default=13)
+    p.add_argument(
+        "--text-policies",
+        default="card",
+        help="comma-separated policies of the text-only lanes ('card': the default request)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="2 scenes, 6 and 13 frames, 40 open")
     p.add_argument("--json", type=Path)
@@ -415,9 +421,11 @@ def main(argv: list[str] | None = None) -> int:
         pipeline, card_policy, switch_len, args, switch=args.switch
     )
     sheet = None
-    if args.text_captions:
-        name = f"card text {args.text_frames}"
-        lanes[name], sheet = text_lane(pipeline, card_policy, args.text_frames, args)
+    for spec in args.text_policies.split(",") if args.text_captions else []:
+        policy = card_policy if spec == "card" else policy_from_spec(spec)
+        name = f"{spec} text {args.text_frames}"
+        lanes[name], videos = text_lane(pipeline, policy, args.text_frames, args)
+        sheet = videos if spec == "card" else sheet  # the contact sheet shows the default
         print(f"{name}: {lanes[name]['summary']}", flush=True)
     scenes = range(args.first_image, args.first_image + args.images)
     reference = float(
