@@ -38,6 +38,7 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ import itertools
 
 from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
 from packcache_core.batch import tick
-from packcache_core.demo.card import use_weights_dir
+from packcache_core.demo.card import snapshot_record, use_weights_dir
 from packcache_core.demo.data import PAN_STEP, Motion, make_clip
 from packcache_core.demo.motion import asked_shift, colour_names, content_shift, moved_psnr, psnr
 from packcache_core.demo.paths import PathClip, make_path_clip
@@ -84,14 +85,30 @@ def colour_clip(index: int, direction: str) -> PathClip:
     return make_path_clip("heldout", index, 2, first=direction, coloured=True)
 
 
-def sampling_with(sampling: SamplingConfig, changes: str) -> SamplingConfig:
-    """`sampling` with "name=value,..." changed (each value of the field's type)."""
-    fields = {}
-    for item in changes.split(","):
-        name, _, value = item.partition("=")
-        kind = type(getattr(sampling, name))
-        fields[name] = value.lower() == "true" if kind is bool else kind(value)
-    return dataclasses.replace(sampling, **fields)
+SAMPLING_FIELDS = {f.name: str(f.type) for f in dataclasses.fields(SamplingConfig)}
+BOOLS = {"true": True, "1": True, "false": False, "0": False}
+PARSE: dict[str, Callable[[str], object]] = {
+    "int": int,
+    "float": float,
+    "bool": lambda v: BOOLS[v.lower()],
+}
+
+
+def sampling_changes(text: str) -> dict[str, object]:
+    """ "name=value,..." -> {field of SamplingConfig: value of its type} (argparse type)."""
+    out: dict[str, object] = {}
+    for item in text.split(","):
+        name, eq, value = (x.strip() for x in item.partition("="))
+        if not eq or name not in SAMPLING_FIELDS:
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: want name=value with a name of {', '.join(SAMPLING_FIELDS)}"
+            )
+        kind = SAMPLING_FIELDS[name]
+        try:
+            out[name] = PARSE[kind](value)
+        except (KeyError, ValueError):
+            raise argparse.ArgumentTypeError(f"{item!r}: {value!r} is not a {kind}") from None
+    return out
 
 
 def run_all(
@@ -352,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--sampling",
-        default="",
+        type=sampling_changes,
+        default={},
         help="card sampling settings to change, e.g. temperature=0.7,cfg_scale=2 (a dev run)",
     )
     p.add_argument(
@@ -399,9 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         use_weights_dir(args.weights)
     pipeline = Pipeline.load(args.model)
     if args.sampling:
-        pipeline.defaults = dataclasses.replace(
-            pipeline.defaults, sampling=sampling_with(pipeline.defaults.sampling, args.sampling)
-        )
+        sampling = dataclasses.replace(pipeline.defaults.sampling, **args.sampling)
+        pipeline.defaults = dataclasses.replace(pipeline.defaults, sampling=sampling)
     card = pipeline.defaults
     card_policy = make_policy(card.cache_policy, **card.policy_params)
     t0 = time.perf_counter()
@@ -492,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "machine": info,
         "model": args.model,
-        "weights": None if args.weights is None else str(args.weights),
+        "weights": None if args.weights is None else snapshot_record(args.weights),
         "card_policy": {"name": card.cache_policy, "params": card.policy_params},
         "sampling": dataclasses.asdict(card.sampling),
         "true_pan_moved_psnr": reference,

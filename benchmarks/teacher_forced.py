@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
-from packcache_core.demo.card import use_weights_dir
+from packcache_core.demo.card import snapshot_record, use_weights_dir
 from packcache_core.demo.data import FRAME_HEIGHT, FRAME_WIDTH
 from packcache_core.demo.paths import PathClip, make_path_clip
 from packcache_core.demo.rollout import pan_target
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"took {took:.1f} s, {args.clips} held-out paths of {args.frames} latent frames")
     meta = {
         "model": args.model,
-        "weights": None if args.weights is None else str(args.weights),
+        "weights": None if args.weights is None else snapshot_record(args.weights),
         "clips": args.clips,
         "frames": args.frames,
         "first_clip": args.first_clip,

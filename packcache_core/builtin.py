@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -71,13 +72,19 @@ def _trained(name: str) -> Callable[[], tuple[LumosConfig, dict[str, torch.Tenso
     return load
 
 
-def _card_of(name: str) -> Callable[[], tuple[str, GenerationDefaults]]:
-    @functools.cache
-    def card() -> tuple[str, GenerationDefaults]:
-        from packcache_core.demo.card import WEIGHTS_DIR, read_card
+@functools.cache
+def _read_card(folder: Path, name: str) -> tuple[str, GenerationDefaults]:
+    from packcache_core.demo.card import read_card
 
-        c = read_card(WEIGHTS_DIR, name)
-        return c.tokenizer, c.defaults
+    c = read_card(folder, name)
+    return c.tokenizer, c.defaults
+
+
+def _card_of(name: str) -> Callable[[], tuple[str, GenerationDefaults]]:
+    def card() -> tuple[str, GenerationDefaults]:
+        from packcache_core.demo import card
+
+        return _read_card(card.WEIGHTS_DIR, name)  # read once per folder
 
     return card
 

@@ -33,11 +33,17 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "builtin"
 
 
 def use_weights_dir(folder: Path) -> None:
-    """Read the built-in models' weights and cards from `folder` (a training run's `--out`)
+    """`builtin:<name>` loads its weights and card from `folder` (a training run's `--out`)
     from now on, instead of the shipped ones: how benchmarks measure a snapshot before it
-    ships. Call it before anything loads a built-in model (cards are read once)."""
+    ships (a model loaded before keeps what it loaded)."""
     global WEIGHTS_DIR
     WEIGHTS_DIR = folder
+
+
+def snapshot_record(folder: Path, name: str = "demo") -> dict[str, Any]:
+    """What a benchmark's JSON says of a snapshot it measured (`use_weights_dir`): the folder
+    and the command its card records (read at call time, so it travels with the results)."""
+    return {"folder": str(folder), "command": read_card(folder, name).training.get("command")}
 
 
 def card_file(name: str = "demo") -> str:

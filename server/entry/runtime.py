@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
+from packcache_core.generate import GenerationDefaults
 from packcache_core.host import prepare_host
 from packcache_core.loading import check_float16
 from packcache_core.pipeline import Pipeline, VideoParams
@@ -209,7 +210,7 @@ class Runtime:
         self.metrics.info.info({"model": s.model_name, "device": str(device), "dtype": str(dtype)})
         self.engine.start()
         if s.warmup:
-            await warm_up(self.engine)
+            await warm_up(self.engine, s.generation_defaults)
             # one frame's decode at the largest size served, measured where the device can tell
             decode = await asyncio.to_thread(memory.transient, pipeline.decode_probe)
             if decode is not None:
@@ -323,8 +324,9 @@ def load_pipeline(s: Settings, device: torch.device, dtype: torch.dtype) -> Pipe
     )
 
 
-async def warm_up(engine: Engine) -> None:
-    """A 2-latent-frame, 2-step generation at 64x64 through the whole path."""
+async def warm_up(engine: Engine, defaults: GenerationDefaults) -> None:
+    """A 2-latent-frame, 2-step generation at 64x64 through the whole path, with the rest of
+    the sampling a default request gets (`defaults`: the card's history mask, temperature)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[Finished] = loop.create_future()
 
@@ -333,8 +335,7 @@ async def warm_up(engine: Engine) -> None:
             loop.call_soon_threadsafe(done.set_result, event)
 
     image = Image.new("RGB", (64, 64), (120, 140, 160))
-    # the model's own sampling (a card's history mask, temperature), only with 2 steps
-    sampling = dataclasses.replace(engine.pipeline.defaults.sampling, steps=2)
+    sampling = dataclasses.replace(defaults.sampling, steps=2)
     params = VideoParams("warm-up", latent_frames=2, size=(64, 64), sampling=sampling)
     await engine.submit(Submission("warmup", image, params, (listener,)))
     finished = await asyncio.wait_for(done, WARMUP_TIMEOUT_S)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from packcache_core.demo.card import CARD_FILE, WEIGHTS_DIR, WEIGHTS_FILE
-from tests.helpers import run_repo_script
+from tests.helpers import ROOT, run_repo_script
 
 POLICIES = ("full", "sliding", "packcache")
 FRAME_KEYS = {
@@ -153,7 +154,35 @@ def test_a_training_runs_folder_is_measured_in_place_of_the_shipped(tmp_path: Pa
     print(run_script("teacher_forced.py", "--weights", str(tmp_path), "--json", str(out)).stdout)
     res = json.loads(out.read_text())
     assert list(res["lanes"])[:2] == ["card, mask 0.5", "full, mask 0.5"]
-    assert res["meta"]["weights"] == str(tmp_path)
+    assert res["meta"]["weights"] == {
+        "folder": str(tmp_path),
+        "command": card["training"]["command"],
+    }
+
+
+def test_demo_motion_measures_a_snapshot_with_changed_sampling(tmp_path: Path) -> None:
+    """demo_motion at its smallest: a training run's folder (`--weights`), the card's sampling
+    changed by name (`--sampling`), the text-only lane under two policies."""
+    for name in (CARD_FILE, WEIGHTS_FILE):
+        shutil.copy(WEIGHTS_DIR / name, tmp_path / name)
+    out = tmp_path / "dm.json"
+    small = ["--images", "1", "--lengths", "3", "--open-frames", "0", "--policies", "card"]
+    text = ["--text-captions", "1", "--text-frames", "3", "--text-policies", "card,full"]
+    args = [*small, *text, "--weights", str(tmp_path), "--threads", "1", "--json", str(out)]
+    proc = run_repo_script("benchmarks/demo_motion.py", *args, "--sampling", "temperature=0.5")
+    print(proc.stdout)
+    res = json.loads(out.read_text())
+    assert {"card 3", "card text 3", "full text 3"} <= set(res["lanes"])
+    assert res["meta"]["sampling"]["temperature"] == 0.5
+    assert res["meta"]["weights"]["folder"] == str(tmp_path)
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/demo_motion.py", "--sampling", "guidance=2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "cfg_scale" in bad.stderr  # names the fields it knows
 
 
 def test_batching_quick(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import asyncio
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -66,19 +65,18 @@ def test_a_cpu_server_adds_no_decode_estimate(tmp_path: Path) -> None:
         live.stop()
 
 
-def test_warm_up_samples_as_the_model_card_says() -> None:
-    """The warm-up request runs the card's sampling (history mask, temperature), 2 steps."""
+def test_warm_up_samples_as_a_default_request() -> None:
+    """The warm-up request runs a default request's sampling (the card's history mask and
+    temperature, the server's guidance), with 2 steps."""
     card = SamplingConfig(steps=12, cfg_scale=3.0, history_mask_ratio=0.0, temperature=0.9)
     submitted: list[Submission] = []
 
     class Engine:
-        pipeline = SimpleNamespace(defaults=GenerationDefaults(card))
-
         async def submit(self, submission: Submission) -> None:
             submitted.append(submission)
             for listener in submission.listeners:
                 listener(Finished("completed"))
 
-    asyncio.run(runtime_module.warm_up(Engine()))  # type: ignore[arg-type]
+    asyncio.run(runtime_module.warm_up(Engine(), GenerationDefaults(card)))  # type: ignore[arg-type]
     [submission] = submitted
     assert submission.params.sampling == dataclasses.replace(card, steps=2)
