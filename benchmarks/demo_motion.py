@@ -66,6 +66,7 @@ CAPTION = "the camera pans {d}"
 # the picture's motion per latent frame when the camera pans that way (dx in px)
 CONTENT_DX = {"left": PAN_STEP, "right": -PAN_STEP}
 DIRECTIONS = ("left", "right")
+SEED_STRIDE = 1000  # seed k of a scene: scene + k * SEED_STRIDE (k = 0: the scene's index)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,8 +205,11 @@ def lane(
 ) -> dict[str, Any]:
     card = pipeline.defaults
     images = args.open_images if open_ended else args.images
+    seeds = args.switch_seeds if switch is not None else 1
     jobs = []
-    for image in range(args.first_image, args.first_image + images):
+    for image, k in itertools.product(
+        range(args.first_image, args.first_image + images), range(seeds)
+    ):
         for d in DIRECTIONS:
             other = "right" if d == "left" else "left"
             changes = () if switch is None else ((switch, CAPTION.format(d=other)),)
@@ -213,7 +217,7 @@ def lane(
                 CAPTION.format(d=d),
                 latent_frames=card.latent_frames if open_ended else frames,
                 size=card.size,
-                seed=image,
+                seed=image + SEED_STRIDE * k,
                 policy=policy,
                 sampling=card.sampling,
                 open_ended=open_ended,
@@ -231,6 +235,7 @@ def lane(
             {
                 "image": job.image,
                 "direction": job.direction,
+                "seed": job.params.seed,
                 "steps": steps(job, res["pictures"]),
                 "frame0_psnr": psnr(res["pictures"][0], round_trip),
                 "frame0_vs_input_psnr": psnr(round_trip, x),
@@ -390,6 +395,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--open-frames", type=int, default=200)
     p.add_argument("--open-images", type=int, default=4)
     p.add_argument("--switch", type=int, default=7, help="latent frame of the prompt change")
+    p.add_argument(
+        "--switch-seeds",
+        type=int,
+        default=1,
+        help="sampling seeds per scene and direction in the prompt-change lane (more runs)",
+    )
     p.add_argument(
         "--text-captions", type=int, default=16, help="held-out two-colour captions, text only"
     )
