@@ -38,7 +38,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Callable
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ from packcache_core.demo.paths import PathClip, make_path_clip
 from packcache_core.generate import SamplingConfig
 from packcache_core.host import prepare_host
 from packcache_core.pipeline import Pipeline, VideoParams, VideoRun
-from packcache_core.policy import CachePolicy, make_policy, policy_from_spec
+from packcache_core.policy import CachePolicy, make_policy, parse_typed, policy_from_spec
 
 CAPTION = "the camera pans {d}"
 # the picture's motion per latent frame when the camera pans that way (dx in px)
@@ -86,13 +86,7 @@ def colour_clip(index: int, direction: str) -> PathClip:
     return make_path_clip("heldout", index, 2, first=direction, coloured=True)
 
 
-SAMPLING_FIELDS = {f.name: str(f.type) for f in dataclasses.fields(SamplingConfig)}
-BOOLS = {"true": True, "1": True, "false": False, "0": False}
-PARSE: dict[str, Callable[[str], object]] = {
-    "int": int,
-    "float": float,
-    "bool": lambda v: BOOLS[v.lower()],
-}
+SAMPLING_FIELDS = typing.get_type_hints(SamplingConfig)
 
 
 def sampling_changes(text: str) -> dict[str, object]:
@@ -104,11 +98,10 @@ def sampling_changes(text: str) -> dict[str, object]:
             raise argparse.ArgumentTypeError(
                 f"{item!r}: want name=value with a name of {', '.join(SAMPLING_FIELDS)}"
             )
-        kind = SAMPLING_FIELDS[name]
         try:
-            out[name] = PARSE[kind](value)
-        except (KeyError, ValueError):
-            raise argparse.ArgumentTypeError(f"{item!r}: {value!r} is not a {kind}") from None
+            out[name] = parse_typed(name, value, SAMPLING_FIELDS[name])
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     return out
 
 

@@ -594,7 +594,11 @@ def parse_knob(key: str, raw: str) -> object:
     knobs = policy_knobs()
     if key not in knobs:
         raise ValueError(f"no cache policy has a parameter {key!r}; parameters: {', '.join(knobs)}")
-    kind = knobs[key][0]
+    return parse_typed(key, raw, knobs[key][0])
+
+
+def parse_typed(key: str, raw: str, kind: type) -> object:
+    """`key=raw` read as a `kind` (bool: true or false); ValueError naming the pair."""
     text = raw.strip()
     if kind is bool:
         if text.lower() not in ("true", "false"):
