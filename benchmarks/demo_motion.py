@@ -51,9 +51,16 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import itertools
 
+from benchmarks.demo_args import (
+    CARD,
+    add_model_options,
+    load_model,
+    policy_specs,
+    positive_int,
+    weights_record,
+)
 from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
 from packcache_core.batch import tick
-from packcache_core.demo.card import snapshot_record, use_weights_dir
 from packcache_core.demo.data import PAN_STEP, Motion, make_clip
 from packcache_core.demo.motion import asked_shift, colour_names, content_shift, moved_psnr, psnr
 from packcache_core.demo.paths import PathClip, make_path_clip
@@ -359,12 +366,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="builtin:demo")
-    p.add_argument(
-        "--weights",
-        type=Path,
-        help="serve built-in models from this folder (a training run's --out), not the shipped",
-    )
+    add_model_options(p)
     p.add_argument(
         "--sampling",
         type=sampling_changes,
@@ -373,11 +375,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--policies",
+        type=policy_specs,
         default="card,full,sliding:window=1",
-        help="comma-separated; 'card' = the model card's policy (the server's default request)",
+        help="comma-separated policy specs (packcache:window=6,budget=3 is one); 'card' = the "
+        "model card's policy (the server's default request)",
     )
     p.add_argument("--lengths", default="6,13,25,37", help="latent frames")
-    p.add_argument("--images", type=int, default=8, help="held-out scenes (x 2 directions)")
+    p.add_argument(
+        "--images", type=positive_int, default=8, help="held-out scenes (x 2 directions)"
+    )
     p.add_argument(
         "--first-image",
         type=int,
@@ -390,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--switch", type=int, default=7, help="latent frame of the prompt change")
     p.add_argument(
         "--switch-seeds",
-        type=int,
+        type=positive_int,
         default=1,
         help="sampling seeds per scene and direction in the prompt-change lane (more runs)",
     )
@@ -400,8 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text-frames", type=int, default=13)
     p.add_argument(
         "--text-policies",
+        type=policy_specs,
         default="card",
-        help="comma-separated policies of the text-only lanes ('card': the default request)",
+        help="policies of the text-only lanes, as --policies",
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="2 scenes, 6 and 13 frames, 40 open")
@@ -417,9 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare_host("cpu", args.threads)
     info = machine_info(torch.device("cpu"), torch.float32)
     print_machine(info)
-    if args.weights:
-        use_weights_dir(args.weights)
-    pipeline = Pipeline.load(args.model)
+    pipeline = load_model(p, args)
     if args.sampling:
         sampling = dataclasses.replace(pipeline.defaults.sampling, **args.sampling)
         pipeline.defaults = dataclasses.replace(pipeline.defaults, sampling=sampling)
@@ -428,9 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     lanes: dict[str, Any] = {}
     lengths = [int(x) for x in args.lengths.split(",")]
-    for spec in args.policies.split(","):
-        policy = card_policy if spec == "card" else policy_from_spec(spec)
-        for n in lengths if spec == "card" else lengths[-1:]:
+    for spec in args.policies:
+        policy = card_policy if spec == CARD else policy_from_spec(spec)
+        for n in lengths if spec == CARD else lengths[-1:]:
             lanes[f"{spec} {n}"] = lane(pipeline, policy, n, args)
             print(f"{spec} {n}: {lanes[f'{spec} {n}']['summary']}", flush=True)
     if args.open_frames:
@@ -442,11 +447,11 @@ def main(argv: list[str] | None = None) -> int:
         pipeline, card_policy, switch_len, args, switch=args.switch
     )
     sheet = None
-    for spec in args.text_policies.split(",") if args.text_captions else []:
-        policy = card_policy if spec == "card" else policy_from_spec(spec)
+    for spec in args.text_policies if args.text_captions else []:
+        policy = card_policy if spec == CARD else policy_from_spec(spec)
         name = f"{spec} text {args.text_frames}"
         lanes[name], videos = text_lane(pipeline, policy, args.text_frames, args)
-        sheet = videos if spec == "card" else sheet  # the contact sheet shows the default
+        sheet = videos if spec == CARD else sheet  # the contact sheet shows the default
         print(f"{name}: {lanes[name]['summary']}", flush=True)
     scenes = range(args.first_image, args.first_image + args.images)
     reference = float(
@@ -513,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "machine": info,
         "model": args.model,
-        "weights": None if args.weights is None else snapshot_record(args.weights),
+        "weights": weights_record(args),
         "card_policy": {"name": card.cache_policy, "params": card.policy_params},
         "sampling": dataclasses.asdict(card.sampling),
         "true_pan_moved_psnr": reference,

@@ -34,8 +34,8 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.demo_args import CARD, add_model_options, load_model, policy_specs, weights_record
 from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
-from packcache_core.demo.card import snapshot_record, use_weights_dir
 from packcache_core.demo.data import FRAME_HEIGHT, FRAME_WIDTH
 from packcache_core.demo.paths import PathClip, make_path_clip
 from packcache_core.demo.rollout import pan_target
@@ -125,13 +125,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="builtin:demo")
+    add_model_options(p)
     p.add_argument(
-        "--weights",
-        type=Path,
-        help="serve built-in models from this folder (a training run's --out), not the shipped",
+        "--policies",
+        type=policy_specs,
+        default="card,full,sliding:window=1,sliding:window=3",
+        help="comma-separated policy specs (packcache:window=6,budget=3 is one); 'card' = the "
+        "model card's policy",
     )
-    p.add_argument("--policies", default="card,full,sliding:window=1,sliding:window=3")
     lumos = SamplingConfig.history_mask_ratio
     p.add_argument(
         "--mask-ratios",
@@ -152,21 +153,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--png", type=Path)
     args = p.parse_args(argv)
     if args.quick:
-        args.clips, args.frames, args.policies, args.mask_ratios = 2, 8, "card,full", "card"
+        args.clips, args.frames, args.policies, args.mask_ratios = 2, 8, [CARD, "full"], "card"
     prepare_host("cpu", args.threads)
     info = machine_info(torch.device("cpu"), torch.float32)
     print_machine(info)
-    if args.weights:
-        use_weights_dir(args.weights)
-    pipeline = Pipeline.load(args.model)
+    pipeline = load_model(p, args)
     card = pipeline.defaults
     t0 = time.perf_counter()
     paths = [held_out_path(pipeline, args.first_clip + i, args.frames) for i in range(args.clips)]
     lanes: dict[str, Any] = {}
-    for spec in args.policies.split(","):
+    for spec in args.policies:
         policy = (
             make_policy(card.cache_policy, **card.policy_params)
-            if spec == "card"
+            if spec == CARD
             else policy_from_spec(spec)
         )
         asked = args.mask_ratios.split(",")
@@ -189,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"took {took:.1f} s, {args.clips} held-out paths of {args.frames} latent frames")
     meta = {
         "model": args.model,
-        "weights": None if args.weights is None else snapshot_record(args.weights),
+        "weights": weights_record(args),
         "clips": args.clips,
         "frames": args.frames,
         "first_clip": args.first_clip,

@@ -168,25 +168,46 @@ def test_demo_motion_measures_a_snapshot_with_changed_sampling(tmp_path: Path) -
         shutil.copy(WEIGHTS_DIR / name, tmp_path / name)
     out = tmp_path / "dm.json"
     small = ["--images", "1", "--lengths", "3", "--open-frames", "0", "--policies", "card"]
-    text = ["--text-captions", "1", "--text-frames", "3", "--text-policies", "card,full"]
+    two_knobs = "packcache:window=2,budget=1.5"  # one spec in a comma-separated list
+    text = ["--text-captions", "1", "--text-frames", "3", "--text-policies", f"card,{two_knobs}"]
     args = [*small, *text, "--weights", str(tmp_path), "--threads", "1", "--json", str(out)]
     more = ["--sampling", "temperature=0.5", "--switch-seeds", "2"]
     proc = run_repo_script("benchmarks/demo_motion.py", *args, *more)
     print(proc.stdout)
     res = json.loads(out.read_text())
-    assert {"card 3", "card text 3", "full text 3"} <= set(res["lanes"])
+    assert {"card 3", "card text 3", f"{two_knobs} text 3"} <= set(res["lanes"])
     assert res["meta"]["sampling"]["temperature"] == 0.5
     assert res["meta"]["weights"]["folder"] == str(tmp_path)
     [switch] = [lane for name, lane in res["lanes"].items() if "switch" in name]
     assert sorted(r["seed"] for r in switch["runs"]) == [0, 0, 1000, 1000]  # 2 seeds x 2 ways
-    bad = subprocess.run(
-        [sys.executable, "benchmarks/demo_motion.py", "--sampling", "guidance=2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert bad.returncode == 2 and "cfg_scale" in bad.stderr  # names the fields it knows
+
+
+BOTH = ("demo_motion.py", "teacher_forced.py")
+
+
+@pytest.mark.parametrize(
+    ("scripts", "args", "named"),
+    [
+        (BOTH[:1], ["--sampling", "guidance=2"], "cfg_scale"),  # names the fields it knows
+        (BOTH[:1], ["--text-policies", "card,budget=2"], "'budget=2' is a parameter of no policy"),
+        (BOTH[:1], ["--switch-seeds", "0"], "want at least 1"),
+        (BOTH, ["--policies", "packcache:window=2,colour=red"], "a parameter 'colour'"),
+        (BOTH, ["--model", "lumos-1.safetensors", "--weights", "."], "is not built in"),
+        (BOTH, ["--weights", "benchmarks"], "has no demo.json, demo.safetensors"),
+    ],
+)
+def test_demo_benchmarks_refuse_bad_options_before_measuring(
+    scripts: tuple[str, ...], args: list[str], named: str
+) -> None:
+    for script in scripts:
+        bad = subprocess.run(
+            [sys.executable, f"benchmarks/{script}", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert bad.returncode == 2 and named in bad.stderr, (script, bad.stderr[-500:])
 
 
 def test_batching_quick(tmp_path: Path) -> None:

@@ -1,0 +1,82 @@
+"""Command-line options shared by the built-in model's benchmarks (`demo_motion.py`,
+`teacher_forced.py`): the model to measure, a training run's weights in place of the shipped
+ones, and lists of cache policies."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from packcache_core.builtin import PREFIX, is_builtin
+from packcache_core.demo.card import card_file, snapshot_record, use_weights_dir, weights_file
+from packcache_core.pipeline import Pipeline
+from packcache_core.policy import policy_from_spec
+
+CARD = "card"  # in a policy list: the model card's policy (the server's default request)
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=f"{PREFIX}demo")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        help="serve the built-in --model from this folder (a training run's --out), not the "
+        "shipped weights",
+    )
+
+
+def load_model(p: argparse.ArgumentParser, args: argparse.Namespace) -> Pipeline:
+    """The pipeline to measure; `--weights` is checked first (argparse's exit 2 naming the fix)."""
+    if args.weights is not None:
+        if not is_builtin(args.model):
+            p.error(f"--weights replaces a built-in model's weights; {args.model} is not built in")
+        name = args.model.removeprefix(PREFIX)
+        files = (card_file(name), weights_file(name))
+        missing = [f for f in files if not (args.weights / f).is_file()]
+        if missing:
+            found = ", ".join(missing)
+            p.error(f"--weights {args.weights} has no {found}: want a training run's --out")
+        use_weights_dir(args.weights)
+    return Pipeline.load(args.model)
+
+
+def weights_record(args: argparse.Namespace) -> dict[str, Any] | None:
+    """What the results' JSON says of `--weights` (None: the shipped weights)."""
+    if args.weights is None:
+        return None
+    return snapshot_record(args.weights, args.model.removeprefix(PREFIX))
+
+
+def policy_specs(text: str) -> list[str]:
+    """argparse type: a comma-separated list of policy specs (`card`, `name` or
+    `name:key=value,...`), each checked. An item with `=` and no `:` is one more parameter of
+    the spec before it: `card,packcache:window=6,budget=3,full` is three specs."""
+    specs: list[str] = []
+    for item in (s.strip() for s in text.split(",")):
+        if "=" in item and ":" not in item:
+            if not specs or specs[-1] == CARD:
+                raise argparse.ArgumentTypeError(f"{item!r} is a parameter of no policy")
+            specs[-1] += f",{item}"
+        elif item:
+            specs.append(item)
+    for spec in specs:
+        if spec != CARD:
+            try:
+                policy_from_spec(spec)
+            except ValueError as e:
+                raise argparse.ArgumentTypeError(f"{spec}: {e}") from None
+    if not specs:
+        raise argparse.ArgumentTypeError("no policy named")
+    return specs
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"want at least 1, got {n}")
+    return n
