@@ -37,6 +37,7 @@ import math
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -73,7 +74,7 @@ from packcache_core.generate import GenerationDefaults, SamplingConfig, VideoReq
 from packcache_core.host import prepare_host
 from packcache_core.layout import FrameLayout, header_tokens
 from packcache_core.model import LumosTransformer
-from packcache_core.policy import DEFAULT_POLICY, knob_values, policy_from_spec
+from packcache_core.policy import DEFAULT_POLICY, knob_values, parse_typed, policy_from_spec
 from packcache_core.rope import RotaryTables
 from packcache_core.text import ByteTextTokenizer, build_prompt_ids
 from packcache_core.video import VideoTokenizer, load_video_tokenizer
@@ -144,6 +145,10 @@ class TrainConfig:
     # The most latent frames between two turns of a rollout clip's path (`make_path_clip`'s
     # `longest_segment`; fewer: more prompt changes and turns per clip).
     longest_segment: int = SEGMENT_FRAMES[1]
+    # Whole text-to-video rows keep frame 0's caption throughout; True (the earlier stages',
+    # kept so their commands reproduce) lets their paths turn, so about one row in five of 6
+    # frames turns at frame 4 or 5 under a caption that asks otherwise. False: no turn.
+    t2v_row_turns: bool = True
     # Share of a finished frame's grid tokens written back as MASK (the AR-DF write-back) in
     # the rollouts, and on the card's sampling: Lumos-1's 0.7 (whole-clip rows keep their tube).
     history_mask_ratio: float = DEMO_SAMPLING.history_mask_ratio
@@ -306,7 +311,10 @@ def sample_batch(
         view_row(step * cfg.view_rows + i, cfg, tokenizer, g, layout) for i in range(cfg.view_rows)
     ]
     for i in range(cfg.t2v_rows):
-        clip = make_path_clip("train", step * cfg.t2v_rows + i, cfg.latent_frames, coloured=True)
+        index = step * cfg.t2v_rows + i
+        clip = make_path_clip(
+            "train", index, cfg.latent_frames, coloured=True, turns=cfg.t2v_row_turns
+        )
         codes = torch.stack(
             [tokenizer.encode_image(f) for f in clip.latent_frames(range(clip.length))]
         )
@@ -517,12 +525,25 @@ def train(cfg: TrainConfig, out: Path) -> None:
             write(model, vocab, out, cfg, record)
 
 
+def option_type(name: str, default: object) -> Callable[[str], object]:
+    """argparse type of a TrainConfig field, by its default's type (bool: true or false)."""
+
+    def parse(raw: str) -> object:
+        try:
+            return parse_typed(name, raw, type(default))
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     preset = PRESETS[parser.parse_known_args(argv)[0].preset]
     for name, value in asdict(preset).items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=option_type(name, value), default=value)
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="folder for <model>.*")
     args = vars(parser.parse_args(argv))
     out = args.pop("out")

@@ -87,13 +87,15 @@ def pan_caption(direction: str | None, rng: np.random.Generator) -> str:
 
 
 def _segments(
-    rng: np.random.Generator, length: int, first: str | None, longest: int
+    rng: np.random.Generator, length: int, first: str | None, longest: int, turns: bool = True
 ) -> list[tuple[str | None, int]]:
     """(direction, latent frames) per segment, covering frames 1 .. length - 1; a segment is
-    `SEGMENT_FRAMES[0]` to `longest` latent frames long."""
+    `SEGMENT_FRAMES[0]` to `longest` latent frames long (without `turns`: one segment)."""
     names = list(PAN_DIRECTIONS)
     out: list[tuple[str | None, int]] = []
     direction: str | None = first or str(rng.choice(names))
+    if not turns:
+        return [(direction, length - 1)]
     left = length - 1
     while left > 0:
         n = min(left, int(rng.integers(SEGMENT_FRAMES[0], longest + 1)))
@@ -117,12 +119,13 @@ def make_path_clip(
     first: str | None = None,
     coloured: bool = False,
     longest_segment: int = SEGMENT_FRAMES[1],
+    turns: bool = True,
 ) -> PathClip:
     """Path clip `index` of `split`, `length` latent frames; `first` fixes the first segment's
     direction (else drawn). The caption of frame 0 is the first segment's. `coloured`: another
     family of clips, over a two-colour scene (`colour_scene`) whose captions name its colours
     before the motion (`SCENE_CAPTION`). `longest_segment`: the most latent frames between two
-    turns (fewer: more turns per clip)."""
+    turns (fewer: more turns per clip); `turns=False`: the first direction all along."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; available: {', '.join(SPLITS)}")
     if length < 2:
@@ -134,7 +137,7 @@ def make_path_clip(
     seed = (COLOUR_PATH_SEED if coloured else PATH_SEED) + index
     rng = np.random.default_rng(np.random.SeedSequence([SPLITS[split], seed]))
     steps, captions, directions = [], [], []
-    for direction, n in _segments(rng, length, first, longest_segment):
+    for direction, n in _segments(rng, length, first, longest_segment, turns):
         caption = pan_caption(direction, rng)
         step = (0, 0) if direction is None else PAN_DIRECTIONS[direction]
         steps += [step] * n

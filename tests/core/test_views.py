@@ -131,6 +131,17 @@ def test_a_shorter_longest_segment_turns_more_often() -> None:
         make_path_clip("train", 0, 10, longest_segment=SEGMENT_FRAMES[0] - 1)
 
 
+def test_a_path_without_turns_holds_its_first_direction() -> None:
+    """`turns=False` (the whole text-to-video rows, which keep frame 0's caption): no prompt
+    change and one direction on every step, where the same clips with turns change."""
+    straight = [make_path_clip("train", i, 6, coloured=True, turns=False) for i in range(40)]
+    assert all(not c.changes() and len(set(c.directions[1:])) == 1 for c in straight)
+    assert all(None not in c.directions[1:] for c in straight)  # a pan, never still
+    assert len({c.directions[1] for c in straight}) == 4  # every direction is drawn
+    turning = [make_path_clip("train", i, 6, coloured=True) for i in range(40)]
+    assert sum(bool(c.changes()) for c in turning) >= 4
+
+
 def served_demo_base() -> ServedModel:
     """The shipped demo-base weights as a compact training model, with its serving twin."""
     vocab = vocabulary()

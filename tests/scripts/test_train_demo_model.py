@@ -94,6 +94,8 @@ def test_settings_an_own_rollout_cannot_meet_are_refused(tmp_path: Path) -> None
         (["--own-share", "1.5"], "need 0 <= --own-share <= 1"),
         (["--history-mask-ratio", "1"], "history_mask_ratio must be in [0, 1), got 1.0"),
         (["--history-mask-ratio", "0", "--view-rows", "1"], "use --rollout-rows instead"),
+        (["--t2v-row-turns", "1"], "t2v_row_turns=1: expected true or false"),
+        (["--steps", "ten"], "steps=ten: expected int"),
     ):
         argv = [sys.executable, str(script), "--preset", "demo-own", "--out", str(tmp_path), *flags]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
