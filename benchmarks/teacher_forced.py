@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,13 +37,11 @@ from benchmarks.demo_args import CARD, add_model_options, load_model, policy_spe
 from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
 from packcache_core.demo.data import FRAME_HEIGHT, FRAME_WIDTH
 from packcache_core.demo.paths import PathClip, make_path_clip
-from packcache_core.demo.rollout import pan_target
-from packcache_core.demo.train import FPS
-from packcache_core.generate import SamplingConfig, VideoGeneration, VideoRequest
+from packcache_core.demo.rollout import pan_target, path_request
+from packcache_core.generate import SamplingConfig, VideoGeneration
 from packcache_core.host import prepare_host
 from packcache_core.pipeline import Pipeline
 from packcache_core.policy import CachePolicy, make_policy, policy_from_spec
-from packcache_core.text import ByteTextTokenizer, build_prompt_ids
 
 FIRST_CLIP = 500  # first held-out path id of the reported runs (demo_motion: scenes 0 ..)
 SECONDS = 8  # stated duration of every request
@@ -74,14 +71,8 @@ def frame_accuracy(
     guidance 1: the conditional branch's logits)."""
     clip, codes = path
     frames = codes.shape[0]
-    W, H = pipeline.defaults.size or (FRAME_WIDTH, FRAME_HEIGHT)
-    ids = partial(build_prompt_ids, ByteTextTokenizer(), width=W, height=H, fps=FPS)
-    prompt = ids(clip.captions[0], seconds=SECONDS)
-    changes = tuple((t, ids(c, seconds=SECONDS)) for t, c in clip.changes())
-    slots = max(len(p) for p in (prompt, *(c for _, c in changes)))
-    request = VideoRequest(
-        prompt, codes[0], frames, FPS, SECONDS, prompt_changes=changes, text_slots=slots
-    )
+    size = pipeline.defaults.size or (FRAME_WIDTH, FRAME_HEIGHT)
+    request = path_request(clip, codes, SECONDS, size)
     sampling = SamplingConfig(steps=1, cfg_scale=1.0, history_mask_ratio=mask_ratio)
     gen = VideoGeneration(pipeline.model, request, sampling, policy)
     out = []

@@ -39,7 +39,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -56,7 +55,7 @@ from packcache_core.demo.card import (
 from packcache_core.demo.data import FRAME_HEIGHT, FRAME_WIDTH, make_clip
 from packcache_core.demo.long import LONG_HEIGHT, LONG_WIDTH, make_long_clip
 from packcache_core.demo.paths import SEGMENT_FRAMES, make_path_clip
-from packcache_core.demo.rollout import ServedModel, own_rollout_loss, rollout_loss
+from packcache_core.demo.rollout import ServedModel, own_rollout_loss, path_request, rollout_loss
 from packcache_core.demo.train import (
     DEMO_CONFIG,
     FPS,
@@ -70,7 +69,7 @@ from packcache_core.demo.train import (
     whole_clip_row,
 )
 from packcache_core.demo.views import HISTORY_MASK_RATIO, Row, cache_views, view_sequence
-from packcache_core.generate import GenerationDefaults, SamplingConfig, VideoRequest
+from packcache_core.generate import GenerationDefaults, SamplingConfig
 from packcache_core.host import prepare_host
 from packcache_core.layout import FrameLayout, header_tokens
 from packcache_core.model import LumosTransformer
@@ -370,21 +369,8 @@ def rollout_clips(
         if own:  # every frame (the draw above stays: the demo-own command still reproduces)
             targets = list(range(first, n))
         seconds = int(torch.randint(1, cfg.max_seconds + 1, (), generator=g))
-        ids = partial(build_prompt_ids, ByteTextTokenizer(), width=W, height=H, fps=FPS)
-        prompt = ids(clip.captions[0], seconds=seconds)
-        changes = tuple((t, ids(c, seconds=seconds)) for t, c in clip.changes() if t <= targets[-1])
-        slots = max(len(p) for p in (prompt, *(c for _, c in changes)))
         codes = torch.stack([tokenizer.encode_image(f) for f in clip.latent_frames(range(n))])
-        request = VideoRequest(
-            prompt,
-            None if text_only else codes[0],
-            n,
-            FPS,
-            seconds,
-            prompt_changes=changes,
-            text_slots=slots,
-            grid=tuple(codes.shape[1:]) if text_only else None,
-        )
+        request = path_request(clip, codes, seconds, (W, H), text_only, last=targets[-1])
         tube = tube_mask(FrameLayout(*codes.shape[1:]).grid_tokens, cfg.min_mask_rate, g)
         scale = 1.0 / (cfg.rollout_rows * len(targets))
         sampling = card_sampling(cfg)

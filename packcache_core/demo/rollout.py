@@ -27,10 +27,45 @@ import torch.nn.functional as F
 from torch import nn
 
 from packcache_core.config import CODE_OFFSET, LumosConfig
+from packcache_core.demo.paths import PathClip
+from packcache_core.demo.train import FPS
 from packcache_core.generate import SamplingConfig, VideoGeneration, VideoRequest
 from packcache_core.layout import MASK
 from packcache_core.model import LumosTransformer
 from packcache_core.policy import CachePolicy
+from packcache_core.text import ByteTextTokenizer, build_prompt_ids
+
+
+def path_request(
+    clip: PathClip,
+    codes: torch.Tensor,
+    seconds: int,
+    size: tuple[int, int],
+    text_only: bool = False,
+    last: int | None = None,
+) -> VideoRequest:
+    """The request a user makes for path `clip` (its codes `(n, h, w)`, `size` = (W, H)):
+    frame 0's caption, a prompt change wherever the caption changes (up to latent frame `last`),
+    text slots for the longest prompt, and the clip's frame 0 as the conditioning image, or
+    none (`text_only`: frame 0 generated, on the clip's grid)."""
+    W, H = size
+    tokenizer = ByteTextTokenizer()
+
+    def ids(caption: str) -> list[int]:
+        return build_prompt_ids(tokenizer, caption, W, H, FPS, seconds)
+
+    prompt = ids(clip.captions[0])
+    changes = tuple((t, ids(c)) for t, c in clip.changes() if last is None or t <= last)
+    return VideoRequest(
+        prompt,
+        None if text_only else codes[0],
+        codes.shape[0],
+        FPS,
+        seconds,
+        prompt_changes=changes,
+        text_slots=max(len(p) for p in (prompt, *(c for _, c in changes))),
+        grid=(codes.shape[1], codes.shape[2]) if text_only else None,
+    )
 
 
 class ServedModel:
