@@ -19,7 +19,7 @@ policies as extra lanes):
   same scene; frame 0 against the tokenizer's round trip of the input image.
 - A prompt change mid-video ("pans left" to "pans right", and back): the step into the first
   frame under the new prompt must move the new way by about one step, and no step above 1.5
-  pan steps (a jump, not a turn).
+  pan steps (a jump, not a turn). Under the card's policy, others with `--switch-policies`.
 - Text to video, no image: held-out captions of two-colour scenes ("red and blue, the camera
   pans left", `make_path_clip(coloured=True)`). Frame 0's colours (`demo.motion.colour_names`:
   k-means in RGB, each cluster named by the nearest named colour, the two largest) against the
@@ -401,6 +401,12 @@ def main(argv: list[str] | None = None) -> int:
         help="sampling seeds per scene and direction in the prompt-change lane (more runs)",
     )
     p.add_argument(
+        "--switch-policies",
+        type=policy_specs,
+        default=CARD,
+        help="policies of the prompt-change lanes, as --policies",
+    )
+    p.add_argument(
         "--text-captions", type=int, default=16, help="held-out two-colour captions, text only"
     )
     p.add_argument("--text-frames", type=int, default=13)
@@ -443,9 +449,11 @@ def main(argv: list[str] | None = None) -> int:
             pipeline, card_policy, args.open_frames, args, open_ended=True
         )
     switch_len = max(13, args.switch + 3)
-    lanes[f"card switch@{args.switch} {switch_len}"] = lane(
-        pipeline, card_policy, switch_len, args, switch=args.switch
-    )
+    for spec in args.switch_policies:
+        policy = card_policy if spec == CARD else policy_from_spec(spec)
+        name = f"{spec} switch@{args.switch} {switch_len}"
+        lanes[name] = lane(pipeline, policy, switch_len, args, switch=args.switch)
+        print(f"{name}: {lanes[name]['summary']}", flush=True)
     sheet = None
     for spec in args.text_policies if args.text_captions else []:
         policy = card_policy if spec == CARD else policy_from_spec(spec)

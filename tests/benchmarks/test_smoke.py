@@ -162,8 +162,8 @@ def test_a_training_runs_folder_is_measured_in_place_of_the_shipped(tmp_path: Pa
 
 def test_demo_motion_measures_a_snapshot_with_changed_sampling(tmp_path: Path) -> None:
     """demo_motion at its smallest: a training run's folder (`--weights`), the card's sampling
-    changed by name (`--sampling`), the text-only lane under two policies, two seeds per scene
-    in the prompt-change lane."""
+    changed by name (`--sampling`), the text-only and prompt-change lanes under two policies,
+    two seeds per scene in the prompt-change lanes."""
     for name in (CARD_FILE, WEIGHTS_FILE):
         shutil.copy(WEIGHTS_DIR / name, tmp_path / name)
     out = tmp_path / "dm.json"
@@ -172,14 +172,18 @@ def test_demo_motion_measures_a_snapshot_with_changed_sampling(tmp_path: Path) -
     text = ["--text-captions", "1", "--text-frames", "3", "--text-policies", f"card,{two_knobs}"]
     args = [*small, *text, "--weights", str(tmp_path), "--threads", "1", "--json", str(out)]
     more = ["--sampling", "temperature=0.5", "--switch-seeds", "2"]
+    more += ["--switch-policies", "card,full"]
     proc = run_repo_script("benchmarks/demo_motion.py", *args, *more)
     print(proc.stdout)
     res = json.loads(out.read_text())
     assert {"card 3", "card text 3", f"{two_knobs} text 3"} <= set(res["lanes"])
     assert res["meta"]["sampling"]["temperature"] == 0.5
     assert res["meta"]["weights"]["folder"] == str(tmp_path)
-    [switch] = [lane for name, lane in res["lanes"].items() if "switch" in name]
-    assert sorted(r["seed"] for r in switch["runs"]) == [0, 0, 1000, 1000]  # 2 seeds x 2 ways
+    switches = {name: lane for name, lane in res["lanes"].items() if "switch" in name}
+    assert list(switches) == ["card switch@7 13", "full switch@7 13"]
+    for switch in switches.values():  # 2 seeds x 2 ways each
+        assert sorted(r["seed"] for r in switch["runs"]) == [0, 0, 1000, 1000]
+        assert 0 <= switch["summary"]["turns"] <= 1
 
 
 BOTH = ("demo_motion.py", "teacher_forced.py")
