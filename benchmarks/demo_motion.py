@@ -436,9 +436,20 @@ def main(argv: list[str] | None = None) -> int:
         pipeline.defaults = dataclasses.replace(pipeline.defaults, sampling=sampling)
     card = pipeline.defaults
     card_policy = make_policy(card.cache_policy, **card.policy_params)
+    lengths = [int(x) for x in args.lengths.split(",")]
+    switch_len = max(13, args.switch + 3)
+    asked = [(s, lengths[-1]) for s in args.policies]
+    asked += [(s, switch_len) for s in args.switch_policies]
+    asked += [(s, args.text_frames) for s in args.text_policies if args.text_captions]
+    for spec, n in dict.fromkeys(asked):  # a policy that cannot plan fails now, not mid-run
+        if spec != CARD:
+            params = VideoParams("", latent_frames=n, size=card.size, policy=policy_from_spec(spec))
+            try:
+                pipeline.plan(pipeline.prepare(scene(args.first_image), params))
+            except ValueError as e:
+                p.error(f"{spec} cannot serve {n} latent frames of {args.model}: {e}")
     t0 = time.perf_counter()
     lanes: dict[str, Any] = {}
-    lengths = [int(x) for x in args.lengths.split(",")]
     for spec in args.policies:
         policy = card_policy if spec == CARD else policy_from_spec(spec)
         for n in lengths if spec == CARD else lengths[-1:]:
@@ -448,7 +459,6 @@ def main(argv: list[str] | None = None) -> int:
         lanes[f"card open {args.open_frames}"] = lane(
             pipeline, card_policy, args.open_frames, args, open_ended=True
         )
-    switch_len = max(13, args.switch + 3)
     for spec in args.switch_policies:
         policy = card_policy if spec == CARD else policy_from_spec(spec)
         name = f"{spec} switch@{args.switch} {switch_len}"

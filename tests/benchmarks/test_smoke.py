@@ -195,6 +195,7 @@ BOTH = ("demo_motion.py", "teacher_forced.py")
         (BOTH[:1], ["--sampling", "guidance=2"], "cfg_scale"),  # names the fields it knows
         (BOTH[:1], ["--text-policies", "card,budget=2"], "'budget=2' is a parameter of no policy"),
         (BOTH[:1], ["--switch-seeds", "0"], "want at least 1"),
+        (BOTH[:1], ["--switch-policies", "packcache:window=12"], "no grid token"),  # its grid
         (BOTH, ["--policies", "packcache:window=2,colour=red"], "a parameter 'colour'"),
         (BOTH, ["--model", "lumos-1.safetensors", "--weights", "."], "is not built in"),
         (BOTH, ["--weights", "benchmarks"], "has no demo.json, demo.safetensors"),
