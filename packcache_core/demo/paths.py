@@ -87,15 +87,13 @@ def pan_caption(direction: str | None, rng: np.random.Generator) -> str:
 
 
 def _segments(
-    rng: np.random.Generator, length: int, first: str | None, longest: int, turns: bool = True
+    rng: np.random.Generator, length: int, first: str | None, longest: int
 ) -> list[tuple[str | None, int]]:
     """(direction, latent frames) per segment, covering frames 1 .. length - 1; a segment is
-    `SEGMENT_FRAMES[0]` to `longest` latent frames long (without `turns`: one segment)."""
+    `SEGMENT_FRAMES[0]` to `longest` latent frames long."""
     names = list(PAN_DIRECTIONS)
     out: list[tuple[str | None, int]] = []
     direction: str | None = first or str(rng.choice(names))
-    if not turns:
-        return [(direction, length - 1)]
     left = length - 1
     while left > 0:
         n = min(left, int(rng.integers(SEGMENT_FRAMES[0], longest + 1)))
@@ -137,8 +135,12 @@ def make_path_clip(
     seed = (COLOUR_PATH_SEED if coloured else PATH_SEED) + index
     rng = np.random.default_rng(np.random.SeedSequence([SPLITS[split], seed]))
     steps, captions, directions = [], [], []
-    for direction, n in _segments(rng, length, first, longest_segment, turns):
-        caption = pan_caption(direction, rng)
+    drawn = _segments(rng, length, first, longest_segment)
+    segments = [(d, n, pan_caption(d, rng)) for d, n in drawn]
+    if not turns:  # the first segment all along, after the same draws: same colours, caption
+        direction, _, caption = segments[0]
+        segments = [(direction, length - 1, caption)]
+    for direction, n, caption in segments:
         step = (0, 0) if direction is None else PAN_DIRECTIONS[direction]
         steps += [step] * n
         captions += [caption] * n

@@ -133,13 +133,17 @@ def test_a_shorter_longest_segment_turns_more_often() -> None:
 
 def test_a_path_without_turns_holds_its_first_direction() -> None:
     """`turns=False` (the whole text-to-video rows, which keep frame 0's caption): no prompt
-    change and one direction on every step, where the same clips with turns change."""
+    change and one direction on every step, where some of the same clips with turns change."""
     straight = [make_path_clip("train", i, 6, coloured=True, turns=False) for i in range(40)]
     assert all(not c.changes() and len(set(c.directions[1:])) == 1 for c in straight)
     assert all(None not in c.directions[1:] for c in straight)  # a pan, never still
     assert len({c.directions[1] for c in straight}) == 4  # every direction is drawn
     turning = [make_path_clip("train", i, 6, coloured=True) for i in range(40)]
     assert sum(bool(c.changes()) for c in turning) >= 4
+    # only the turns differ: the same colours and first caption as the clip with turns
+    assert [(c.colours, c.captions[0]) for c in straight] == [
+        (c.colours, c.captions[0]) for c in turning
+    ]
 
 
 def served_demo_base() -> ServedModel:
