@@ -8,12 +8,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from packcache_core.builtin import PREFIX, is_builtin
+from packcache_core.builtin import PREFIX, TRAINED
 from packcache_core.demo.card import card_file, snapshot_record, use_weights_dir, weights_file
 from packcache_core.pipeline import Pipeline
 from packcache_core.policy import policy_from_spec
 
 CARD = "card"  # in a policy list: the model card's policy (the server's default request)
+POLICY_LIST_HELP = (
+    f"comma-separated policy specs (packcache:window=6,budget=3 is one); '{CARD}' = the model "
+    "card's policy (the server's default request)"
+)
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -29,9 +33,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 def load_model(p: argparse.ArgumentParser, args: argparse.Namespace) -> Pipeline:
     """The pipeline to measure; `--weights` is checked first (argparse's exit 2 naming the fix)."""
     if args.weights is not None:
-        if not is_builtin(args.model):
-            p.error(f"--weights replaces a built-in model's weights; {args.model} is not built in")
-        name = args.model.removeprefix(PREFIX)
+        name = trained_name(args.model)
+        if name not in TRAINED:
+            known = ", ".join(PREFIX + n for n in TRAINED)
+            p.error(f"--weights replaces the weights of {known}, not of {args.model}")
         files = (card_file(name), weights_file(name))
         missing = [f for f in files if not (args.weights / f).is_file()]
         if missing:
@@ -41,11 +46,15 @@ def load_model(p: argparse.ArgumentParser, args: argparse.Namespace) -> Pipeline
     return Pipeline.load(args.model)
 
 
+def trained_name(model: str) -> str:
+    return model.removeprefix(PREFIX)
+
+
 def weights_record(args: argparse.Namespace) -> dict[str, Any] | None:
     """What the results' JSON says of `--weights` (None: the shipped weights)."""
     if args.weights is None:
         return None
-    return snapshot_record(args.weights, args.model.removeprefix(PREFIX))
+    return snapshot_record(args.weights, trained_name(args.model))
 
 
 def policy_specs(text: str) -> list[str]:
@@ -57,7 +66,7 @@ def policy_specs(text: str) -> list[str]:
         if "=" in item and ":" not in item:
             if not specs or specs[-1] == CARD:
                 raise argparse.ArgumentTypeError(f"{item!r} is a parameter of no policy")
-            specs[-1] += f",{item}"
+            specs[-1] += ("," if ":" in specs[-1] else ":") + item  # full,window=3: one spec
         elif item:
             specs.append(item)
     for spec in specs:

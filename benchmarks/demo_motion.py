@@ -53,6 +53,7 @@ import itertools
 
 from benchmarks.demo_args import (
     CARD,
+    POLICY_LIST_HELP,
     add_model_options,
     load_model,
     policy_specs,
@@ -64,9 +65,9 @@ from packcache_core.batch import tick
 from packcache_core.demo.data import PAN_STEP, Motion, make_clip
 from packcache_core.demo.motion import asked_shift, colour_names, content_shift, moved_psnr, psnr
 from packcache_core.demo.paths import PathClip, make_path_clip
-from packcache_core.generate import SamplingConfig
+from packcache_core.generate import GenerationDefaults, SamplingConfig
 from packcache_core.host import prepare_host
-from packcache_core.pipeline import Pipeline, VideoParams, VideoRun
+from packcache_core.pipeline import Pipeline, Prepared, VideoParams, VideoRun
 from packcache_core.policy import CachePolicy, make_policy, parse_typed, policy_from_spec
 
 CAPTION = "the camera pans {d}"
@@ -112,6 +113,10 @@ def sampling_changes(text: str) -> dict[str, object]:
     return out
 
 
+def prepare(pipeline: Pipeline, job: Job) -> Prepared:
+    return pipeline.prepare(None if job.image is None else scene(job.image), job.params)
+
+
 def run_all(
     pipeline: Pipeline, jobs: list[Job], stop_at: int | None = None
 ) -> list[dict[str, Any]]:
@@ -121,7 +126,7 @@ def run_all(
     pictures: list[list[torch.Tensor]] = []
     first_input: list[torch.Tensor] = []
     for job in jobs:
-        prepared = pipeline.prepare(None if job.image is None else scene(job.image), job.params)
+        prepared = prepare(pipeline, job)
         run = pipeline.start(prepared)
         runs.append(run)
         pictures.append(list(run.first_rgb()[-1:]))  # none yet for text to video
@@ -195,15 +200,16 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def lane(
-    pipeline: Pipeline,
+def video_jobs(
+    card: GenerationDefaults,
     policy: CachePolicy,
     frames: int,
     args: argparse.Namespace,
     open_ended: bool = False,
     switch: int | None = None,
-) -> dict[str, Any]:
-    card = pipeline.defaults
+) -> list[Job]:
+    """Held-out scenes x seeds x directions, each a default request (the card's sampling and
+    size) under `policy`; with a prompt change to the other direction at `switch`."""
     images = args.open_images if open_ended else args.images
     seeds = args.switch_seeds if switch is not None else 1
     jobs = []
@@ -225,6 +231,18 @@ def lane(
                 text_slots=200 if switch is not None else 0,
             )
             jobs.append(Job(image, d, params, switch))
+    return jobs
+
+
+def lane(
+    pipeline: Pipeline,
+    policy: CachePolicy,
+    frames: int,
+    args: argparse.Namespace,
+    open_ended: bool = False,
+    switch: int | None = None,
+) -> dict[str, Any]:
+    jobs = video_jobs(pipeline.defaults, policy, frames, args, open_ended, switch)
     runs: list[dict[str, Any]] = []
     results = run_all(pipeline, jobs, frames if open_ended else None)
     tok = pipeline.video_tokenizer
@@ -255,12 +273,10 @@ def lane(
     return out
 
 
-def text_lane(
-    pipeline: Pipeline, policy: CachePolicy, frames: int, args: argparse.Namespace
-) -> tuple[dict[str, Any], torch.Tensor]:
-    """Text to video on held-out two-colour captions: frame 0's colours, then the pan; and the
-    first frames of every video (for a contact sheet)."""
-    card = pipeline.defaults
+def text_jobs(
+    card: GenerationDefaults, policy: CachePolicy, frames: int, args: argparse.Namespace
+) -> tuple[list[PathClip], list[Job]]:
+    """Held-out two-colour captions (their clips) and a text-only request for each."""
     first = args.first_image
     clips = [colour_clip(i, DIRECTIONS[i % 2]) for i in range(first, first + args.text_captions)]
     jobs = [
@@ -279,6 +295,15 @@ def text_lane(
         )
         for i, clip in enumerate(clips)
     ]
+    return clips, jobs
+
+
+def text_lane(
+    pipeline: Pipeline, policy: CachePolicy, frames: int, args: argparse.Namespace
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """Text to video on held-out two-colour captions: frame 0's colours, then the pan; and the
+    first frames of every video (for a contact sheet)."""
+    clips, jobs = text_jobs(pipeline.defaults, policy, frames, args)
     tok = pipeline.video_tokenizer
     runs = []
     results = run_all(pipeline, jobs)
@@ -377,8 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         "--policies",
         type=policy_specs,
         default="card,full,sliding:window=1",
-        help="comma-separated policy specs (packcache:window=6,budget=3 is one); 'card' = the "
-        "model card's policy (the server's default request)",
+        help=POLICY_LIST_HELP,
     )
     p.add_argument("--lengths", default="6,13,25,37", help="latent frames")
     p.add_argument(
@@ -392,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         "choose settings on another range, e.g. 100, a dev set)",
     )
     p.add_argument("--open-frames", type=int, default=200)
-    p.add_argument("--open-images", type=int, default=4)
+    p.add_argument("--open-images", type=positive_int, default=4)
     p.add_argument("--switch", type=int, default=7, help="latent frame of the prompt change")
     p.add_argument(
         "--switch-seeds",
@@ -438,16 +462,24 @@ def main(argv: list[str] | None = None) -> int:
     card_policy = make_policy(card.cache_policy, **card.policy_params)
     lengths = [int(x) for x in args.lengths.split(",")]
     switch_len = max(13, args.switch + 3)
-    asked = [(s, lengths[-1]) for s in args.policies]
-    asked += [(s, switch_len) for s in args.switch_policies]
-    asked += [(s, args.text_frames) for s in args.text_policies if args.text_captions]
-    for spec, n in dict.fromkeys(asked):  # a policy that cannot plan fails now, not mid-run
-        if spec != CARD:
-            params = VideoParams("", latent_frames=n, size=card.size, policy=policy_from_spec(spec))
+    # every lane's first request planned now: a policy that cannot serve it fails here, not
+    # after the lanes before it have run
+    for spec in dict.fromkeys([*args.policies, *args.switch_policies, *args.text_policies]):
+        if spec == CARD:
+            continue
+        policy = policy_from_spec(spec)
+        firsts = []
+        if spec in args.policies:
+            firsts.append(video_jobs(card, policy, lengths[-1], args)[0])
+        if spec in args.switch_policies:
+            firsts.append(video_jobs(card, policy, switch_len, args, switch=args.switch)[0])
+        if spec in args.text_policies and args.text_captions:
+            firsts.append(text_jobs(card, policy, args.text_frames, args)[1][0])
+        for job in firsts:
             try:
-                pipeline.plan(pipeline.prepare(scene(args.first_image), params))
+                pipeline.plan(prepare(pipeline, job))
             except ValueError as e:
-                p.error(f"{spec} cannot serve {n} latent frames of {args.model}: {e}")
+                p.error(f"{spec} cannot serve {job.params.latent_frames} latent frames: {e}")
     t0 = time.perf_counter()
     lanes: dict[str, Any] = {}
     for spec in args.policies:

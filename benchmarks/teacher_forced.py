@@ -33,7 +33,15 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.demo_args import CARD, add_model_options, load_model, policy_specs, weights_record
+from benchmarks.demo_args import (
+    CARD,
+    POLICY_LIST_HELP,
+    add_model_options,
+    load_model,
+    policy_specs,
+    positive_int,
+    weights_record,
+)
 from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
 from packcache_core.demo.data import FRAME_HEIGHT, FRAME_WIDTH
 from packcache_core.demo.paths import PathClip, make_path_clip
@@ -121,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "--policies",
         type=policy_specs,
         default="card,full,sliding:window=1,sliding:window=3",
-        help="comma-separated policy specs (packcache:window=6,budget=3 is one); 'card' = the "
-        "model card's policy",
+        help=POLICY_LIST_HELP,
     )
     lumos = SamplingConfig.history_mask_ratio
     p.add_argument(
@@ -130,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         default=f"card,{lumos:g},0",
         help=f"'card' = the model card's; a ratio named twice runs once (Lumos-1's: {lumos:g})",
     )
-    p.add_argument("--clips", type=int, default=8, help="held-out paths")
+    p.add_argument("--clips", type=positive_int, default=8, help="held-out paths")
     p.add_argument("--frames", type=int, default=25, help="latent frames per path")
     p.add_argument(
         "--first-clip",

@@ -182,8 +182,15 @@ def test_demo_motion_measures_a_snapshot_with_changed_sampling(tmp_path: Path) -
     switches = {name: lane for name, lane in res["lanes"].items() if "switch" in name}
     assert list(switches) == ["card switch@7 13", "full switch@7 13"]
     for switch in switches.values():  # 2 seeds x 2 ways each
-        assert sorted(r["seed"] for r in switch["runs"]) == [0, 0, 1000, 1000]
-        assert 0 <= switch["summary"]["turns"] <= 1
+        runs = switch["runs"]
+        assert sorted(r["seed"] for r in runs) == [0, 0, 1000, 1000]
+        # a turn: the step into frame 7 the new way, no step above 1.5 pan steps (12 px) there
+        # or in the two after it
+        turned = [
+            r["steps"][6]["as_asked"] and max(abs(s["dx"]) for s in r["steps"][6:9]) <= 12
+            for r in runs
+        ]
+        assert switch["summary"]["turns"] == sum(turned) / len(runs)
 
 
 BOTH = ("demo_motion.py", "teacher_forced.py")
@@ -197,7 +204,9 @@ BOTH = ("demo_motion.py", "teacher_forced.py")
         (BOTH[:1], ["--switch-seeds", "0"], "want at least 1"),
         (BOTH[:1], ["--switch-policies", "packcache:window=12"], "no grid token"),  # its grid
         (BOTH, ["--policies", "packcache:window=2,colour=red"], "a parameter 'colour'"),
-        (BOTH, ["--model", "lumos-1.safetensors", "--weights", "."], "is not built in"),
+        (BOTH, ["--model", "lumos-1.safetensors", "--weights", "."], "not of lumos-1"),
+        (BOTH, ["--model", "builtin:tiny-random", "--weights", "."], "not of builtin:tiny"),
+        (BOTH[:1], ["--text-policies", "full,rho=2"], "cache policy 'full': rho"),  # full:rho=2
         (BOTH, ["--weights", "benchmarks"], "has no demo.json, demo.safetensors"),
     ],
 )

@@ -71,16 +71,18 @@ def test_a_stage_starts_from_an_earlier_stages_weights_and_keeps_its_record(
 ) -> None:
     """`--preset demo-own --init <file>`: the second stage loads the first's weights (every
     rollout text-to-video here, on the model's own frames) and its card carries the first
-    stage's training record; `--history-mask-ratio` reaches the card's sampling."""
+    stage's training record; `--history-mask-ratio` reaches the card's sampling, and a bool
+    flag its config."""
     train(tmp_path / "a", 0)
     weights = tmp_path / "a" / "demo.safetensors"
     extra = ["--preset", "demo-own", "--init", str(weights), "--t2v-share", "1"]
-    extra += ["--history-mask-ratio", "0.3"]
+    extra += ["--history-mask-ratio", "0.3", "--t2v-row-turns", "false"]
     train(tmp_path / "b", 0, *extra, "--colour-share", "1", "--own-share", "1", "--own-frames", "3")
     card = read_card(tmp_path / "b")
     assert card.training["init_training"] == read_card(tmp_path / "a").training
     assert card.training["train_config"]["init"] == str(weights)
     assert card.training["train_config"]["own_share"] == 1.0
+    assert card.training["train_config"]["t2v_row_turns"] is False  # "false" read as false
     assert card.defaults.sampling.history_mask_ratio == 0.3
     assert read_card(tmp_path / "a").defaults.sampling.history_mask_ratio == 0.7  # Lumos-1's
 
