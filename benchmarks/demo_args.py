@@ -10,8 +10,9 @@ from typing import Any
 
 from packcache_core.builtin import PREFIX, TRAINED
 from packcache_core.demo.card import card_file, snapshot_record, use_weights_dir, weights_file
+from packcache_core.generate import GenerationDefaults
 from packcache_core.pipeline import Pipeline
-from packcache_core.policy import policy_from_spec
+from packcache_core.policy import CachePolicy, make_policy, policy_from_spec
 
 CARD = "card"  # in a policy list: the model card's policy (the server's default request)
 POLICY_LIST_HELP = (
@@ -78,6 +79,13 @@ def policy_specs(text: str) -> list[str]:
     if not specs:
         raise argparse.ArgumentTypeError("no policy named")
     return specs
+
+
+def lane_policy(spec: str, card: GenerationDefaults) -> CachePolicy:
+    """The policy an entry of a policy list names: the model card's for `card`."""
+    if spec == CARD:
+        return make_policy(card.cache_policy, **card.policy_params)
+    return policy_from_spec(spec)
 
 
 def positive_int(text: str) -> int:

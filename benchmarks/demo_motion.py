@@ -55,6 +55,7 @@ from benchmarks.demo_args import (
     CARD,
     POLICY_LIST_HELP,
     add_model_options,
+    lane_policy,
     load_model,
     policy_specs,
     positive_int,
@@ -68,7 +69,7 @@ from packcache_core.demo.paths import PathClip, make_path_clip
 from packcache_core.generate import GenerationDefaults, SamplingConfig
 from packcache_core.host import prepare_host
 from packcache_core.pipeline import Pipeline, Prepared, VideoParams, VideoRun
-from packcache_core.policy import CachePolicy, make_policy, parse_typed, policy_from_spec
+from packcache_core.policy import CachePolicy, parse_typed
 
 CAPTION = "the camera pans {d}"
 # the picture's motion per latent frame when the camera pans that way (dx in px)
@@ -459,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         sampling = dataclasses.replace(pipeline.defaults.sampling, **args.sampling)
         pipeline.defaults = dataclasses.replace(pipeline.defaults, sampling=sampling)
     card = pipeline.defaults
-    card_policy = make_policy(card.cache_policy, **card.policy_params)
+    card_policy = lane_policy(CARD, card)
     lengths = [int(x) for x in args.lengths.split(",")]
     switch_len = max(13, args.switch + 3)
     # every lane's first request planned now: a policy that cannot serve it fails here, not
@@ -467,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in dict.fromkeys([*args.policies, *args.switch_policies, *args.text_policies]):
         if spec == CARD:
             continue
-        policy = policy_from_spec(spec)
+        policy = lane_policy(spec, card)
         firsts = []
         if spec in args.policies:
             firsts.append(video_jobs(card, policy, lengths[-1], args)[0])
@@ -483,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     lanes: dict[str, Any] = {}
     for spec in args.policies:
-        policy = card_policy if spec == CARD else policy_from_spec(spec)
+        policy = lane_policy(spec, card)
         for n in lengths if spec == CARD else lengths[-1:]:
             lanes[f"{spec} {n}"] = lane(pipeline, policy, n, args)
             print(f"{spec} {n}: {lanes[f'{spec} {n}']['summary']}", flush=True)
@@ -492,13 +493,13 @@ def main(argv: list[str] | None = None) -> int:
             pipeline, card_policy, args.open_frames, args, open_ended=True
         )
     for spec in args.switch_policies:
-        policy = card_policy if spec == CARD else policy_from_spec(spec)
+        policy = lane_policy(spec, card)
         name = f"{spec} switch@{args.switch} {switch_len}"
         lanes[name] = lane(pipeline, policy, switch_len, args, switch=args.switch)
         print(f"{name}: {lanes[name]['summary']}", flush=True)
     sheet = None
     for spec in args.text_policies if args.text_captions else []:
-        policy = card_policy if spec == CARD else policy_from_spec(spec)
+        policy = lane_policy(spec, card)
         name = f"{spec} text {args.text_frames}"
         lanes[name], videos = text_lane(pipeline, policy, args.text_frames, args)
         sheet = videos if spec == CARD else sheet  # the contact sheet shows the default

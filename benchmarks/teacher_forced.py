@@ -37,6 +37,7 @@ from benchmarks.demo_args import (
     CARD,
     POLICY_LIST_HELP,
     add_model_options,
+    lane_policy,
     load_model,
     policy_specs,
     positive_int,
@@ -49,7 +50,7 @@ from packcache_core.demo.rollout import pan_target, path_request
 from packcache_core.generate import SamplingConfig, VideoGeneration
 from packcache_core.host import prepare_host
 from packcache_core.pipeline import Pipeline
-from packcache_core.policy import CachePolicy, make_policy, policy_from_spec
+from packcache_core.policy import CachePolicy
 
 FIRST_CLIP = 500  # first held-out path id of the reported runs (demo_motion: scenes 0 ..)
 SECONDS = 8  # stated duration of every request
@@ -161,11 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = [held_out_path(pipeline, args.first_clip + i, args.frames) for i in range(args.clips)]
     lanes: dict[str, Any] = {}
     for spec in args.policies:
-        policy = (
-            make_policy(card.cache_policy, **card.policy_params)
-            if spec == CARD
-            else policy_from_spec(spec)
-        )
+        policy = lane_policy(spec, card)
         asked = args.mask_ratios.split(",")
         ratios = [card.sampling.history_mask_ratio if r == "card" else float(r) for r in asked]
         for ratio in dict.fromkeys(ratios):
