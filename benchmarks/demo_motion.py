@@ -25,7 +25,10 @@ policies as extra lanes):
   k-means in RGB, each cluster named by the nearest named colour, the two largest) against the
   caption's two; the same check on the tokenizer's round trip of the true scene is
   printed beside it (what a perfect model would score). Then the asked pan, step by step.
-  Under the card's policy, and others with `--text-policies`.
+  Under the card's policy, and others with `--text-policies`. With `--text-anchored`, each
+  text-only video again as image to video from the frame 0 it drew (its codes held as the
+  conditioning frame: an anchor that no policy evicts, where text to video holds it as
+  history), same caption, seed and policy: what losing frame 0 from the cache costs.
 Writes JSON (every step's shift) and a PNG of shift against frame index; prints tables and the
 load average. What it is not: a test (`tests/core/test_demo_model.py` checks a short video).
 """
@@ -84,6 +87,7 @@ class Job:
     direction: str
     params: VideoParams
     switch: int | None = None  # latent frame from which the other direction is asked
+    anchor: torch.Tensor | None = None  # (h, w) codes held as the conditioning frame instead
 
 
 def scene(index: int) -> Image.Image:
@@ -115,17 +119,24 @@ def sampling_changes(text: str) -> dict[str, object]:
 
 
 def prepare(pipeline: Pipeline, job: Job) -> Prepared:
+    if job.anchor is not None:  # these very codes, not the encoding of their picture
+        picture = pipeline.video_tokenizer.decode(job.anchor[None])[0]
+        prepared = pipeline.prepare(Image.fromarray(picture.numpy()), job.params)
+        request = dataclasses.replace(prepared.request, first_frame=job.anchor)
+        return dataclasses.replace(prepared, request=request)
     return pipeline.prepare(None if job.image is None else scene(job.image), job.params)
 
 
 def run_all(
     pipeline: Pipeline, jobs: list[Job], stop_at: int | None = None
 ) -> list[dict[str, Any]]:
-    """Every job's pictures (one per latent frame), all advanced together by `batch.tick`;
-    an open-ended job is stopped once it has `stop_at` latent frames."""
+    """Every job's pictures (one per latent frame) and the codes of the first frame it made,
+    all advanced together by `batch.tick`; an open-ended job is stopped once it has `stop_at`
+    latent frames."""
     runs: list[VideoRun] = []
     pictures: list[list[torch.Tensor]] = []
     first_input: list[torch.Tensor] = []
+    first_codes: list[torch.Tensor | None] = [None] * len(jobs)  # each video's first frame made
     for job in jobs:
         prepared = prepare(pipeline, job)
         run = pipeline.start(prepared)
@@ -139,6 +150,8 @@ def run_all(
             if outcome.result is None:
                 continue
             pictures[i].append(outcome.result.rgb[-1])
+            if first_codes[i] is None:
+                first_codes[i] = outcome.result.result.codes
             n = len(pictures[i])
             if i == 0 and (n % 10 == 0 or n == 2):
                 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -148,8 +161,8 @@ def run_all(
     for r in runs:
         r.close()
     return [
-        {"pictures": torch.stack(p), "input": x, "memory": memory}
-        for p, x in zip(pictures, first_input, strict=True)
+        {"pictures": torch.stack(p), "input": x, "first_codes": c, "memory": memory}
+        for p, x, c in zip(pictures, first_input, first_codes, strict=True)
     ]
 
 
@@ -303,11 +316,32 @@ def text_lane(
     pipeline: Pipeline, policy: CachePolicy, frames: int, args: argparse.Namespace
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """Text to video on held-out two-colour captions: frame 0's colours, then the pan; and the
-    first frames of every video (for a contact sheet)."""
+    first frames of every video (for a contact sheet). With `args.text_anchored`, each video
+    again as image to video from its own frame 0 (same caption, seed and policy): the codes it
+    drew held as the conditioning frame, an anchor, instead of as the first history frame."""
     clips, jobs = text_jobs(pipeline.defaults, policy, frames, args)
     tok = pipeline.video_tokenizer
     runs = []
     results = run_all(pipeline, jobs)
+    anchored: list[dict[str, Any]] = [{} for _ in jobs]
+    if args.text_anchored:
+        again = [
+            dataclasses.replace(
+                job,
+                anchor=res["first_codes"],
+                params=dataclasses.replace(job.params, text_only=False),
+            )
+            for job, res in zip(jobs, results, strict=True)
+        ]
+        redone = run_all(pipeline, again)
+        anchored = [
+            {
+                # the anchor against the picture it was made from (100: the same picture)
+                "anchored_frame0_psnr": psnr(res["pictures"][0], text["pictures"][0]),
+                "anchored_steps": steps(job, res["pictures"]),
+            }
+            for job, res, text in zip(again, redone, results, strict=True)
+        ]
     for i, (job, clip, res) in enumerate(zip(jobs, clips, results, strict=True)):
         truth = tok.decode(tok.encode_image(clip.latent_frame(0))[None])[0]
         assert clip.colours is not None
@@ -322,6 +356,7 @@ def text_lane(
                 "colours_as_named": set(got) == want,
                 "round_trip_colours_as_named": set(colour_names(truth)) == want,
                 "steps": steps(job, res["pictures"]),
+                **anchored[i],
             }
         )
     all_steps = [s for r in runs for s in r["steps"]]
@@ -333,6 +368,11 @@ def text_lane(
         "round_trip_colours_as_named": float(
             np.mean([r["round_trip_colours_as_named"] for r in runs])
         ),
+        "anchored_as_asked": float(
+            np.mean([s["as_asked"] for a in anchored for s in a["anchored_steps"]])
+        )
+        if args.text_anchored
+        else None,
     }
     sheet = torch.stack([r["pictures"][: min(frames, 6)] for r in results])  # (n, f, H, W, 3)
     return {"summary": summary, "runs": runs}, sheet
@@ -436,6 +476,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--text-frames", type=int, default=13)
     p.add_argument(
+        "--text-anchored",
+        action="store_true",
+        help="run each text-only video again as image to video from the frame 0 it drew (same "
+        "caption, seed and policy; its codes an anchor instead of history)",
+    )
+    p.add_argument(
         "--text-policies",
         type=policy_specs,
         default="card",
@@ -521,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
                 s["runs"],
                 s["steps"],
                 cell(s, "as_asked", ".1%"),
+                cell(s, "anchored_as_asked", ".1%"),
                 cell(s, "moved_psnr", ".1f"),
                 f"{reference:.1f}",
                 cell(s, "frame0_psnr", ".1f"),
@@ -535,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs",
         "steps",
         "moved as asked",
+        "same, frame 0 as anchor",
         "moved PSNR (dB)",
         "true pan, round trip",
         "frame 0 vs round trip",

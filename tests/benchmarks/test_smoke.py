@@ -171,7 +171,7 @@ def test_demo_motion_measures_a_snapshot_with_changed_sampling(tmp_path: Path) -
     two_knobs = "packcache:window=2,budget=1.5"  # one spec in a comma-separated list
     text = ["--text-captions", "1", "--text-frames", "3", "--text-policies", f"card,{two_knobs}"]
     args = [*small, *text, "--weights", str(tmp_path), "--threads", "1", "--json", str(out)]
-    more = ["--sampling", "temperature=0.5", "--switch-seeds", "2"]
+    more = ["--sampling", "temperature=0.5", "--switch-seeds", "2", "--text-anchored"]
     more += ["--switch-policies", "card,full"]
     proc = run_repo_script("benchmarks/demo_motion.py", *args, *more)
     print(proc.stdout)
@@ -179,6 +179,13 @@ def test_demo_motion_measures_a_snapshot_with_changed_sampling(tmp_path: Path) -
     assert {"card 3", "card text 3", f"{two_knobs} text 3"} <= set(res["lanes"])
     assert res["meta"]["sampling"]["temperature"] == 0.5
     assert res["meta"]["weights"]["folder"] == str(tmp_path)
+    for name in ("card text 3", f"{two_knobs} text 3"):  # each video again from its frame 0
+        text_lane = res["lanes"][name]
+        (run,) = text_lane["runs"]
+        assert run["anchored_frame0_psnr"] == 100.0  # the very picture the text video drew
+        assert [s["t"] for s in run["anchored_steps"]] == [s["t"] for s in run["steps"]] == [1, 2]
+        anchored = sum(s["as_asked"] for s in run["anchored_steps"]) / 2
+        assert text_lane["summary"]["anchored_as_asked"] == anchored
     switches = {name: lane for name, lane in res["lanes"].items() if "switch" in name}
     assert list(switches) == ["card switch@7 13", "full switch@7 13"]
     for switch in switches.values():  # 2 seeds x 2 ways each
