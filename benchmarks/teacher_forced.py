@@ -14,7 +14,10 @@ first step also mixes in the unconditional branch). Two references from the true
 (frame t - 1 again: the baseline that does nothing) and moved (frame t - 1 moved by the camera's
 true step, the revealed row or column counted wrong: an oracle of copying). Lanes: cache
 policies x history mask ratios (the AR-DF write-back: Lumos-1's 0.7 hides 70% of every finished
-frame's positions; 0 writes frames clean).
+frame's positions; 0 writes frames clean). `--coloured` takes the two-colour paths whose captions
+name their colours; `--text-only` makes every request text to video, frame 0 (the true codes)
+then written back as the first history frame instead of held as the conditioning frame: the
+same past, with frame 0 left to the policy.
 Prints a table (frames 1-3, 4-6, 7 and later, all) and writes JSON (per frame) and a PNG.
 
 What it is not: a measure of sampled videos (`demo_motion.py` measures those from the pictures).
@@ -62,10 +65,13 @@ class HeldOutPath(NamedTuple):
     codes: torch.Tensor  # (frames, h, w)
 
 
-def held_out_path(pipeline: Pipeline, index: int, frames: int) -> HeldOutPath:
-    """Held-out path `index`, `frames` latent frames long, and its codes (encoded once)."""
+def held_out_path(
+    pipeline: Pipeline, index: int, frames: int, coloured: bool = False
+) -> HeldOutPath:
+    """Held-out path `index`, `frames` latent frames long (of the two-colour family if
+    `coloured`), and its codes (encoded once)."""
     tok = pipeline.video_tokenizer
-    clip = make_path_clip("heldout", index, frames)
+    clip = make_path_clip("heldout", index, frames, coloured=coloured)
     return HeldOutPath(
         clip, torch.stack([tok.encode_image(f) for f in clip.latent_frames(range(frames))])
     )
@@ -73,17 +79,24 @@ def held_out_path(pipeline: Pipeline, index: int, frames: int) -> HeldOutPath:
 
 @torch.no_grad()
 def frame_accuracy(
-    pipeline: Pipeline, policy: CachePolicy, mask_ratio: float, path: HeldOutPath
+    pipeline: Pipeline,
+    policy: CachePolicy,
+    mask_ratio: float,
+    path: HeldOutPath,
+    text_only: bool = False,
 ) -> list[float]:
     """Per latent frame 1 .. frames-1 of `path`: the share of its codes the model's one-step
     prediction gets right, the true frames before it written back (`predict_frame` at
-    guidance 1: the conditional branch's logits)."""
+    guidance 1: the conditional branch's logits). `text_only`: a text-to-video request whose
+    frame 0 is written back like the others (not predicted, not scored)."""
     clip, codes = path
     frames = codes.shape[0]
     size = pipeline.defaults.size or (FRAME_WIDTH, FRAME_HEIGHT)
-    request = path_request(clip, codes, SECONDS, size)
+    request = path_request(clip, codes, SECONDS, size, text_only)
     sampling = SamplingConfig(steps=1, cfg_scale=1.0, history_mask_ratio=mask_ratio)
     gen = VideoGeneration(pipeline.model, request, sampling, policy)
+    if text_only:
+        gen.replay_frame(codes[0])
     out = []
     for t in range(1, frames):
         guess = gen.predict_frame().argmax(-1)
@@ -146,6 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         default=FIRST_CLIP,
         help="first held-out path id (choose settings on another range than the reported one)",
     )
+    p.add_argument(
+        "--coloured", action="store_true", help="two-colour paths (captions name the colours)"
+    )
+    p.add_argument(
+        "--text-only",
+        action="store_true",
+        help="text-to-video requests: frame 0 written back as history, not held as an anchor",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="2 paths of 8 frames, card and full")
     p.add_argument("--json", type=Path)
@@ -159,14 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = load_model(p, args)
     card = pipeline.defaults
     t0 = time.perf_counter()
-    paths = [held_out_path(pipeline, args.first_clip + i, args.frames) for i in range(args.clips)]
+    paths = [
+        held_out_path(pipeline, args.first_clip + i, args.frames, args.coloured)
+        for i in range(args.clips)
+    ]
     lanes: dict[str, Any] = {}
     for spec in args.policies:
         policy = lane_policy(spec, card)
         asked = args.mask_ratios.split(",")
         ratios = [card.sampling.history_mask_ratio if r == "card" else float(r) for r in asked]
         for ratio in dict.fromkeys(ratios):
-            runs = [frame_accuracy(pipeline, policy, ratio, path) for path in paths]
+            runs = [frame_accuracy(pipeline, policy, ratio, path, args.text_only) for path in paths]
             per_frame = [sum(col) / len(col) for col in zip(*runs, strict=True)]
             name = f"{spec}, mask {ratio:g}"
             lanes[name] = {"policy": spec, "mask_ratio": ratio, "per_frame": per_frame}
@@ -187,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         "clips": args.clips,
         "frames": args.frames,
         "first_clip": args.first_clip,
+        "coloured": args.coloured,
+        "text_only": args.text_only,
         "machine": info,
         "seconds": round(took, 1),
     }

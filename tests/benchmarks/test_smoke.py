@@ -142,6 +142,26 @@ def test_teacher_forced_quick(tmp_path: Path) -> None:
     assert card["1-3"] > lanes["reference: freeze"]["1-3"]
 
 
+def test_teacher_forced_text_only_leaves_frame_0_to_the_policy(tmp_path: Path) -> None:
+    """The same two-colour paths as image to video and as text to video: the same true codes
+    (the references agree), a different cache (frame 0 history instead of an anchor), so the
+    model's predictions differ."""
+    res = {}
+    for mode in ("image", "text"):
+        out = tmp_path / f"{mode}.json"
+        flags = ["--coloured", *(["--text-only"] if mode == "text" else [])]
+        print(run_script("teacher_forced.py", *flags, "--json", str(out)).stdout)
+        res[mode] = json.loads(out.read_text())
+    image, text = res["image"], res["text"]
+    assert (image["meta"]["coloured"], image["meta"]["text_only"]) == (True, False)
+    assert (text["meta"]["coloured"], text["meta"]["text_only"]) == (True, True)
+    for ref in ("reference: freeze", "reference: moved"):
+        assert image["lanes"][ref]["per_frame"] == text["lanes"][ref]["per_frame"]
+    card = "card, mask 0"
+    assert len(text["lanes"][card]["per_frame"]) == text["meta"]["frames"] - 1
+    assert image["lanes"][card]["per_frame"] != text["lanes"][card]["per_frame"]
+
+
 def test_a_training_runs_folder_is_measured_in_place_of_the_shipped(tmp_path: Path) -> None:
     """`--weights` serves the built-in models of a training run's `--out` (how snapshots are
     measured on the dev set before one ships): here a copy whose card says another mask."""
