@@ -158,32 +158,50 @@ def served_demo_base() -> ServedModel:
 
 
 @pytest.mark.parametrize("text_to_video", [False, True], ids=["i2v", "t2v"])
+def test_a_path_request_changes_the_caption_where_the_path_turns(
+    model: LumosTransformer, text_to_video: bool
+) -> None:
+    """`path_request` keys each prompt change by the generated frame it starts at, so the
+    caption of latent frame t is in force while latent frame t is made (a text-to-video
+    request's first generated frame is latent frame 0, not 1)."""
+    from packcache_core.demo.rollout import path_request
+    from packcache_core.text import ByteTextTokenizer, build_prompt_ids
+
+    clip = next(c for i in range(20) if (c := make_path_clip("heldout", i, 8)).changes())
+    codes = torch.zeros((8, LAYOUT.h, LAYOUT.w), dtype=torch.int64)
+    req = path_request(clip, codes, 2, (128, 64), text_to_video)
+    gen = VideoGeneration(model, req, SamplingConfig(steps=1), policy_from_spec("packcache"))
+    gen.prefill()  # writes the first caption
+    written: dict[int, list[int]] = {}  # latent frame -> prompt written as it starts
+    write = gen._write_text
+
+    def record(prompt_ids: list[int]) -> None:
+        written[gen.frames_done + req.first_index] = prompt_ids
+        write(prompt_ids)
+
+    gen._write_text = record  # type: ignore[method-assign]
+    for t in range(req.first_index, 8):
+        gen.predict_frame()
+        gen.replay_frame(codes[t])
+    ids = {t: build_prompt_ids(ByteTextTokenizer(), c, 128, 64, 12, 2) for t, c in clip.changes()}
+    assert ids and written == ids
+
+
+@pytest.mark.parametrize("text_to_video", [False, True], ids=["i2v", "t2v"])
 def test_a_rollout_target_sees_what_serving_predicts_from(text_to_video: bool) -> None:
     """Training through a served cache (`demo/rollout.py`): at every frame of a path that
     turns (a prompt change, a re-cache, packing and rebasing), the compact training model's
     logits over the cache it builds, combined for guidance, are those serving's
     `predict_frame` gives on the shipped model; for text-to-video from frame 0 on."""
-    from packcache_core.demo.rollout import target_logits
-    from packcache_core.text import ByteTextTokenizer, build_prompt_ids
+    from packcache_core.demo.rollout import path_request, target_logits
     from packcache_core.video import load_video_tokenizer
 
     served = served_demo_base()
     tok = load_video_tokenizer("builtin:patch-small")
     clip = next(c for i in range(20) if (c := make_path_clip("heldout", i, 8)).changes())
     codes = torch.stack([tok.encode_image(f) for f in clip.latent_frames(range(8))])
-    ids = [build_prompt_ids(ByteTextTokenizer(), c, 128, 64, 12, 2) for c in clip.captions]
-    changes = tuple((t, ids[t]) for t, _ in clip.changes())
     first = 0 if text_to_video else 1
-    req = VideoRequest(
-        ids[0],
-        None if text_to_video else codes[0],
-        8,
-        12,
-        2,
-        prompt_changes=changes,
-        text_slots=80,
-        grid=(LAYOUT.h, LAYOUT.w) if text_to_video else None,
-    )
+    req = path_request(clip, codes, 2, (128, 64), text_to_video)
     sampling = SamplingConfig(steps=1, cfg_scale=3.0)
     policy = policy_from_spec("packcache")
     serving = VideoGeneration(load_model("builtin:demo-base"), req, sampling, policy)
