@@ -65,9 +65,7 @@ class HeldOutPath(NamedTuple):
     codes: torch.Tensor  # (frames, h, w)
 
 
-def held_out_path(
-    pipeline: Pipeline, index: int, frames: int, coloured: bool = False
-) -> HeldOutPath:
+def held_out_path(pipeline: Pipeline, index: int, frames: int, coloured: bool) -> HeldOutPath:
     """Held-out path `index`, `frames` latent frames long (of the two-colour family if
     `coloured`), and its codes (encoded once)."""
     tok = pipeline.video_tokenizer
@@ -83,7 +81,7 @@ def frame_accuracy(
     policy: CachePolicy,
     mask_ratio: float,
     path: HeldOutPath,
-    text_only: bool = False,
+    text_only: bool,
 ) -> list[float]:
     """Per latent frame 1 .. frames-1 of `path`: the share of its codes the model's one-step
     prediction gets right, the true frames before it written back (`predict_frame` at
@@ -181,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     card = pipeline.defaults
     t0 = time.perf_counter()
     paths = [
-        held_out_path(pipeline, args.first_clip + i, args.frames, args.coloured)
+        held_out_path(pipeline, args.first_clip + i, args.frames, coloured=args.coloured)
         for i in range(args.clips)
     ]
     lanes: dict[str, Any] = {}
@@ -190,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         asked = args.mask_ratios.split(",")
         ratios = [card.sampling.history_mask_ratio if r == "card" else float(r) for r in asked]
         for ratio in dict.fromkeys(ratios):
-            runs = [frame_accuracy(pipeline, policy, ratio, path, args.text_only) for path in paths]
+            runs = [
+                frame_accuracy(pipeline, policy, ratio, path, text_only=args.text_only)
+                for path in paths
+            ]
             per_frame = [sum(col) / len(col) for col in zip(*runs, strict=True)]
             name = f"{spec}, mask {ratio:g}"
             lanes[name] = {"policy": spec, "mask_ratio": ratio, "per_frame": per_frame}
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         "text_only": args.text_only,
         "machine": info,
         "seconds": round(took, 1),
+        "command": " ".join(["python", *sys.argv]),
     }
     save({"meta": meta, "lanes": lanes}, args.json, args.png, plot)
     return 0
