@@ -47,28 +47,29 @@ def path_request(
     """The request a user makes for path `clip` (its codes `(n, h, w)`, `size` = (W, H)):
     frame 0's caption, a prompt change wherever the caption changes (up to latent frame `last`),
     text slots for the longest prompt, and the clip's frame 0 as the conditioning image, or
-    none (`text_only`: frame 0 generated, on the clip's grid). A change is keyed, as requests
-    key it, by the generated frame it starts at: latent frame t is generated frame t + 1 -
-    first, first = 0 for text to video (1 after a conditioning image)."""
+    none (`text_only`: frame 0 generated, on the clip's grid)."""
     W, H = size
     tokenizer = ByteTextTokenizer()
-    first = 0 if text_only else 1  # latent frame of the first generated frame
 
     def ids(caption: str) -> list[int]:
         return build_prompt_ids(tokenizer, caption, W, H, FPS, seconds)
 
-    prompt = ids(clip.captions[0])
-    changes = tuple((t + 1 - first, ids(c)) for t, c in clip.changes() if last is None or t <= last)
-    return VideoRequest(
-        prompt,
+    request = VideoRequest(
+        ids(clip.captions[0]),
         None if text_only else codes[0],
         codes.shape[0],
         FPS,
         seconds,
-        prompt_changes=changes,
-        text_slots=max(len(p) for p in (prompt, *(c for _, c in changes))),
         grid=(codes.shape[1], codes.shape[2]) if text_only else None,
     )
+    # a change is keyed, as requests key it, by the generated frame it starts at (latent frame
+    # t is the (t + 1 - first_index)-th); the cache holds text slots for the longest prompt
+    changes = tuple(
+        (t + 1 - request.first_index, ids(c))
+        for t, c in clip.changes()
+        if last is None or t <= last
+    )
+    return dataclasses.replace(request, prompt_changes=changes)
 
 
 class ServedModel:

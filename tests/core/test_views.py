@@ -200,7 +200,6 @@ def test_a_rollout_target_sees_what_serving_predicts_from(text_to_video: bool) -
     tok = load_video_tokenizer("builtin:patch-small")
     clip = next(c for i in range(20) if (c := make_path_clip("heldout", i, 8)).changes())
     codes = torch.stack([tok.encode_image(f) for f in clip.latent_frames(range(8))])
-    first = 0 if text_to_video else 1
     req = path_request(clip, codes, 2, (128, 64), text_to_video)
     sampling = SamplingConfig(steps=1, cfg_scale=3.0)
     policy = policy_from_spec("packcache")
@@ -209,7 +208,7 @@ def test_a_rollout_target_sees_what_serving_predicts_from(text_to_video: bool) -
     training.prefill()
     every_code = torch.zeros(LAYOUT.grid_tokens, dtype=torch.bool)  # newlines stay, as served
     every_code[LAYOUT.code_slots() - 3] = True
-    for t in range(first, 8):
+    for t in range(req.first_index, 8):
         want = serving.predict_frame()  # (h w, n_codes), guided
         with torch.no_grad():
             (cond, uncond), target = target_logits(served, training, codes[t], every_code)
