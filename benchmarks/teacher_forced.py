@@ -12,9 +12,12 @@ its tokens hidden (one forward, the conditional branch only, argmax): the share 
 what the model reads of frame t off the true past before it has drawn any of it (the sampler's
 first step also mixes in the unconditional branch). Two references from the true codes: freeze
 (frame t - 1 again: the baseline that does nothing) and moved (frame t - 1 moved by the camera's
-true step, the revealed row or column counted wrong: an oracle of copying). Lanes: cache
-policies x history mask ratios (the AR-DF write-back: Lumos-1's 0.7 hides 70% of every finished
-frame's positions; 0 writes frames clean). `--coloured` takes the two-colour paths whose captions
+true step, the revealed row or column counted wrong: an oracle of copying); and per lane "held
+by" (`held_oracle`: the share of frame t's codes that the cache holds somewhere, each held
+frame's kept tokens moved by the camera's true motion since: what copying from that cache could
+get right, whatever the model). Lanes: cache policies x history mask ratios (the AR-DF
+write-back: Lumos-1's 0.7 hides 70% of every finished frame's positions; 0 writes frames
+clean). `--coloured` takes the two-colour paths whose captions
 name their colours; `--text-only` makes every request text to video, frame 0 (the true codes)
 then written back as the first history frame instead of held as the conditioning frame: the
 same past, with frame 0 left to the policy.
@@ -52,6 +55,7 @@ from packcache_core.demo.paths import PathClip, make_path_clip
 from packcache_core.demo.rollout import pan_target, path_request
 from packcache_core.generate import SamplingConfig, VideoGeneration
 from packcache_core.host import prepare_host
+from packcache_core.layout import FrameLayout
 from packcache_core.pipeline import Pipeline
 from packcache_core.policy import CachePolicy
 
@@ -82,26 +86,66 @@ def frame_accuracy(
     mask_ratio: float,
     path: HeldOutPath,
     text_only: bool,
-) -> list[float]:
+) -> tuple[list[float], list[float]]:
     """Per latent frame 1 .. frames-1 of `path`: the share of its codes the model's one-step
     prediction gets right, the true frames before it written back (`predict_frame` at
-    guidance 1: the conditional branch's logits). `text_only`: a text-to-video request whose
-    frame 0 is written back like the others (not predicted, not scored)."""
+    guidance 1: the conditional branch's logits), and the share `held_oracle` finds in the
+    cache. `text_only`: a text-to-video request whose frame 0 is written back like the others
+    (not predicted, not scored)."""
     clip, codes = path
     frames = codes.shape[0]
     size = pipeline.defaults.size or (FRAME_WIDTH, FRAME_HEIGHT)
     request = path_request(clip, codes, SECONDS, size, text_only)
     sampling = SamplingConfig(steps=1, cfg_scale=1.0, history_mask_ratio=mask_ratio)
     gen = VideoGeneration(pipeline.model, request, sampling, policy)
+    written: dict[int, int] = {}  # the tokens a frame was written back with -> latent frame
+
+    def replay(t: int) -> None:
+        gen.replay_frame(codes[t])
+        tokens = gen.cache.history[-1].tokens  # the frame just written (packing keeps it last)
+        written[id(tokens)] = t
+
     if text_only:
-        gen.replay_frame(codes[0])
-    out = []
+        replay(0)
+    out, found = [], []
     for t in range(1, frames):
         guess = gen.predict_frame().argmax(-1)
         out.append(float((guess == codes[t].flatten()).float().mean()))
-        gen.replay_frame(codes[t])
+        held = []  # (latent frame, its frame-local tokens the cache holds with content)
+        for h in gen.cache.history:
+            content = torch.zeros_like(gen.visible)
+            content[h.local] = True  # kept by the policy ...
+            held.append((written[id(h.tokens)], content & gen.visible))  # ... and not masked
+        if not text_only:  # the conditioning frame, cached whole and clean
+            held.append((0, torch.ones_like(gen.visible)))
+        found.append(held_oracle(gen.layout, path, t, held))
+        replay(t)
     gen.close()
-    return out
+    return out, found
+
+
+def held_oracle(
+    layout: FrameLayout, path: HeldOutPath, t: int, held: list[tuple[int, torch.Tensor]]
+) -> float:
+    """The share of frame t's codes that the cache holds somewhere: each held frame j's
+    content tokens (`held`: (j, (tokens,) bool)) moved by the camera's true motion from j to t
+    and checked against frame t. The most a model that copies from the cached past could get
+    right (new ground, and tokens the policy dropped or the history mask hid, count wrong)."""
+    codes = path.codes
+    _, h, w = codes.shape
+    window = torch.tensor(path.clip.moves()).cumsum(0)  # (frames, 2): the window's place
+    slots = layout.code_slots()
+    found = torch.zeros(h, w, dtype=torch.bool)
+    for j, content in held:
+        dy, dx = (int(v) for v in window[t] - window[j])
+        if abs(dy) >= h or abs(dx) >= w:
+            continue  # frame j shows none of frame t's ground
+        # frame t at (r, c) shows what frame j shows at (r + dy, c + dx), as `pan_target`
+        rows, cols = slice(max(0, -dy), h - max(0, dy)), slice(max(0, -dx), w - max(0, dx))
+        src = slice(max(0, dy), h - max(0, -dy)), slice(max(0, dx), w - max(0, -dx))
+        same = codes[j][src] == codes[t][rows, cols]
+        found[rows, cols] |= same & content[slots].view(h, w)[src]
+    return float(found.float().mean())
 
 
 def references(path: HeldOutPath) -> dict[str, list[float]]:
@@ -192,11 +236,12 @@ def main(argv: list[str] | None = None) -> int:
                 frame_accuracy(pipeline, policy, ratio, path, text_only=args.text_only)
                 for path in paths
             ]
-            per_frame = [sum(col) / len(col) for col in zip(*runs, strict=True)]
             name = f"{spec}, mask {ratio:g}"
-            lanes[name] = {"policy": spec, "mask_ratio": ratio, "per_frame": per_frame}
-            lanes[name] |= {k: span_mean(per_frame, s) for k, s in SPANS.items()}
-            print(name, {k: round(lanes[name][k], 3) for k in SPANS}, flush=True)
+            for lane, i in ((name, 0), (f"reference: held by {name}", 1)):
+                per_frame = [sum(col) / len(col) for col in zip(*(r[i] for r in runs), strict=True)]
+                lanes[lane] = {"policy": spec, "mask_ratio": ratio, "per_frame": per_frame}
+                lanes[lane] |= {k: span_mean(per_frame, s) for k, s in SPANS.items()}
+                print(lane, {k: round(lanes[lane][k], 3) for k in SPANS}, flush=True)
     refs = [references(path) for path in paths]
     for ref in ("freeze", "moved"):
         per_frame = [sum(col) / len(col) for col in zip(*(r[ref] for r in refs), strict=True)]

@@ -129,10 +129,14 @@ def test_prompt_switch_quick(tmp_path: Path) -> None:
     )
 
 
+BY = ("full", "card")
+
+
 def test_teacher_forced_quick(tmp_path: Path) -> None:
     _, res = quick_results("teacher_forced.py", tmp_path)
     lanes = res["lanes"]
-    assert [lane.get("policy") for lane in lanes.values()] == ["card", "full", None, None]
+    policies = ["card", "card", "full", "full", None, None]
+    assert [lane.get("policy") for lane in lanes.values()] == policies
     card = next(iter(lanes.values()))
     assert all(len(lane["per_frame"]) == res["meta"]["frames"] - 1 for lane in lanes.values())
     assert all(0 <= a <= 1 for lane in lanes.values() for a in lane["per_frame"])
@@ -140,6 +144,13 @@ def test_teacher_forced_quick(tmp_path: Path) -> None:
     # given the true past, beats repeating it over its first three frames
     assert lanes["reference: moved"]["all"] > lanes["reference: freeze"]["all"]
     assert card["1-3"] > lanes["reference: freeze"]["1-3"]
+    # `full` holds every frame whole, so all that copying frame t - 1 moved finds, and the
+    # card's packcache holds a part of what full holds: less once it packs
+    held_full, held_card = (lanes[f"reference: held by {p}, mask 0"]["per_frame"] for p in BY)
+    moved = lanes["reference: moved"]["per_frame"]
+    assert all(f >= m for f, m in zip(held_full, moved, strict=True))
+    assert all(c <= f for c, f in zip(held_card, held_full, strict=True))
+    assert held_card != held_full
 
 
 def test_teacher_forced_text_only_leaves_frame_0_to_the_policy(tmp_path: Path) -> None:
@@ -160,6 +171,12 @@ def test_teacher_forced_text_only_leaves_frame_0_to_the_policy(tmp_path: Path) -
     full, card = "full, mask 0", "card, mask 0"
     assert image["lanes"][full]["per_frame"] == text["lanes"][full]["per_frame"]
     assert image["lanes"][card]["per_frame"] != text["lanes"][card]["per_frame"]
+    # the same history, with frame 0 held whole beside it as image to video: never less held
+    held = f"reference: held by {card}"
+    pairs = list(
+        zip(image["lanes"][held]["per_frame"], text["lanes"][held]["per_frame"], strict=True)
+    )
+    assert all(i >= t for i, t in pairs) and any(i > t for i, t in pairs)
 
 
 def test_a_training_runs_folder_is_measured_in_place_of_the_shipped(tmp_path: Path) -> None:

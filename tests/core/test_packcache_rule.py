@@ -129,6 +129,43 @@ def test_a_frame_keeps_a_subset_of_what_it_kept(policy: PackCachePolicy) -> None
             assert int(boundary_mask(new, FrameLayout(8, 16)).sum()) == 4
 
 
+def test_uniform_keeps_the_same_positions_in_every_frame() -> None:
+    """`uniform` (our reading of the paper's "most informative" tokens) keeps the same raster
+    positions in every held frame: the older frames' quarters lie within the newest frame's
+    half. So how much of the next frame the history holds depends on the motion: on the demo
+    grid with three frames held, half for a still camera, 11/16 for one moving a patch a frame
+    sideways and 5/8 vertically (README, "What stops the text-only pan")."""
+    lay = FrameLayout(8, 16)
+    held = held_after_each_write_back(PackCachePolicy(), lay, 5)[-1]  # newest first
+
+    def grid(local: torch.Tensor) -> torch.Tensor:
+        kept = torch.zeros(lay.tokens, dtype=torch.bool)
+        kept[local] = True
+        return kept[lay.code_slots()].view(lay.h, lay.w)
+
+    grids = [grid(f) for f in held]
+    assert [int(g.sum()) for g in grids] == [64, 32, 32]
+    assert all(bool((older <= grids[0]).all()) for older in grids[1:])
+
+    def covered(dy: int, dx: int) -> float:
+        """Share of the next frame held, the camera moving (dy, dx) patches a frame."""
+        found = torch.zeros(lay.h, lay.w, dtype=torch.bool)
+        for d, g in enumerate(grids, 1):  # frame t - d shows it d moves away
+            moved = torch.zeros_like(found)
+            src = g[
+                max(0, d * dy) : lay.h + min(0, d * dy), max(0, d * dx) : lay.w + min(0, d * dx)
+            ]
+            moved[
+                max(0, -d * dy) : lay.h + min(0, -d * dy), max(0, -d * dx) : lay.w + min(0, -d * dx)
+            ] = src
+            found |= moved
+        return float(found.float().mean())
+
+    assert covered(0, 0) == 0.5
+    assert covered(0, 1) == covered(0, -1) == 11 / 16
+    assert covered(1, 0) == 5 / 8
+
+
 @pytest.fixture(scope="module")
 def model() -> LumosTransformer:
     return load_model("builtin:tiny-random")
