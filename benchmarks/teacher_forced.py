@@ -14,10 +14,10 @@ first step also mixes in the unconditional branch). Two references from the true
 (frame t - 1 again: the baseline that does nothing) and moved (frame t - 1 moved by the camera's
 true step, the revealed row or column counted wrong: an oracle of copying); and per lane "held
 by" (`held_oracle`: the share of frame t's codes that the cache holds somewhere, each held
-frame's kept tokens moved by the camera's true motion since: what copying from that cache could
-get right, whatever the model). Lanes: cache policies x history mask ratios (the AR-DF
-write-back: Lumos-1's 0.7 hides 70% of every finished frame's positions; 0 writes frames
-clean). `--coloured` takes the two-colour paths whose captions
+frame's kept tokens moved by the camera's true motion since: what copying each code from where
+the motion puts it in that cache gets right, whatever the model). Lanes: cache policies x
+history mask ratios (the AR-DF write-back: Lumos-1's 0.7 hides 70% of every finished frame's
+positions; 0 writes frames clean). `--coloured` takes the two-colour paths whose captions
 name their colours; `--text-only` makes every request text to video, frame 0 (the true codes)
 then written back as the first history frame instead of held as the conditioning frame: the
 same past, with frame 0 left to the policy.
@@ -101,9 +101,10 @@ def frame_accuracy(
     written: dict[int, int] = {}  # the tokens a frame was written back with -> latent frame
 
     def replay(t: int) -> None:
+        before = gen.cache.frames_written
         gen.replay_frame(codes[t])
-        tokens = gen.cache.history[-1].tokens  # the frame just written (packing keeps it last)
-        written[id(tokens)] = t
+        if gen.cache.frames_written > before:  # (a video's last frame is not written back)
+            written[id(gen.cache.history[-1].tokens)] = t  # every policy keeps the newest last
 
     if text_only:
         replay(0)
@@ -129,8 +130,9 @@ def held_oracle(
 ) -> float:
     """The share of frame t's codes that the cache holds somewhere: each held frame j's
     content tokens (`held`: (j, (tokens,) bool)) moved by the camera's true motion from j to t
-    and checked against frame t. The most a model that copies from the cached past could get
-    right (new ground, and tokens the policy dropped or the history mask hid, count wrong)."""
+    and checked against frame t: what copying each code from where the true motion puts it in
+    the cached past gets right (new ground, and tokens the policy dropped or the history mask
+    hid, count wrong; a code guessed or copied from elsewhere is not counted)."""
     codes = path.codes
     _, h, w = codes.shape
     window = torch.tensor(path.clip.moves()).cumsum(0)  # (frames, 2): the window's place
@@ -166,6 +168,11 @@ def span_mean(per_frame: list[float], span: tuple[int, int]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def shown(share: float | None) -> str:
+    """A span's share for the table, '-' for a span the paths do not reach."""
+    return "-" if share is None else f"{share:.3f}"
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -194,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"'card' = the model card's; a ratio named twice runs once (Lumos-1's: {lumos:g})",
     )
     p.add_argument("--clips", type=positive_int, default=8, help="held-out paths")
-    p.add_argument("--frames", type=int, default=25, help="latent frames per path")
+    p.add_argument(
+        "--frames", type=positive_int, default=25, help="latent frames per path (at least 2)"
+    )
     p.add_argument(
         "--first-clip",
         type=int,
@@ -214,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path)
     p.add_argument("--png", type=Path)
     args = p.parse_args(argv)
+    if args.frames < 2:
+        p.error(f"--frames {args.frames}: a path needs at least 2 latent frames to predict one")
     if args.quick:
         args.clips, args.frames, args.policies, args.mask_ratios = 2, 8, [CARD, "full"], "card"
     prepare_host("cpu", args.threads)
@@ -241,13 +252,13 @@ def main(argv: list[str] | None = None) -> int:
                 per_frame = [sum(col) / len(col) for col in zip(*(r[i] for r in runs), strict=True)]
                 lanes[lane] = {"policy": spec, "mask_ratio": ratio, "per_frame": per_frame}
                 lanes[lane] |= {k: span_mean(per_frame, s) for k, s in SPANS.items()}
-                print(lane, {k: round(lanes[lane][k], 3) for k in SPANS}, flush=True)
+                print(lane, {k: shown(lanes[lane][k]) for k in SPANS}, flush=True)
     refs = [references(path) for path in paths]
     for ref in ("freeze", "moved"):
         per_frame = [sum(col) / len(col) for col in zip(*(r[ref] for r in refs), strict=True)]
         lanes[f"reference: {ref}"] = {"per_frame": per_frame}
         lanes[f"reference: {ref}"] |= {k: span_mean(per_frame, s) for k, s in SPANS.items()}
-    rows = [[n, *(format(lane[k], ".3f") for k in SPANS)] for n, lane in lanes.items()]
+    rows = [[n, *(shown(lane[k]) for k in SPANS)] for n, lane in lanes.items()]
     print(markdown_table(["policy, history mask", *(f"frames {k}" for k in SPANS)], rows))
     took = time.perf_counter() - t0
     print(f"took {took:.1f} s, {args.clips} held-out paths of {args.frames} latent frames")

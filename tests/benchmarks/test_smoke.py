@@ -129,9 +129,6 @@ def test_prompt_switch_quick(tmp_path: Path) -> None:
     )
 
 
-BY = ("full", "card")
-
-
 def test_teacher_forced_quick(tmp_path: Path) -> None:
     _, res = quick_results("teacher_forced.py", tmp_path)
     lanes = res["lanes"]
@@ -146,7 +143,9 @@ def test_teacher_forced_quick(tmp_path: Path) -> None:
     assert card["1-3"] > lanes["reference: freeze"]["1-3"]
     # `full` holds every frame whole, so all that copying frame t - 1 moved finds, and the
     # card's packcache holds a part of what full holds: less once it packs
-    held_full, held_card = (lanes[f"reference: held by {p}, mask 0"]["per_frame"] for p in BY)
+    held_full, held_card = (
+        lanes[f"reference: held by {p}, mask 0"]["per_frame"] for p in ("full", "card")
+    )
     moved = lanes["reference: moved"]["per_frame"]
     assert all(f >= m for f, m in zip(held_full, moved, strict=True))
     assert all(c <= f for c, f in zip(held_card, held_full, strict=True))
@@ -190,7 +189,8 @@ def test_a_training_runs_folder_is_measured_in_place_of_the_shipped(tmp_path: Pa
     out = tmp_path / "tf.json"
     print(run_script("teacher_forced.py", "--weights", str(tmp_path), "--json", str(out)).stdout)
     res = json.loads(out.read_text())
-    assert list(res["lanes"])[:2] == ["card, mask 0.5", "full, mask 0.5"]
+    lanes = ["card, mask 0.5", "reference: held by card, mask 0.5", "full, mask 0.5"]
+    assert list(res["lanes"])[:3] == lanes
     assert res["meta"]["weights"] == {
         "folder": str(tmp_path),
         "command": card["training"]["command"],
@@ -279,6 +279,7 @@ BOTH = ("demo_motion.py", "teacher_forced.py")
         (BOTH, ["--model", "builtin:tiny-random", "--weights", "."], "not of builtin:tiny"),
         (BOTH[:1], ["--text-policies", "full,rho=2"], "cache policy 'full': rho"),  # full:rho=2
         (BOTH, ["--weights", "benchmarks"], "has no demo.json, demo.safetensors"),
+        (BOTH[1:], ["--frames", "1"], "at least 2 latent frames"),
     ],
 )
 def test_demo_benchmarks_refuse_bad_options_before_measuring(
