@@ -2,10 +2,11 @@
 
 What it is: `StrictFormRoute`, the route class of `/v1/videos`, whose requests parse a
 multipart body with `StrictMultiPartParser`: Starlette's parser, except that a field sent twice
-(`input_reference` included) or a text field whose bytes are not valid text is refused with a
-400 naming the field, where Starlette would keep the last value or decode the bytes as Latin-1.
-A duplicate is refused as soon as its part ends, before the rest of the body is read. What it
-is not: validation of values (`schemas.py`) or the body size limit (`security.py`).
+(`input_reference` included), a text field sent empty or one whose bytes are not valid text is
+refused with a 400 naming the field, where Starlette would keep the last value or decode the
+bytes as Latin-1 and FastAPI would take an empty field for a missing one (its default). A
+duplicate is refused as soon as its part ends, before the rest of the body is read. What it is
+not: validation of values (`schemas.py`) or the body size limit (`security.py`).
 
 How: FastAPI's documented hook for a custom request class is a route class; the request class
 overrides Starlette's form parsing for multipart bodies only and leaves every other body to it.
@@ -41,6 +42,9 @@ class StrictMultiPartParser(MultiPartParser):
         name = part.field_name
         if any(seen == name for seen, _ in self.items):
             raise _FieldError(InvalidRequest(f"{name}: sent more than once", param=name))
+        if part.file is None and not part.data:
+            message = f"{name}: sent empty; leave the field out to use its default"
+            raise _FieldError(InvalidRequest(message, param=name))
         if part.file is None:
             try:
                 part.data.decode(self._charset)

@@ -99,7 +99,8 @@ def test_upload_over_the_byte_limit(server: LiveServer) -> None:
         ({"latent_frames": None, "seconds": "100"}, "seconds", ["allows 2 to 121"]),
         ({"seconds": "2"}, None, ["at most one of"]),
         ({"prompt": "x" * 2001}, "prompt", ["2001 characters", "limit is 2000"]),
-        ({"prompt": ""}, "prompt", ["required"]),  # an empty form field is a missing one
+        ({"prompt": ""}, "prompt", ["sent empty"]),  # an empty form field is refused
+        ({"window": ""}, "window", ["sent empty", "default"]),  # not taken for a missing one
         ({"size": "100x100"}, "size", ["multiples of 32"]),
         ({"size": "4096x4096"}, "size", ["at most"]),
         ({"size": "big"}, "size", ["pattern"]),
