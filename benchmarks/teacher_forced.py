@@ -142,11 +142,10 @@ def held_oracle(
         dy, dx = (int(v) for v in window[t] - window[j])
         if abs(dy) >= h or abs(dx) >= w:
             continue  # frame j shows none of frame t's ground
-        # frame t at (r, c) shows what frame j shows at (r + dy, c + dx), as `pan_target`
-        rows, cols = slice(max(0, -dy), h - max(0, dy)), slice(max(0, -dx), w - max(0, dx))
-        src = slice(max(0, dy), h - max(0, -dy)), slice(max(0, dx), w - max(0, -dx))
-        same = codes[j][src] == codes[t][rows, cols]
-        found[rows, cols] |= same & content[slots].view(h, w)[src]
+        # frame j moved by the camera since, as `pan_target` moves it (new ground: no code)
+        moved = pan_target(codes[j], torch.full_like(codes[t], -1), (dy, dx))
+        kept = pan_target(content[slots].view(h, w), found.new_zeros(h, w), (dy, dx))
+        found |= kept & (moved == codes[t])
     return float(found.float().mean())
 
 

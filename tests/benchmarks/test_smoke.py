@@ -164,8 +164,11 @@ def test_teacher_forced_text_only_leaves_frame_0_to_the_policy(tmp_path: Path) -
         print(run_script("teacher_forced.py", *flags, "--json", str(out)).stdout)
         res[mode] = json.loads(out.read_text())
     plain, image, text = res["plain"], res["image"], res["text"]
+    assert (image["meta"]["coloured"], image["meta"]["text_only"]) == (True, False)
+    assert (text["meta"]["coloured"], text["meta"]["text_only"]) == (True, True)
+    for ref in ("reference: freeze", "reference: moved"):
+        assert image["lanes"][ref]["per_frame"] == text["lanes"][ref]["per_frame"]
     freeze = "reference: freeze"
-    assert image["lanes"][freeze]["per_frame"] == text["lanes"][freeze]["per_frame"]
     assert image["lanes"][freeze]["per_frame"] != plain["lanes"][freeze]["per_frame"]
     full, card = "full, mask 0", "card, mask 0"
     assert image["lanes"][full]["per_frame"] == text["lanes"][full]["per_frame"]

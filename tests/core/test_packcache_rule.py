@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from packcache_core.cache import plan_cache, simulate_history, visible_tokens
+from packcache_core.demo.rollout import pan_target
 from packcache_core.generate import SamplingConfig, VideoGeneration, VideoRequest
 from packcache_core.layout import FrameLayout, history_mask_positions
 from packcache_core.loading import load_model
@@ -150,15 +151,8 @@ def test_uniform_keeps_the_same_positions_in_every_frame() -> None:
     def covered(dy: int, dx: int) -> float:
         """Share of the next frame held, the camera moving (dy, dx) patches a frame."""
         found = torch.zeros(lay.h, lay.w, dtype=torch.bool)
-        for d, g in enumerate(grids, 1):  # frame t - d shows it d moves away
-            moved = torch.zeros_like(found)
-            src = g[
-                max(0, d * dy) : lay.h + min(0, d * dy), max(0, d * dx) : lay.w + min(0, d * dx)
-            ]
-            moved[
-                max(0, -d * dy) : lay.h + min(0, -d * dy), max(0, -d * dx) : lay.w + min(0, -d * dx)
-            ] = src
-            found |= moved
+        for d, g in enumerate(grids, 1):  # frame t - d is d moves away
+            found |= pan_target(g, torch.zeros_like(g), (d * dy, d * dx))
         return float(found.float().mean())
 
     assert covered(0, 0) == 0.5
