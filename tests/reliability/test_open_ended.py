@@ -2,7 +2,7 @@
 
 A real `packcache serve` process and a real websocket client: an open-ended `packcache`
 stream on `builtin:tiny-random` runs 200 latent frames, while the server's resident memory is
-read at frame 50 and at frame 200; then the client sends `stop`, the video completes with what
+read at every latent frame; then the client sends `stop`, the video completes with what
 was made, and its MP4 (fragmented, written as the stream ran) decodes with PyAV to every frame
 that was streamed.
 """
@@ -63,8 +63,7 @@ def test_open_ended_stream_runs_200_latent_frames_at_constant_memory(serve: Any)
                 assert body["total_steps"] is None and body["progress"] == 0
             elif kind == "latent_frame":
                 used.append(body["cache_bytes_used"])
-                if body["latent_index"] in (50, LATENT):
-                    rss[body["latent_index"]] = served.rss()
+                rss[body["latent_index"]] = served.rss()
                 if body["latent_index"] == LATENT:
                     ws.send(json.dumps({"type": "stop"}))
             elif kind in ("completed", "error"):
@@ -76,9 +75,17 @@ def test_open_ended_stream_runs_200_latent_frames_at_constant_memory(serve: Any)
     # The cache is the one admitted at start; once the history is full, its use is constant.
     assert all(u <= started["cache_bytes"] for u in used)
     assert len(set(used[10:])) == 1
-    growth = rss[LATENT] - rss[50]
-    print(f"RSS {rss[50] / MIB:.1f} MiB at frame 50, {rss[LATENT] / MIB:.1f} MiB at {LATENT}")
-    assert growth < 20 * MIB, f"resident memory grew {growth / MIB:.1f} MiB from frame 50 to 200"
+    # A leak raises what is left after the engine hands freed heap back (every 50 latent frames:
+    # the lowest reading of a window that holds one). Single readings and highs are no measure:
+    # the heap grows back within a frame of each trim, and the high has stepped up once by 30-50
+    # MiB at a frame that differs from run to run (a CI run failed on frame 50 against 200).
+    early = min(rss[i] for i in range(50, 101))
+    late = min(rss[i] for i in range(LATENT - 50, LATENT + 1))
+    print(f"lowest RSS {early / MIB:.1f} MiB over frames 50-100, {late / MIB:.1f} MiB over 150-200")
+    growth = late - early
+    assert growth < 20 * MIB, (
+        f"resident memory grew {growth / MIB:.1f} MiB from frames 50-100 to 150-200"
+    )
 
     stats = final["stats"]
     n_rgb = 1 + 4 * made
