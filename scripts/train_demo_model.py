@@ -267,6 +267,26 @@ PRESETS["demo-clean"] = dataclasses.replace(
     own_frames=20,
     history_mask_ratio=0.0,
 )
+# From demo-clean's output (--init): text to video after frame 0 has left the cache. Every
+# rollout text to video, two-colour and on the model's own frames; whole text-to-video rows
+# without turns. Alone it unlearns image to video (README, "The built-in model"), so the
+# shipped model runs demo-mix after it.
+PRESETS["demo-t2v-own"] = dataclasses.replace(
+    PRESETS["demo-clean"],
+    steps=300,
+    lr=5e-4,
+    seed=5,
+    colour_share=1.0,
+    t2v_share=1.0,
+    own_share=1.0,
+    t2v_row_turns=False,
+    save_every=50,
+)
+# From demo-t2v-own's output (--init), the shipped model's last stage: half of the rollouts
+# image to video again (three quarters two-colour), all on the model's own frames.
+PRESETS["demo-mix"] = dataclasses.replace(
+    PRESETS["demo-t2v-own"], steps=150, lr=3e-4, seed=6, colour_share=0.75, t2v_share=0.5
+)
 FRAME_SIZES = {
     "demo-base": (FRAME_WIDTH, FRAME_HEIGHT),
     "demo": (FRAME_WIDTH, FRAME_HEIGHT),
