@@ -12,7 +12,8 @@ from PIL import Image
 from packcache_core.builtin import model_defaults, model_tokenizer
 from packcache_core.demo.card import CARD_FILE, WEIGHTS_DIR, WEIGHTS_FILE, read_card
 from packcache_core.demo.data import PAN_DIRECTIONS, PAN_STEP, Motion, make_clip
-from packcache_core.demo.motion import asked_shift, follows
+from packcache_core.demo.motion import asked_shift, colour_names, follows
+from packcache_core.demo.paths import PathClip, make_path_clip
 from packcache_core.loading import load_model
 from packcache_core.pipeline import Pipeline, VideoParams
 from packcache_core.policy import make_policy
@@ -149,33 +150,45 @@ def test_a_default_request_keeps_panning_past_the_trained_length(pipe: Pipeline)
     assert sum(moved) / len(moved) >= MOVED_AT_LEAST, moved
 
 
+def asked_pan(index: int) -> str:
+    return ("left", "right")[index % 2]
+
+
+def text_only_video(
+    pipe: Pipeline, index: int, latent_frames: int
+) -> tuple[PathClip, list[torch.Tensor]]:
+    """Held-out two-colour caption `index`, its first segment panning `asked_pan(index)`, made
+    text only as the card serves it, seed `index`: (the clip, each latent frame's last RGB
+    frame)."""
+    card = pipe.defaults
+    clip = make_path_clip("heldout", index, 2, first=asked_pan(index), coloured=True)
+    params = VideoParams(
+        clip.captions[0],
+        latent_frames=latent_frames,
+        size=card.size,
+        seed=index,
+        policy=make_policy(card.cache_policy, **card.policy_params),
+        sampling=card.sampling,
+        text_only=True,
+    )
+    run = pipe.start(pipe.prepare(None, params))
+    pictures = []
+    while not run.done:
+        if (out := run.step()) is not None:
+            pictures.append(out.rgb[-1])
+    assert len(pictures) == latent_frames
+    return clip, pictures
+
+
 def test_text_alone_draws_the_colours_it_names(pipe: Pipeline) -> None:
     """Text to image on held-out two-colour captions ("red and blue, pan left"): the two
     largest RGB k-means clusters of the picture are the named colours (`demo_motion.py`'s
     measure) in most captions."""
-    from packcache_core.demo.motion import colour_names
-    from packcache_core.demo.paths import make_path_clip
-
-    card = pipe.defaults
-    policy = make_policy(card.cache_policy, **card.policy_params)
     named = []
     for i in range(COLOUR_CAPTIONS):
-        clip = make_path_clip("heldout", i, 2, first=("left", "right")[i % 2], coloured=True)
-        params = VideoParams(
-            clip.captions[0],
-            latent_frames=1,
-            size=card.size,
-            seed=i,
-            policy=policy,
-            sampling=card.sampling,
-            text_only=True,
-        )
-        run = pipe.start(pipe.prepare(None, params))
-        out = None
-        while not run.done:
-            out = run.step() or out
-        assert out is not None and clip.colours is not None
-        named.append(set(colour_names(out.rgb[-1])) == set(clip.colours))
+        clip, (picture,) = text_only_video(pipe, i, 1)
+        assert clip.colours is not None
+        named.append(set(colour_names(picture)) == set(clip.colours))
     print(f"text to image: the named colours in {sum(named)} of {COLOUR_CAPTIONS} captions")
     assert sum(named) >= COLOURS_NAMED_AT_LEAST, named
 
@@ -185,31 +198,11 @@ def test_a_text_only_request_keeps_panning_after_frame_0_leaves(pipe: Pipeline) 
     `packcache` (three frames held) the frame made at 4 is the first made without it. On
     held-out two-colour captions asked to pan left or right, most steps from there on move the
     picture at least half a pan step the asked way."""
-    from packcache_core.demo.paths import make_path_clip
-
-    card = pipe.defaults
-    policy = make_policy(card.cache_policy, **card.policy_params)
     moved = []
     for i in range(TEXT_CAPTIONS):
-        direction = ("left", "right")[i % 2]
-        clip = make_path_clip("heldout", i, 2, first=direction, coloured=True)
-        params = VideoParams(
-            clip.captions[0],
-            latent_frames=TEXT_FRAMES,
-            size=card.size,
-            seed=i,
-            policy=policy,
-            sampling=card.sampling,
-            text_only=True,
-        )
-        run = pipe.start(pipe.prepare(None, params))
-        pictures = []
-        while not run.done:
-            if (out := run.step()) is not None:
-                pictures.append(out.rgb[-1])
-        assert len(pictures) == TEXT_FRAMES
+        _, pictures = text_only_video(pipe, i, TEXT_FRAMES)
         moved += [
-            asked_shift(a, b, direction) >= PAN_STEP / 2
+            asked_shift(a, b, asked_pan(i)) >= PAN_STEP / 2
             for a, b in itertools.pairwise(pictures[3:])
         ]
     print(f"text only, steps 3-4 on: {sum(moved)} of {len(moved)} move as asked")
