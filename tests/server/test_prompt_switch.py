@@ -32,7 +32,8 @@ LEFT, RIGHT = "the camera pans left", "the camera pans right"
 CLIPS = 8
 # The default request (the card's policy, the paper's `packcache`, the one builtin:demo is
 # trained for). It ran `full` until the demo-clean weights, under which 6 of 8 clips turn
-# (it passed on the weights before); the card's policy turns 15 of 16 in prompt_switch.py.
+# (it passed on the weights before); the card's policy turns 16 of 16 in prompt_switch.py on
+# the shipped weights (15 on demo-clean's).
 SETTINGS = {"frame_format": "png"}
 
 
