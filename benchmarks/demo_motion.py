@@ -21,10 +21,12 @@ policies as extra lanes):
   frame under the new prompt must move the new way by about one step, and no step above 1.5
   pan steps (a jump, not a turn). Under the card's policy, others with `--switch-policies`.
 - Text to video, no image: held-out captions of two-colour scenes ("red and blue, the camera
-  pans left", `make_path_clip(coloured=True)`). Frame 0's colours (`demo.motion.colour_names`:
+  pans left", `make_path_clip(coloured=True)`). Frame 0's colours (`demo.motion.colour_shares`:
   k-means in RGB, each cluster named by the nearest named colour, the two largest) against the
   caption's two; the same check on the tokenizer's round trip of the true scene is
-  printed beside it (what a perfect model would score). Then the asked pan, step by step.
+  printed beside it (what a perfect model would score), and how often one named colour covers
+  at least `FLOOD_SHARE` of frame 0 (each run records its colours' shares). Then the asked
+  pan, step by step.
   Under the card's policy, and others with `--text-policies`. With `--text-anchored`, each
   text-only video again as image to video from the frame 0 it drew (its codes held as the
   conditioning frame: an anchor that no policy evicts, where text to video holds it as
@@ -67,7 +69,14 @@ from benchmarks.demo_args import (
 from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
 from packcache_core.batch import tick
 from packcache_core.demo.data import PAN_STEP, Motion, make_clip
-from packcache_core.demo.motion import asked_shift, colour_names, content_shift, moved_psnr, psnr
+from packcache_core.demo.motion import (
+    asked_shift,
+    colour_shares,
+    content_shift,
+    moved_psnr,
+    psnr,
+    two_colours,
+)
 from packcache_core.demo.paths import PathClip, make_path_clip
 from packcache_core.generate import GenerationDefaults, SamplingConfig
 from packcache_core.host import prepare_host
@@ -79,6 +88,7 @@ CAPTION = "the camera pans {d}"
 CONTENT_DX = {"left": PAN_STEP, "right": -PAN_STEP}
 DIRECTIONS = ("left", "right")
 SEED_STRIDE = 1000  # seed k of a scene: scene + k * SEED_STRIDE (k = 0: the scene's index)
+FLOOD_SHARE = 0.9  # frame 0 "flooded": one named colour covers at least this share of it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -339,15 +349,18 @@ def text_lane(
         truth = tok.decode(tok.encode_image(clip.latent_frame(0))[None])[0]
         assert clip.colours is not None
         want = set(clip.colours)
-        got = colour_names(res["pictures"][0])
+        shares, true_shares = colour_shares(res["pictures"][0]), colour_shares(truth)
+        got = two_colours(shares)
         runs.append(
             {
                 "caption": clip.captions[0],
                 "direction": job.direction,
                 "seed": i,
                 "colours": got,
+                "colour_shares": {k: round(v, 3) for k, v in shares.items()},
                 "colours_as_named": set(got) == want,
-                "round_trip_colours_as_named": set(colour_names(truth)) == want,
+                "round_trip_colours_as_named": set(two_colours(true_shares)) == want,
+                "round_trip_colour_shares": {k: round(v, 3) for k, v in true_shares.items()},
                 "steps": steps(job, res["pictures"]),
                 **anchored[i],
             }
@@ -361,6 +374,12 @@ def text_lane(
         "round_trip_colours_as_named": float(
             np.mean([r["round_trip_colours_as_named"] for r in runs])
         ),
+        **{
+            f"{prefix}one_colour_floods": float(
+                np.mean([max(r[f"{prefix}colour_shares"].values()) >= FLOOD_SHARE for r in runs])
+            )
+            for prefix in ("", "round_trip_")
+        },
         "anchored_as_asked": float(
             np.mean([s["as_asked"] for a in anchored for s in a["anchored_steps"]])
         )
@@ -567,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
                 cell(s, "turns", ".0%"),
                 cell(s, "colours_as_named", ".0%"),
                 cell(s, "round_trip_colours_as_named", ".0%"),
+                cell(s, "one_colour_floods", ".0%"),
+                cell(s, "round_trip_one_colour_floods", ".0%"),
             ]
         )
     head = [
@@ -581,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
         "round trip vs input",
         "turns",
         "colours as named",
+        "same, true scene",
+        f"one colour >= {FLOOD_SHARE:.0%}",
         "same, true scene",
     ]
     print(markdown_table(head, rows))

@@ -127,19 +127,31 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return min(PSNR_IDENTICAL, 10.0 * torch.log10(torch.tensor(255.0**2 / mse)).item())
 
 
-def colour_names(picture: torch.Tensor) -> list[str]:
-    """The named colours (`data.COLOURS`) of the two largest RGB k-means clusters of a uint8
-    (H, W, 3) picture, k = `COLOUR_CLUSTERS` (by size; a cluster whose name is taken gives way
-    to the next). On the tokenizer's round trip of held-out two-colour scenes it names both
-    colours in 60 of 60 (with k = 4)."""
+def colour_shares(picture: torch.Tensor) -> dict[str, float]:
+    """Each named colour (`data.COLOURS`) of a uint8 (H, W, 3) picture with the share of its
+    pixels: the RGB k-means clusters (k = `COLOUR_CLUSTERS`), each named by the nearest colour,
+    in the order of their size (a name comes where its largest cluster does; the shares of the
+    clusters that take it are added; an empty cluster names nothing)."""
     from scipy.cluster.vq import kmeans2  # the dev extra: only benchmarks and tests need it
 
     pixels = picture.reshape(-1, 3).numpy().astype(np.float64) / 255.0
     centres, labels = kmeans2(pixels, COLOUR_CLUSTERS, seed=0, minit="++")
     named = np.array(list(COLOURS.values()))  # (c, 3)
-    names: list[str] = []
-    for k in np.argsort(-np.bincount(labels, minlength=COLOUR_CLUSTERS), kind="stable"):
+    sizes = np.bincount(labels, minlength=COLOUR_CLUSTERS) / len(labels)
+    shares: dict[str, float] = {}
+    for k in np.argsort(-sizes, kind="stable")[: np.count_nonzero(sizes)]:  # no empty cluster
         name = list(COLOURS)[int(np.argmin(((named - centres[k]) ** 2).sum(1)))]
-        if name not in names:
-            names.append(name)
-    return names[:2]
+        shares[name] = shares.get(name, 0.0) + float(sizes[k])
+    return shares
+
+
+def colour_names(picture: torch.Tensor) -> list[str]:
+    """The names of a picture's two largest colour clusters (`colour_shares`). On the
+    tokenizer's round trip of held-out two-colour scenes it names both colours in 60 of 60
+    (with k = 4)."""
+    return two_colours(colour_shares(picture))
+
+
+def two_colours(shares: dict[str, float]) -> list[str]:
+    """The first two names of a `colour_shares` result: the two largest clusters' colours."""
+    return list(shares)[:2]

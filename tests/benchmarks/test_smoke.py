@@ -225,6 +225,11 @@ def test_demo_motion_measures_a_snapshot_with_changed_sampling(tmp_path: Path) -
         assert [s["t"] for s in run["anchored_steps"]] == [s["t"] for s in run["steps"]] == [1, 2]
         anchored = sum(s["as_asked"] for s in run["anchored_steps"]) / 2
         assert text_lane["summary"]["anchored_as_asked"] == anchored
+        # frame 0's named colours with their shares: the two largest first, flooded or not
+        assert run["colours"] == list(run["colour_shares"])[:2]
+        assert sum(run["colour_shares"].values()) == pytest.approx(1.0, abs=0.01)
+        flooded = max(run["colour_shares"].values()) >= 0.9
+        assert text_lane["summary"]["one_colour_floods"] == float(flooded)
     switches = {name: lane for name, lane in res["lanes"].items() if "switch" in name}
     assert list(switches) == ["card switch@7 13", "full switch@7 13"]
     for switch in switches.values():  # 2 seeds x 2 ways each

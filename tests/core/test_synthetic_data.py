@@ -9,8 +9,10 @@ import torch
 
 from packcache_core.config import CODE_OFFSET
 from packcache_core.demo.card import pack_state, unpack_state
-from packcache_core.demo.data import PAN_DIRECTIONS, PAN_STEP, Motion, make_clip
+from packcache_core.demo.data import COLOURS, PAN_DIRECTIONS, PAN_STEP, Motion, make_clip
 from packcache_core.demo.motion import (
+    colour_names,
+    colour_shares,
     content_shift,
     direction_of,
     expected_direction,
@@ -124,6 +126,20 @@ def test_still_clips_do_not_move(tokenizer: SmallPatchTokenizer) -> None:
     frames = _clip_of("still").latent_frames(4)
     assert direction_of(content_shift(frames)) is None
     assert expected_direction(Motion("pan", "left")) == "right"  # the camera's opposite
+
+
+def test_colour_shares_name_each_cluster_and_add_up() -> None:
+    """A picture 5/8 yellow, 2/8 blue, 1/8 near-black: each colour named with its share, in
+    the order of size; the two names are the first two; one colour alone is all of it."""
+    rgb = {name: torch.tensor(COLOURS[name]) * 255 for name in ("yellow", "blue", "black")}
+    rows = [rgb["yellow"]] * 5 + [rgb["blue"]] * 2 + [rgb["black"] + 10]
+    picture = torch.stack(rows).round().to(torch.uint8)[:, None, :].expand(8, 16, 3)
+    shares = colour_shares(picture)
+    assert list(shares) == ["yellow", "blue", "black"]
+    assert [shares[n] for n in shares] == pytest.approx([5 / 8, 2 / 8, 1 / 8])
+    assert colour_names(picture) == ["yellow", "blue"]
+    flooded = colour_shares(picture[:5])
+    assert flooded == pytest.approx({"yellow": 1.0})
 
 
 def test_tube_mask_rate_follows_the_clipped_cosine_schedule() -> None:
