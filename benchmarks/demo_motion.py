@@ -25,7 +25,7 @@ policies as extra lanes):
   k-means in RGB, each cluster named by the nearest named colour, the two largest) against the
   caption's two; the same check on the tokenizer's round trip of the true scene is
   printed beside it (what a perfect model would score), and how often one named colour covers
-  at least `FLOOD_SHARE` of frame 0 (each run records its colours' shares). Then the asked
+  at least `demo.motion.FLOOD_SHARE` of frame 0 (each run records its colours' shares). Then the asked
   pan, step by step.
   Under the card's policy, and others with `--text-policies`. With `--text-anchored`, each
   text-only video again as image to video from the frame 0 it drew (its codes held as the
@@ -70,6 +70,7 @@ from benchmarks.report import machine_info, markdown_table, print_machine, pyplo
 from packcache_core.batch import tick
 from packcache_core.demo.data import PAN_STEP, Motion, make_clip
 from packcache_core.demo.motion import (
+    FLOOD_SHARE,
     asked_shift,
     colour_shares,
     content_shift,
@@ -88,7 +89,6 @@ CAPTION = "the camera pans {d}"
 CONTENT_DX = {"left": PAN_STEP, "right": -PAN_STEP}
 DIRECTIONS = ("left", "right")
 SEED_STRIDE = 1000  # seed k of a scene: scene + k * SEED_STRIDE (k = 0: the scene's index)
-FLOOD_SHARE = 0.9  # frame 0 "flooded": one named colour covers at least this share of it
 
 
 @dataclasses.dataclass(frozen=True)

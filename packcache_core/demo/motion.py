@@ -23,7 +23,8 @@ import torch
 
 from packcache_core.demo.data import COLOURS, PAN_DIRECTIONS, PAN_STEP, Motion
 
-COLOUR_CLUSTERS = 4  # k of the k-means in `colour_names`
+COLOUR_CLUSTERS = 4  # k of the k-means in `colour_shares`
+FLOOD_SHARE = 0.9  # a picture "flooded": one named colour covers at least this share of it
 # BT.601 luma weights
 _LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from benchmarks.demo_motion import FLOOD_SHARE
 from packcache_core.demo.card import CARD_FILE, WEIGHTS_DIR, WEIGHTS_FILE
+from packcache_core.demo.motion import FLOOD_SHARE
 from tests.helpers import ROOT, run_repo_script
 
 POLICIES = ("full", "sliding", "packcache")
