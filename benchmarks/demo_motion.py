@@ -25,9 +25,8 @@ policies as extra lanes):
   k-means in RGB, each cluster named by the nearest named colour, the two largest) against the
   caption's two; the same check on the tokenizer's round trip of the true scene is
   printed beside it (what a perfect model would score), and how often one named colour covers
-  at least `demo.motion.FLOOD_SHARE` of frame 0 (each run records its colours' shares). Then the asked
-  pan, step by step.
-  Under the card's policy, and others with `--text-policies`. With `--text-anchored`, each
+  at least `demo.motion.FLOOD_SHARE` of frame 0 (each run records its colours' shares). Then
+  the asked pan, step by step. Under the card's policy, and others with `--text-policies`. With `--text-anchored`, each
   text-only video again as image to video from the frame 0 it drew (its codes held as the
   conditioning frame: an anchor that no policy evicts, where text to video holds it as
   history), same caption, seed and policy: what losing frame 0 from the cache costs.
