@@ -23,13 +23,13 @@ policies as extra lanes):
 - Text to video, no image: held-out captions of two-colour scenes ("red and blue, the camera
   pans left", `make_path_clip(coloured=True)`). Frame 0's colours (`demo.motion.colour_shares`:
   k-means in RGB, each cluster named by the nearest named colour, the two largest) against the
-  caption's two; the same check on the tokenizer's round trip of the true scene is
-  printed beside it (what a perfect model would score), and how often one named colour covers
-  at least `demo.motion.FLOOD_SHARE` of frame 0 (each run records its colours' shares). Then
-  the asked pan, step by step. Under the card's policy, and others with `--text-policies`. With `--text-anchored`, each
-  text-only video again as image to video from the frame 0 it drew (its codes held as the
-  conditioning frame: an anchor that no policy evicts, where text to video holds it as
-  history), same caption, seed and policy: what losing frame 0 from the cache costs.
+  caption's two; the same check on the tokenizer's round trip of the true scene is printed
+  beside it (what a perfect model would score), and how often one named colour covers at least
+  `demo.motion.FLOOD_SHARE` of frame 0 (each run records its colours' shares). Then the asked
+  pan, step by step. Under the card's policy, and others with `--text-policies`. With
+  `--text-anchored`, each text-only video again as image to video from the frame 0 it drew (its
+  codes held as the conditioning frame: an anchor that no policy evicts, where text to video
+  holds it as history), same caption, seed and policy: what losing frame 0 from the cache costs.
 Writes JSON (every step's shift) and a PNG of shift against frame index; prints tables and the
 load average. What it is not: a test (`tests/core/test_demo_model.py` checks a short video).
 """
