@@ -137,11 +137,11 @@ def colour_shares(picture: torch.Tensor) -> dict[str, float]:
 
     pixels = picture.reshape(-1, 3).numpy().astype(np.float64) / 255.0
     centres, labels = kmeans2(pixels, COLOUR_CLUSTERS, seed=0, minit="++")
-    named = np.array(list(COLOURS.values()))  # (c, 3)
+    names, named = list(COLOURS), np.array(list(COLOURS.values()))  # (c,), (c, 3)
     sizes = np.bincount(labels, minlength=COLOUR_CLUSTERS) / len(labels)
     shares: dict[str, float] = {}
     for k in np.argsort(-sizes, kind="stable")[: np.count_nonzero(sizes)]:  # no empty cluster
-        name = list(COLOURS)[int(np.argmin(((named - centres[k]) ** 2).sum(1)))]
+        name = names[int(np.argmin(((named - centres[k]) ** 2).sum(1)))]
         shares[name] = shares.get(name, 0.0) + float(sizes[k])
     return shares
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from packcache_core.demo.card import CARD_FILE, WEIGHTS_DIR, WEIGHTS_FILE
-from packcache_core.demo.motion import FLOOD_SHARE
+from packcache_core.demo.motion import FLOOD_SHARE, two_colours
 from tests.helpers import ROOT, run_repo_script
 
 POLICIES = ("full", "sliding", "packcache")
@@ -227,7 +227,7 @@ def test_demo_motion_measures_a_snapshot_with_changed_sampling(tmp_path: Path) -
         anchored = sum(s["as_asked"] for s in run["anchored_steps"]) / 2
         assert text_lane["summary"]["anchored_as_asked"] == anchored
         # frame 0's named colours with their shares: the two largest first, flooded or not
-        assert run["colours"] == list(run["colour_shares"])[:2]
+        assert run["colours"] == two_colours(run["colour_shares"])
         assert sum(run["colour_shares"].values()) == pytest.approx(1.0, abs=0.01)
         flooded = max(run["colour_shares"].values()) >= FLOOD_SHARE
         assert text_lane["summary"]["one_colour_floods"] == float(flooded)
