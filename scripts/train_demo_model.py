@@ -74,12 +74,14 @@ from packcache_core.host import prepare_host
 from packcache_core.layout import FrameLayout, header_tokens
 from packcache_core.model import LumosTransformer
 from packcache_core.policy import DEFAULT_POLICY, knob_values, parse_typed, policy_from_spec
+from packcache_core.request import IMAGE_FPS, IMAGE_SECONDS
 from packcache_core.rope import RotaryTables
 from packcache_core.text import ByteTextTokenizer, build_prompt_ids
 from packcache_core.video import VideoTokenizer, load_video_tokenizer
 
 TOKENIZER = "builtin:patch-small"
 ROLLOUT_CLIPS = 1_000_000  # path clip ids of rollout clips start here (view rows' from 0)
+T2I_CLIPS = 2_000_000  # and those of text-to-image rows here
 # Chosen with benchmarks/quality.py on held-out clips (see the card's "training" notes).
 DEMO_SAMPLING = SamplingConfig(steps=12, cfg_scale=3.0)
 
@@ -148,6 +150,13 @@ class TrainConfig:
     # kept so their commands reproduce) lets their paths turn, so about one row in five of 6
     # frames turns at frame 4 or 5 under a caption that asks otherwise. False: no turn.
     t2v_row_turns: bool = True
+    # Text-to-image rows per batch, besides `batch`: frame 0 alone of a two-colour path (its
+    # caption names the colours), generated from the text as every text-to-video request's first
+    # frame is, at the tube's mask ratio; every other row stated as the images route states an
+    # image (1 s at 1 fps), the rest as a video. One frame is an eighth of a whole row, so they
+    # go in a batch of their own; its loss adds to the whole rows' loss at weight `t2i_weight`.
+    t2i_rows: int = 0
+    t2i_weight: float = 1.0
     # Share of a finished frame's grid tokens written back as MASK (the AR-DF write-back) in
     # the rollouts, and on the card's sampling: Lumos-1's 0.7 (whole-clip rows keep their tube).
     history_mask_ratio: float = DEMO_SAMPLING.history_mask_ratio
@@ -166,6 +175,11 @@ class TrainConfig:
                 f"--view-rows {self.view_rows} builds its history at Lumos-1's mask "
                 f"({HISTORY_MASK_RATIO:g}); with --history-mask-ratio {self.history_mask_ratio:g} "
                 "use --rollout-rows instead"
+            )
+        if self.t2i_rows < 0 or self.t2i_weight < 0:
+            raise ValueError(
+                f"need --t2i-rows >= 0 and --t2i-weight >= 0, got {self.t2i_rows} and "
+                f"{self.t2i_weight}"
             )
         if not 0.0 <= self.own_share <= 1.0:
             raise ValueError(f"need 0 <= --own-share <= 1, got {self.own_share}")
@@ -337,9 +351,7 @@ def sample_batch(
         codes = torch.stack(
             [tokenizer.encode_image(f) for f in clip.latent_frames(range(clip.length))]
         )
-        seconds = int(torch.randint(1, cfg.max_seconds + 1, (), generator=g))
-        drop_text = bool(torch.rand((), generator=g) < cfg.text_drop)
-        masked = tube_mask(layout.grid_tokens, cfg.min_mask_rate, g)
+        seconds, drop_text, masked = row_draws(cfg, layout, g)
         # the caption of frame 0 throughout: a whole row has one text (turns are the rollouts')
         seq = clip_sequence(codes, clip.captions[0], seconds, masked, drop_text, text_to_video=True)
         rows.append(whole_clip_row(*seq))
@@ -354,11 +366,38 @@ def sample_batch(
             clip = make_clip("train", index, cfg.latent_frames)
         frames = clip.latent_frames(n)  # (n, H, W, 3)
         codes = torch.stack([tokenizer.encode_image(f) for f in frames])  # (n, h, w)
-        seconds = int(torch.randint(1, cfg.max_seconds + 1, (), generator=g))
-        drop_text = bool(torch.rand((), generator=g) < cfg.text_drop)
-        masked = tube_mask(layout.grid_tokens, cfg.min_mask_rate, g)
+        seconds, drop_text, masked = row_draws(cfg, layout, g)
         rows.append(whole_clip_row(*clip_sequence(codes, clip.caption, seconds, masked, drop_text)))
     return make_batch(rows, vocab, rope)
+
+
+def row_draws(
+    cfg: TrainConfig, layout: FrameLayout, g: torch.Generator
+) -> tuple[int, bool, torch.Tensor]:
+    """A whole row's random choices, drawn in this order (earlier stages' commands reproduce):
+    the stated seconds, whether the text is dropped, the tube mask."""
+    seconds = int(torch.randint(1, cfg.max_seconds + 1, (), generator=g))
+    drop_text = bool(torch.rand((), generator=g) < cfg.text_drop)
+    return seconds, drop_text, tube_mask(layout.grid_tokens, cfg.min_mask_rate, g)
+
+
+def image_rows(
+    step: int, cfg: TrainConfig, tokenizer: VideoTokenizer, g: torch.Generator
+) -> list[Row]:
+    """`t2i_rows` one-frame text-to-image rows (see `TrainConfig.t2i_rows`)."""
+    W, H = FRAME_SIZES[cfg.model]
+    layout = FrameLayout(H // 8, W // 8)
+    rows = []
+    for i in range(cfg.t2i_rows):
+        clip = make_path_clip("train", T2I_CLIPS + step * cfg.t2i_rows + i, 2, coloured=True)
+        codes = tokenizer.encode_image(clip.latent_frames([0])[0])[None]  # (1, h, w)
+        seconds, drop_text, masked = row_draws(cfg, layout, g)
+        fps = FPS
+        if i % 2 == 0:  # as the images route states an image
+            seconds, fps = IMAGE_SECONDS, IMAGE_FPS
+        seq = clip_sequence(codes, clip.captions[0], seconds, masked, drop_text, True, fps)
+        rows.append(whole_clip_row(*seq))
+    return rows
 
 
 def rollout_clips(
@@ -495,6 +534,10 @@ def train(cfg: TrainConfig, out: Path) -> None:
             group["lr"] = lr_at(step, cfg)
         batch = sample_batch(step, cfg, tokenizer, g, vocab, rope)
         loss, acc = masked_code_loss(model, batch)
+        if cfg.t2i_rows:
+            images = make_batch(image_rows(step, cfg, tokenizer, g), vocab, rope)
+            t2i_loss, _ = masked_code_loss(model, images)
+            loss = loss + cfg.t2i_weight * t2i_loss
         loss.backward()
         served_loss, served_acc = 0.0, 0.0
         if cfg.rollout_rows:

@@ -103,6 +103,7 @@ def clip_sequence(
     masked: torch.Tensor,
     drop_text: bool,
     text_to_video: bool = False,
+    fps: int = FPS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One training sequence: (ids (L,), targets (L,)); targets hold the code index at masked
     code slots of frames 1.. (of every frame for `text_to_video`) and -1 elsewhere.
@@ -111,12 +112,13 @@ def clip_sequence(
         `text_to_video` the first generated frame (masked by the tube like the others, as the
         text-to-video cache holds it: a history frame written with the AR-DF mask).
     masked: (h (w + 1),) bool tube over a frame's grid slice.
+    fps: the stated frame rate (the images route states an image as 1 s at 1 fps).
     """
     n, h, w = codes.shape
     layout = FrameLayout(h, w)
     H, W = layout.pixel_size
-    text = [] if drop_text else build_prompt_ids(ByteTextTokenizer(), caption, W, H, FPS, seconds)
-    prefix = torch.tensor(text + header_tokens(seconds, FPS), dtype=torch.int64)
+    text = [] if drop_text else build_prompt_ids(ByteTextTokenizer(), caption, W, H, fps, seconds)
+    prefix = torch.tensor(text + header_tokens(seconds, fps), dtype=torch.int64)
     is_code = torch.zeros(layout.tokens, dtype=torch.bool)
     is_code[layout.code_slots()] = True
     hidden = torch.zeros(layout.tokens, dtype=torch.bool)

@@ -34,11 +34,14 @@ from packcache_core.layout import (
     VIDEO_START,
     FrameLayout,
     frame_positions,
+    header_tokens,
     history_mask_positions,
     positions_from_tokens,
 )
 from packcache_core.loading import build_model
+from packcache_core.request import IMAGE_FPS, IMAGE_SECONDS
 from packcache_core.rope import RotaryTables
+from packcache_core.text import ByteTextTokenizer, build_prompt_ids
 from packcache_core.video import load_video_tokenizer
 from packcache_core.video.builtin import SmallPatchTokenizer
 
@@ -175,6 +178,26 @@ def test_training_sequence_is_the_inference_layout(tokenizer: SmallPatchTokenize
     assert torch.equal(tgt[1][slots], want)
     uncond, _ = clip_sequence(codes, clip.caption, 2, masked, drop_text=True)
     assert int(uncond[0]) == VIDEO_START and torch.equal(uncond, ids[text_len:])
+
+
+def test_a_text_to_image_row_is_frame_0_as_the_images_route_states_it(
+    tokenizer: SmallPatchTokenizer,
+) -> None:
+    """One frame, no conditioning image: every masked code of frame 0 is a target, and the text
+    and header state the image as `resolve_image` does (1 s at 1 fps), not as a 12 fps video."""
+    clip = make_clip("train", 0, 2)
+    codes = tokenizer.encode_image(clip.latent_frames(1)[0])[None]
+    masked = tube_mask(LAYOUT.grid_tokens, 0.7, torch.Generator().manual_seed(0))
+    ids, targets = clip_sequence(codes, clip.caption, IMAGE_SECONDS, masked, False, True, IMAGE_FPS)
+    text = build_prompt_ids(ByteTextTokenizer(), clip.caption, 128, 64, IMAGE_FPS, IMAGE_SECONDS)
+    prefix = text + header_tokens(IMAGE_SECONDS, IMAGE_FPS)
+    assert ids[: len(prefix)].tolist() == prefix and ids.numel() == len(prefix) + LAYOUT.tokens
+    assert prefix != text + header_tokens(IMAGE_SECONDS, 12)
+    frame, target = ids[len(prefix) :], targets[len(prefix) :]
+    slots = LAYOUT.code_slots()
+    assert torch.equal(frame[slots] == MASK, masked[slots - 3])
+    want = torch.where(masked[slots - 3], codes[0].flatten(), -1)
+    assert torch.equal(target[slots], want) and bool((targets[: len(prefix)] == -1).all())
 
 
 def test_compact_weights_pack_and_unpack_into_the_inference_model() -> None:

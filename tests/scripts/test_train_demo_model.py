@@ -76,13 +76,14 @@ def test_a_stage_starts_from_an_earlier_stages_weights_and_keeps_its_record(
     train(tmp_path / "a", 0)
     weights = tmp_path / "a" / "demo.safetensors"
     extra = ["--preset", "demo-own", "--init", str(weights), "--t2v-share", "1"]
-    extra += ["--history-mask-ratio", "0.3", "--t2v-row-turns", "false"]
+    extra += ["--history-mask-ratio", "0.3", "--t2v-row-turns", "false", "--t2i-rows", "2"]
     train(tmp_path / "b", 0, *extra, "--colour-share", "1", "--own-share", "1", "--own-frames", "3")
     card = read_card(tmp_path / "b")
     assert card.training["init_training"] == read_card(tmp_path / "a").training
     assert card.training["train_config"]["init"] == str(weights)
     assert card.training["train_config"]["own_share"] == 1.0
     assert card.training["train_config"]["t2v_row_turns"] is False  # "false" read as false
+    assert card.training["train_config"]["t2i_rows"] == 2
     assert card.defaults.sampling.history_mask_ratio == 0.3
     assert read_card(tmp_path / "a").defaults.sampling.history_mask_ratio == 0.7  # Lumos-1's
 
@@ -97,6 +98,7 @@ def test_settings_an_own_rollout_cannot_meet_are_refused(tmp_path: Path) -> None
         (["--history-mask-ratio", "1"], "history_mask_ratio must be in [0, 1), got 1.0"),
         (["--history-mask-ratio", "0", "--view-rows", "1"], "use --rollout-rows instead"),
         (["--t2v-row-turns", "1"], "t2v_row_turns=1: expected true or false"),
+        (["--t2i-rows", "-1"], "need --t2i-rows >= 0 and --t2i-weight >= 0"),
         (["--steps", "ten"], "steps=ten: expected int"),
     ):
         argv = [sys.executable, str(script), "--preset", "demo-own", "--out", str(tmp_path), *flags]
