@@ -22,8 +22,9 @@ predicted like the other frames and as rollouts through the served cache without
 conditioning frame (`--t2v-rows`, `--colour-share`, `--t2v-share`). On a shared machine use
 `--threads 1`: at a load average of 7, two threads spent 41 CPU-seconds a step spinning against
 4 with one. The shipped `builtin:demo` is a chain of stages, each `--init` the one before
-(README, "The built-in model"); its last, `--preset demo-clean`, writes finished frames back
-clean (`--history-mask-ratio 0`, which its card then recommends).
+(README, "The built-in model"); from `--preset demo-clean` on they write finished frames back
+clean (`--history-mask-ratio 0`, which the card then recommends), and the last,
+`--preset demo-t2i`, adds frame 0 drawn from the text alone (`--t2i-rows`).
 
 What it is not: a general trainer (no data loader, no resume, no mixed precision).
 """
@@ -265,7 +266,7 @@ PRESETS = {
         save_every=250,
     ),
 }
-# From demo-own's output (--init), the shipped model's last stage: the same mix with longer
+# From demo-own's output (--init): the same mix with longer
 # own rollouts (up to 20 latent frames), 3 whole text-to-video rows, and every finished frame
 # written back clean (history mask 0, on the card too). With Lumos-1's 0.7 the model read
 # less of the next frame off its packed history than repeating the last frame gives
@@ -296,11 +297,16 @@ PRESETS["demo-t2v-own"] = dataclasses.replace(
     t2v_row_turns=False,
     save_every=50,
 )
-# From demo-t2v-own's output (--init), the shipped model's last stage: half of the rollouts
-# image to video again (three quarters two-colour), all on the model's own frames.
+# From demo-t2v-own's output (--init): half of the rollouts image to video again (three quarters
+# two-colour), all on the model's own frames.
 PRESETS["demo-mix"] = dataclasses.replace(
     PRESETS["demo-t2v-own"], steps=150, lr=3e-4, seed=6, colour_share=0.75, t2v_share=0.5
 )
+# From demo-mix's output (--init), the shipped model's last stage: demo-mix's recipe (another
+# seed) with 32 text-to-image rows beside each batch at twice the weight: frame 0 drawn from the
+# text alone, which the whole text-to-video rows teach in one frame of six, and which text to
+# video needs to show the colours its caption names (README, "The built-in model").
+PRESETS["demo-t2i"] = dataclasses.replace(PRESETS["demo-mix"], seed=10, t2i_rows=32, t2i_weight=2.0)
 FRAME_SIZES = {
     "demo-base": (FRAME_WIDTH, FRAME_HEIGHT),
     "demo": (FRAME_WIDTH, FRAME_HEIGHT),
