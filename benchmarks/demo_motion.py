@@ -259,6 +259,14 @@ def video_jobs(
     return jobs
 
 
+def turned(run: dict[str, Any], switch: int) -> bool:
+    """A run with a prompt change at latent frame `switch` turns: the step into the first frame
+    under the new prompt moves the new way, and none of it and the next two jumps (above 1.5
+    pan steps)."""
+    steps = run["steps"][switch - 1 : switch + 2]
+    return bool(steps[0]["as_asked"]) and max(abs(x["dx"]) for x in steps) <= 1.5 * PAN_STEP
+
+
 def lane(
     pipeline: Pipeline,
     policy: CachePolicy,
@@ -288,12 +296,7 @@ def lane(
     if open_ended:
         out["memory"] = results[0]["memory"]
     if switch is not None:
-        turns = []
-        for r in runs:
-            s = r["steps"][switch - 1]  # the step into the first frame under the new prompt
-            biggest = max(abs(x["dx"]) for x in r["steps"][switch - 1 : switch + 2])
-            turns.append(s["as_asked"] and biggest <= 1.5 * PAN_STEP)
-        out["summary"]["turns"] = float(np.mean(turns))
+        out["summary"]["turns"] = float(np.mean([turned(r, switch) for r in runs]))
         out["summary"]["switch"] = switch
     return out
 

@@ -45,7 +45,15 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
+from benchmarks.report import (
+    bootstrap,
+    machine_info,
+    markdown_table,
+    print_machine,
+    pyplot,
+    save,
+    save_figure,
+)
 from packcache_core.batch import tick
 from packcache_core.cache import simulate_history, visible_tokens
 from packcache_core.demo.card import WEIGHTS_DIR, load_demo, read_card
@@ -244,12 +252,6 @@ def free_scores(clip: LongClip, codes: torch.Tensor, g: torch.Tensor, start: int
         "reentry_accuracy": float(acc[reentry].mean()) if reentry.any() else None,
         "consistency": float(np.mean(revisit)) if revisit else None,
     }
-
-
-def bootstrap(diff: np.ndarray, rng: np.random.Generator, n: int = 2000) -> tuple[float, float]:
-    idx = rng.integers(0, diff.size, (n, diff.size))
-    means = diff[idx].mean(1)
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 def per_clip(rows: dict[str, list[dict[str, Any]]], name: str, metric: str) -> np.ndarray:

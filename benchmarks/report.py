@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -68,6 +69,13 @@ def fmt(x: float | int | str | None, digits: int = 2) -> str:
     if math.isinf(x):
         return "inf"
     return f"{x:.{digits}f}"
+
+
+def bootstrap(diff: np.ndarray, rng: np.random.Generator, n: int = 2000) -> tuple[float, float]:
+    """Percentile-bootstrap 95% interval of the mean of paired differences `diff` (n draws)."""
+    idx = rng.integers(0, diff.size, (n, diff.size))
+    means = diff[idx].mean(1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -244,6 +244,31 @@ def test_demo_motion_measures_a_snapshot_with_changed_sampling(tmp_path: Path) -
         ]
         assert switch["summary"]["turns"] == sum(turned) / len(runs)
 
+    # paired.py on the same requests: a run's metrics as the lanes summarise them; a changed
+    # colour check moves the difference by one run's worth; other requests are refused
+    flipped = json.loads(out.read_text())
+    (run,) = flipped["lanes"]["card text 3"]["runs"]
+    run["colours_as_named"] = not run["colours_as_named"]
+    other = tmp_path / "flipped.json"
+    other.write_text(json.dumps(flipped))
+    diff_json = tmp_path / "paired.json"
+    paired = ["--base", str(out), "--new", str(other), "--draws", "200", "--json", str(diff_json)]
+    run_repo_script("benchmarks/paired.py", *paired)
+    rows = {(r["lane"], r["metric"]): r for r in json.loads(diff_json.read_text())["rows"]}
+    for name, switch in switches.items():
+        assert rows[name, "turned"]["base"] == switch["summary"]["turns"]
+        assert rows[name, "turned"]["diff"] == 0.0 and rows[name, "turned"]["ci95"] == [0, 0]
+    named = rows["card text 3", "colours_as_named"]
+    assert named["new"] - named["base"] == named["diff"] == (1 if run["colours_as_named"] else -1)
+    text_summary = res["lanes"]["card text 3"]["summary"]
+    assert rows["card text 3", "anchored_as_asked"]["base"] == text_summary["anchored_as_asked"]
+    (run,) = flipped["lanes"]["card text 3"]["runs"]
+    run["seed"] += 1
+    other.write_text(json.dumps(flipped))
+    argv = [sys.executable, str(ROOT / "benchmarks/paired.py"), "--base", str(out)]
+    proc = subprocess.run([*argv, "--new", str(other)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "not the same requests" in proc.stderr, proc.stderr
+
 
 ANCHOR_CHECK = """
 import torch
