@@ -3,17 +3,22 @@
     python benchmarks/paired.py --base before.json --new after.json
     python benchmarks/paired.py --base a100.json a196.json --new b100.json b196.json \
         --lanes "card text 13" --json out.json
+    python benchmarks/paired.py --base sp.json --new sp.json --unit scene \
+        --lanes "card switch@7 13" --new-lane "packcache:budget=3 switch@7 13"
 
-What it computes: for each lane both runs have (or those named), each per-run metric in both,
-the mean difference new - base and a percentile-bootstrap 95% interval over the paired runs
-(`report.bootstrap`, `--draws` draws, seed 0). Runs pair by position: files given together are
-joined in order (two caption ranges, say), and every pair must be the same request (caption or
-scene, direction, seed), else it exits 2. Per-run metrics, where a lane has them:
+What it computes: for each lane both runs have (or those named), each per-run metric in both
+with its own 95% interval, the mean difference new - base and its interval: percentile bootstrap
+(`report.bootstrap`, `--draws` draws, seed 0) over the paired runs, or with `--unit scene` over
+scenes (a scene's runs, its directions and seeds, averaged first and drawn together). Runs pair
+by position: files given together are joined in order (two caption ranges, say), and every pair
+must be the same request (caption or scene, direction, seed), else it exits 2. `--new-lane`
+compares the one lane named by `--lanes` with another lane of the new side (two policies of one
+file). Per-run metrics, where a lane has them:
 - `as_asked`: the share of the run's steps that move as asked;
 - `colours_as_named`, `one_colour_flood` (one colour covers `FLOOD_SHARE` of frame 0 or more),
   `anchored_as_asked`: text-only lanes;
 - `turned`: prompt-change lanes (`demo_motion.turned`).
-This is how the README's paired intervals for the demo model are computed. What it is not: a
+The README's paired intervals for the demo model's last stage come from it. What it is not: a
 comparison of different requests (two seeds, two caption sets): those are not paired.
 """
 
@@ -55,49 +60,63 @@ def request_of(run: dict[str, Any]) -> tuple[object, ...]:
     return (run.get("caption", run.get("image")), run["direction"], run["seed"])
 
 
-def joined(paths: list[Path]) -> dict[str, list[dict[str, float]]]:
-    """Lane name -> per-run metrics of `paths` joined in order (the lanes all files have)."""
+def joined(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
+    """Lane name -> per run of `paths` joined in order (the lanes all files have): its request,
+    its scene (file, caption or image) and its metrics."""
     files = [json.loads(p.read_text())["lanes"] for p in paths]
     names = [n for n in files[0] if all(n in f for f in files)]
-    out: dict[str, list[dict[str, float]]] = {}
+    out: dict[str, list[dict[str, Any]]] = {}
     for name in names:
         rows = []
-        for lanes in files:
+        for k, lanes in enumerate(files):
             lane = lanes[name]
-            rows += [
-                {"request": request_of(r), **run_metrics(r, lane["summary"])} for r in lane["runs"]
-            ]
+            for r in lane["runs"]:
+                request = request_of(r)
+                metrics = run_metrics(r, lane["summary"])
+                rows.append({"request": request, "unit": (k, request[0]), **metrics})
         out[name] = rows
     return out
 
 
+def interval(values: np.ndarray, units: list[object], draws: int) -> list[float]:
+    """95% interval of the mean of `values` (one per run), resampling whole units."""
+    keys = list(dict.fromkeys(units))
+    means = np.array([values[[u == k for u in units]].mean() for k in keys])
+    return list(bootstrap(means, np.random.default_rng(0), draws))
+
+
 def compare(
-    base: dict[str, list[dict[str, Any]]],
-    new: dict[str, list[dict[str, Any]]],
-    lanes: list[str],
+    pairs: list[tuple[str, list[dict[str, Any]], str, list[dict[str, Any]]]],
+    unit: str,
     draws: int,
 ) -> list[dict[str, Any]]:
-    """One row per (lane, metric): n, both means, the mean difference and its interval."""
+    """One row per (lane pair, metric): runs, both means with their intervals, the mean
+    difference new - base and its interval."""
     rows = []
-    for name in lanes:
-        a, b = base[name], new[name]
+    for base_name, a, new_name, b in pairs:
         if [r["request"] for r in a] != [r["request"] for r in b]:
-            raise ValueError(f"lane {name!r}: the two sides are not the same requests in order")
+            raise ValueError(
+                f"lanes {base_name!r} and {new_name!r}: the two sides are not the same requests "
+                "in order"
+            )
+        units = [r["unit"] if unit == "scene" else i for i, r in enumerate(a)]
         for metric in METRICS:
             if metric not in a[0] or metric not in b[0]:
                 continue
             x = np.array([r[metric] for r in a])
             y = np.array([r[metric] for r in b])
-            lo, hi = bootstrap(y - x, np.random.default_rng(0), draws)
             rows.append(
                 {
-                    "lane": name,
+                    "lane": base_name if base_name == new_name else f"{base_name} -> {new_name}",
                     "metric": metric,
                     "n": len(x),
+                    "units": len(set(units)),
                     "base": float(x.mean()),
+                    "base_ci95": interval(x, units, draws),
                     "new": float(y.mean()),
+                    "new_ci95": interval(y, units, draws),
                     "diff": float((y - x).mean()),
-                    "ci95": [lo, hi],
+                    "ci95": interval(y - x, units, draws),
                 }
             )
     return rows
@@ -107,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", type=Path, nargs="+", required=True, help="demo_motion JSON(s)")
     p.add_argument("--new", type=Path, nargs="+", required=True, help="the same requests, after")
-    p.add_argument("--lanes", help="comma-separated lane names (default: every common lane)")
+    p.add_argument("--lanes", nargs="+", help="lane names (default: every lane in both)")
+    p.add_argument("--new-lane", help="the new side's lane to set against the one --lanes names")
+    p.add_argument("--unit", choices=("run", "scene"), default="run", help="bootstrap unit")
     p.add_argument("--draws", type=int, default=10_000, help="bootstrap draws")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
@@ -119,34 +140,45 @@ def main(argv: list[str] | None = None) -> int:
         base, new = joined(args.base), joined(args.new)
     except (OSError, ValueError, KeyError) as e:
         p.error(f"cannot read a demo_motion JSON: {e}")
-    common = [n for n in base if n in new]
-    lanes = common if args.lanes is None else [s.strip() for s in args.lanes.split(",")]
-    unknown = [n for n in lanes if n not in common]
-    if unknown:
-        p.error(f"lane(s) {unknown} not in both sides; lanes in both: {common}")
+    if args.new_lane is not None:
+        if args.lanes is None or len(args.lanes) != 1:
+            p.error("--new-lane needs exactly one lane in --lanes")
+        if args.lanes[0] not in base or args.new_lane not in new:
+            p.error(f"lanes of --base: {list(base)}; of --new: {list(new)}")
+        pairs = [(args.lanes[0], base[args.lanes[0]], args.new_lane, new[args.new_lane])]
+    else:
+        common = [n for n in base if n in new]
+        unknown = [n for n in args.lanes or [] if n not in common]
+        if unknown:
+            p.error(f"lane(s) {unknown} not in both sides; lanes in both: {common}")
+        pairs = [(n, base[n], n, new[n]) for n in args.lanes or common]
     try:
-        rows = compare(base, new, lanes, args.draws)
+        rows = compare(pairs, args.unit, args.draws)
     except ValueError as e:
         p.error(str(e))
+
+    def pct(x: float, ci: list[float]) -> str:
+        return f"{x:.1%} [{ci[0]:.1%}, {ci[1]:.1%}]"
+
     table = [
         [
             r["lane"],
             r["metric"],
-            r["n"],
-            f"{r['base']:.1%}",
-            f"{r['new']:.1%}",
-            f"{100 * r['diff']:+.1f}",
-            f"{100 * r['ci95'][0]:+.1f} to {100 * r['ci95'][1]:+.1f}",
+            f"{r['n']} ({r['units']})",
+            pct(r["base"], r["base_ci95"]),
+            pct(r["new"], r["new_ci95"]),
+            f"{100 * r['diff']:+.1f} [{100 * r['ci95'][0]:+.1f}, {100 * r['ci95'][1]:+.1f}]",
         ]
         for r in rows
     ]
-    headers = ["lane", "metric", "runs", "base", "new", "new - base (points)", "95% CI"]
+    headers = ["lane", "metric", f"runs ({args.unit}s)", "base", "new", "new - base, points"]
     print(markdown_table(headers, table))
     if args.json:
         meta = {
             "base": [str(f) for f in args.base],
             "new": [str(f) for f in args.new],
             "draws": args.draws,
+            "unit": args.unit,
             "command": " ".join(["python", *sys.argv]),
         }
         write_json(args.json, {"meta": meta, "rows": rows})

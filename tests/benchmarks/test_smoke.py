@@ -262,6 +262,15 @@ def test_demo_motion_measures_a_snapshot_with_changed_sampling(tmp_path: Path) -
     assert named["new"] - named["base"] == named["diff"] == (1 if run["colours_as_named"] else -1)
     text_summary = res["lanes"]["card text 3"]["summary"]
     assert rows["card text 3", "anchored_as_asked"]["base"] == text_summary["anchored_as_asked"]
+    # two lanes of one file, drawn by scene (one scene here: a one-point interval)
+    lanes = ["--lanes", "card switch@7 13", "--new-lane", "full switch@7 13", "--unit", "scene"]
+    run_repo_script("benchmarks/paired.py", *paired[:4], *lanes, "--json", str(diff_json))
+    (row,) = [r for r in json.loads(diff_json.read_text())["rows"] if r["metric"] == "turned"]
+    want = (
+        switches["full switch@7 13"]["summary"]["turns"]
+        - switches["card switch@7 13"]["summary"]["turns"]
+    )
+    assert row["units"] == 1 and row["diff"] == want and row["ci95"] == [want, want]
     (run,) = flipped["lanes"]["card text 3"]["runs"]
     run["seed"] += 1
     other.write_text(json.dumps(flipped))
