@@ -155,7 +155,8 @@ class TrainConfig:
     # caption names the colours), generated from the text as every text-to-video request's first
     # frame is, at the tube's mask ratio; every other row stated as the images route states an
     # image (1 s at 1 fps), the rest as a video. One frame is an eighth of a whole row, so they
-    # go in a batch of their own; its loss adds to the whole rows' loss at weight `t2i_weight`.
+    # go in a batch of their own; its loss adds to the whole rows' loss at weight `t2i_weight`
+    # (and so to the loss logged and on the card).
     t2i_rows: int = 0
     t2i_weight: float = 1.0
     # Share of a finished frame's grid tokens written back as MASK (the AR-DF write-back) in
@@ -266,12 +267,12 @@ PRESETS = {
         save_every=250,
     ),
 }
-# From demo-own's output (--init): the same mix with longer
-# own rollouts (up to 20 latent frames), 3 whole text-to-video rows, and every finished frame
-# written back clean (history mask 0, on the card too). With Lumos-1's 0.7 the model read
-# less of the next frame off its packed history than repeating the last frame gives
-# (`benchmarks/teacher_forced.py`: 0.43 against 0.50 at frames 7+), and 80 more steps of
-# demo-own did not change that (0.41); written clean, 0.71 after 40 steps.
+# From demo-own's output (--init): the same mix with longer own rollouts (up to 20 latent
+# frames), 3 whole text-to-video rows, and every finished frame written back clean (history
+# mask 0, on the card too). With Lumos-1's 0.7 the model read less of the next frame off its
+# packed history than repeating the last frame gives (`benchmarks/teacher_forced.py`: 0.43
+# against 0.50 at frames 7+), and 80 more steps of demo-own did not change that (0.41); written
+# clean, 0.71 after 40 steps.
 PRESETS["demo-clean"] = dataclasses.replace(
     PRESETS["demo-own"],
     steps=360,
