@@ -9,7 +9,8 @@
 What it computes: for each lane both runs have (or those named), each per-run metric in both
 with its own 95% interval, the mean difference new - base and its interval: percentile bootstrap
 (`report.bootstrap`, `--draws` draws, seed 0) over the paired runs, or with `--unit scene` over
-scenes (a scene's runs, its directions and seeds, averaged first and drawn together). Runs pair
+scenes (an image lane's scene: its runs, every direction and seed, averaged first and drawn
+together; equal-sized, so the mean is the runs'; a text-only run is its own scene). Runs pair
 by position: files given together are joined in order (two caption ranges, say), and every pair
 must be the same request (caption or scene, direction, seed), else it exits 2. `--new-lane`
 compares the one lane named by `--lanes` with another lane of the new side (two policies of one
@@ -18,7 +19,7 @@ file). Per-run metrics, where a lane has them:
 - `colours_as_named`, `one_colour_flood` (one colour covers `FLOOD_SHARE` of frame 0 or more),
   `anchored_as_asked`: text-only lanes;
 - `turned`: prompt-change lanes (`demo_motion.turned`).
-The README's paired intervals for the demo model's last stage come from it. What it is not: a
+The README's intervals that name it come from it. What it is not: a
 comparison of different requests (two seeds, two caption sets): those are not paired.
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,19 +63,28 @@ def request_of(run: dict[str, Any]) -> tuple[object, ...]:
 
 
 def joined(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
-    """Lane name -> per run of `paths` joined in order (the lanes all files have): its request,
-    its scene (file, caption or image) and its metrics."""
-    files = [json.loads(p.read_text())["lanes"] for p in paths]
+    """Lane name -> per run of `paths` joined in order (the lanes all files have, each with runs):
+    its request, its scene (file and image, or file and run for a text-only run) and its
+    metrics. Raises ValueError naming the file that is not a demo_motion JSON."""
+    files = []
+    for p in paths:
+        data = json.loads(p.read_text())
+        lanes = data.get("lanes") if isinstance(data, dict) else None
+        if not isinstance(lanes, dict) or not all(
+            isinstance(v, dict) and v.get("runs") for v in lanes.values()
+        ):
+            raise ValueError(f"{p}: not a demo_motion JSON (no lanes with runs)")
+        files.append(lanes)
     names = [n for n in files[0] if all(n in f for f in files)]
     out: dict[str, list[dict[str, Any]]] = {}
     for name in names:
         rows = []
         for k, lanes in enumerate(files):
             lane = lanes[name]
-            for r in lane["runs"]:
-                request = request_of(r)
+            for i, r in enumerate(lane["runs"]):
+                unit = (k, r.get("image", f"run {i}"))
                 metrics = run_metrics(r, lane["summary"])
-                rows.append({"request": request, "unit": (k, request[0]), **metrics})
+                rows.append({"request": request_of(r), "unit": unit, **metrics})
         out[name] = rows
     return out
 
@@ -101,7 +112,7 @@ def compare(
             )
         units = [r["unit"] if unit == "scene" else i for i, r in enumerate(a)]
         for metric in METRICS:
-            if metric not in a[0] or metric not in b[0]:
+            if not all(metric in r for r in a + b):  # (older JSONs lack some columns)
                 continue
             x = np.array([r[metric] for r in a])
             y = np.array([r[metric] for r in b])
@@ -138,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--draws {args.draws}: need at least 100")
     try:
         base, new = joined(args.base), joined(args.new)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:
         p.error(f"cannot read a demo_motion JSON: {e}")
     if args.new_lane is not None:
         if args.lanes is None or len(args.lanes) != 1:
@@ -152,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             p.error(f"lane(s) {unknown} not in both sides; lanes in both: {common}")
         pairs = [(n, base[n], n, new[n]) for n in args.lanes or common]
+        if not pairs:
+            p.error("the two sides have no lane in common")
     try:
         rows = compare(pairs, args.unit, args.draws)
     except ValueError as e:
@@ -179,9 +192,12 @@ def main(argv: list[str] | None = None) -> int:
             "new": [str(f) for f in args.new],
             "draws": args.draws,
             "unit": args.unit,
-            "command": " ".join(["python", *sys.argv]),
+            "command": shlex.join(["python", *sys.argv]),
         }
-        write_json(args.json, {"meta": meta, "rows": rows})
+        try:
+            write_json(args.json, {"meta": meta, "rows": rows})
+        except OSError as e:
+            p.error(f"cannot write --json {args.json}: {e}")
         print(f"wrote {args.json}")
     return 0
 

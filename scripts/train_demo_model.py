@@ -10,9 +10,9 @@ parameters with the used vocabulary rows), trained with its AR-DF objective
 then cosine decay to a tenth of the peak, gradient clipping at 1. The ids of training clips
 are fixed (batch b holds clips b*B .. b*B+B-1); `--seed` fixes the initial weights, the tube
 masks, the stated durations and which sequences drop their text. Two torch threads by
-default: 1200 steps take about 21 minutes on an idle 2-core machine (the shipped card records
-54 wall minutes because that machine was shared for the first 500 steps; steps 500-950 ran
-nearly alone at 57 steps a minute). The weights are written as bf16 safetensors with a model
+default: 1200 steps take about 21 minutes on an idle 2-core machine (`builtin:demo-base`'s card
+records 54 wall minutes because that machine was shared for the first 500 steps; steps 500-950
+ran nearly alone at 57 steps a minute). The weights are written as bf16 safetensors with a model
 card (`demo.json`) that records the command, the time taken and the final loss, every
 `--save-every` steps and at the end.
 
@@ -154,9 +154,10 @@ class TrainConfig:
     # Text-to-image rows per batch, besides `batch`: frame 0 alone of a two-colour path (its
     # caption names the colours), generated from the text as every text-to-video request's first
     # frame is, at the tube's mask ratio; every other row stated as the images route states an
-    # image (1 s at 1 fps), the rest as a video. One frame is an eighth of a whole row, so they
-    # go in a batch of their own; its loss adds to the whole rows' loss at weight `t2i_weight`
-    # (and so to the loss logged and on the card).
+    # image (1 s at 1 fps), the rest as a video. A one-frame row is about a third of a whole
+    # row's tokens, so they go in a batch of their own (not padded to a whole row's length); its
+    # loss adds to the whole rows' loss at weight `t2i_weight` (so the loss logged and on the
+    # card includes it; the accuracy logged stays the whole rows').
     t2i_rows: int = 0
     t2i_weight: float = 1.0
     # Share of a finished frame's grid tokens written back as MASK (the AR-DF write-back) in
@@ -304,9 +305,8 @@ PRESETS["demo-mix"] = dataclasses.replace(
     PRESETS["demo-t2v-own"], steps=150, lr=3e-4, seed=6, colour_share=0.75, t2v_share=0.5
 )
 # From demo-mix's output (--init), the shipped model's last stage: demo-mix's recipe (another
-# seed) with 32 text-to-image rows beside each batch at twice the weight: frame 0 drawn from the
-# text alone, which the whole text-to-video rows teach in one frame of six, and which text to
-# video needs to show the colours its caption names (README, "The built-in model").
+# seed) with 32 text-to-image rows beside each batch at twice the weight (README, "How the
+# colours got past four in five").
 PRESETS["demo-t2i"] = dataclasses.replace(PRESETS["demo-mix"], seed=10, t2i_rows=32, t2i_weight=2.0)
 FRAME_SIZES = {
     "demo-base": (FRAME_WIDTH, FRAME_HEIGHT),

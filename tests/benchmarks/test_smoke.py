@@ -277,6 +277,10 @@ def test_demo_motion_measures_a_snapshot_with_changed_sampling(tmp_path: Path) -
     argv = [sys.executable, str(ROOT / "benchmarks/paired.py"), "--base", str(out)]
     proc = subprocess.run([*argv, "--new", str(other)], capture_output=True, text=True)
     assert proc.returncode == 2 and "not the same requests" in proc.stderr, proc.stderr
+    other.write_text("[1]")  # JSON, but not demo_motion's
+    proc = subprocess.run([*argv, "--new", str(other)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "not a demo_motion JSON" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 ANCHOR_CHECK = """
