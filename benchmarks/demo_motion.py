@@ -73,6 +73,7 @@ from packcache_core.demo.motion import (
     asked_shift,
     colour_shares,
     content_shift,
+    flooded,
     moved_psnr,
     psnr,
     two_colours,
@@ -378,7 +379,7 @@ def text_lane(
         ),
         **{
             f"{prefix}one_colour_floods": float(
-                np.mean([max(r[f"{prefix}colour_shares"].values()) >= FLOOD_SHARE for r in runs])
+                np.mean([flooded(r[f"{prefix}colour_shares"]) for r in runs])
             )
             for prefix in ("", "round_trip_")
         },

@@ -16,7 +16,7 @@ must be the same request (caption or scene, direction, seed), else it exits 2. `
 compares the one lane named by `--lanes` with another lane of the new side (two policies of one
 file). Per-run metrics, where a lane has them:
 - `as_asked`: the share of the run's steps that move as asked;
-- `colours_as_named`, `one_colour_flood` (one colour covers `FLOOD_SHARE` of frame 0 or more),
+- `colours_as_named`, `one_colour_flood` (`demo.motion.flooded` frame 0),
   `anchored_as_asked`: text-only lanes;
 - `turned`: prompt-change lanes (`demo_motion.turned`).
 The README's intervals that name it come from it. What it is not: a
@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from benchmarks.demo_motion import turned
 from benchmarks.report import bootstrap, markdown_table, write_json
-from packcache_core.demo.motion import FLOOD_SHARE
+from packcache_core.demo.motion import flooded
 
 METRICS = ("as_asked", "colours_as_named", "one_colour_flood", "anchored_as_asked", "turned")
 
@@ -50,7 +50,7 @@ def run_metrics(run: dict[str, Any], summary: dict[str, Any]) -> dict[str, float
     if "colours_as_named" in run:
         out["colours_as_named"] = float(run["colours_as_named"])
     if "colour_shares" in run:
-        out["one_colour_flood"] = float(max(run["colour_shares"].values()) >= FLOOD_SHARE)
+        out["one_colour_flood"] = float(flooded(run["colour_shares"]))
     if "anchored_steps" in run:
         out["anchored_as_asked"] = float(np.mean([s["as_asked"] for s in run["anchored_steps"]]))
     if "switch" in summary:

@@ -156,3 +156,8 @@ def colour_names(picture: torch.Tensor) -> list[str]:
 def two_colours(shares: dict[str, float]) -> list[str]:
     """The first two names of a `colour_shares` result: the two largest clusters' colours."""
     return list(shares)[:2]
+
+
+def flooded(shares: dict[str, float]) -> bool:
+    """Whether one named colour of a `colour_shares` result covers `FLOOD_SHARE` or more."""
+    return max(shares.values()) >= FLOOD_SHARE

@@ -16,6 +16,7 @@ from packcache_core.demo.motion import (
     content_shift,
     direction_of,
     expected_direction,
+    flooded,
     follows,
     psnr,
 )
@@ -141,8 +142,12 @@ def test_colour_shares_name_each_cluster_and_add_up() -> None:
     assert list(shares) == ["yellow", "blue", "black"]
     assert [shares[n] for n in shares] == pytest.approx([5 / 8, 2 / 8, 1 / 8])
     assert colour_names(picture) == ["yellow", "blue"]
-    flooded = colour_shares(picture[:5])
-    assert flooded == pytest.approx({"yellow": 1.0})
+    one_colour = colour_shares(picture[:5])
+    assert one_colour == pytest.approx({"yellow": 1.0})
+    # flooded: one colour at FLOOD_SHARE (0.9) or more; 5/8 is not, 29/32 is, and so is 0.9
+    assert flooded(one_colour) and not flooded(shares)
+    assert flooded({"red": 29 / 32, "blue": 3 / 32}) and flooded({"red": 0.9, "blue": 0.1})
+    assert not flooded({"red": 0.89, "blue": 0.11})
 
 
 def test_tube_mask_rate_follows_the_clipped_cosine_schedule() -> None:
