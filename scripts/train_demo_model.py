@@ -2,6 +2,7 @@
 
     python scripts/train_demo_model.py                      # writes packcache_core/builtin/demo.*
     python scripts/train_demo_model.py --out /tmp/demo --steps 200   # a quick look
+    python scripts/train_demo_model.py --chain demo-2h --out /tmp/demo2h   # stages in turn
 
 What it does: Lumos-1's architecture and token layout at a tiny size (`DEMO_CONFIG`, ~1.3 M
 parameters with the used vocabulary rows), trained with its AR-DF objective
@@ -24,7 +25,9 @@ conditioning frame (`--t2v-rows`, `--colour-share`, `--t2v-share`). On a shared 
 4 with one. The shipped `builtin:demo` is a chain of stages, each `--init` the one before
 (README, "The built-in model"); from `--preset demo-clean` on they write finished frames back
 clean (`--history-mask-ratio 0`, which the card then recommends), and the last,
-`--preset demo-t2i`, adds frame 0 drawn from the text alone (`--t2i-rows`).
+`--preset demo-t2i`, adds frame 0 drawn from the text alone (`--t2i-rows`). `--chain` runs the
+stages of a chain (`CHAINS`) in one command, each card recording the one-stage command that
+reproduces it.
 
 What it is not: a general trainer (no data loader, no resume, no mixed precision).
 """
@@ -36,6 +39,7 @@ import dataclasses
 import json
 import math
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -308,6 +312,22 @@ PRESETS["demo-mix"] = dataclasses.replace(
 # seed) with 32 text-to-image rows beside each batch at twice the weight (README, "How the
 # colours got past four in five").
 PRESETS["demo-t2i"] = dataclasses.replace(PRESETS["demo-mix"], seed=10, t2i_rows=32, t2i_weight=2.0)
+# Chains of presets, each stage `--init` the one before (the first from its preset's `init`),
+# with the chain's changes to the preset: `--chain <name>` trains all of them in one command.
+# demo-2h: the shipped chain's recipe in about two hours on two threads (README, "The built-in
+# model"): from the shipped builtin:demo-base (`--preset demo-base`, seed 0, ~21 min), without
+# demo-own (written back clean from the first own rollout on), the last three stages shorter
+# and demo-mix folded into demo-t2i.
+CHAINS: dict[str, list[tuple[str, dict[str, object]]]] = {
+    "demo-2h": [
+        ("demo", {}),
+        ("demo-t2v", {}),
+        ("demo-t2v", {}),
+        ("demo-clean", {"steps": 240}),
+        ("demo-t2v-own", {"steps": 150}),
+        ("demo-t2i", {"steps": 100}),
+    ],
+}
 FRAME_SIZES = {
     "demo-base": (FRAME_WIDTH, FRAME_HEIGHT),
     "demo": (FRAME_WIDTH, FRAME_HEIGHT),
@@ -516,7 +536,8 @@ def write(
     save_demo(card, pack_state(model, vocab), out, cfg.model)
 
 
-def train(cfg: TrainConfig, out: Path) -> None:
+def train(cfg: TrainConfig, out: Path, command: str = "") -> None:
+    """Train one stage into `out`; its card records `command` (default: this process's)."""
     prepare_host("cpu", cfg.threads)
     vocab = vocabulary()
     model = compact_model(DEMO_CONFIG, vocab.numel(), cfg.seed, cfg.qk_norm_init).train()
@@ -532,7 +553,7 @@ def train(cfg: TrainConfig, out: Path) -> None:
     losses: list[float] = []
     accs: list[float] = []  # whole clips and view rows
     served_accs: list[float] = []  # targets seen through a served cache
-    record: dict[str, object] = {"command": " ".join(["python", *sys.argv])}
+    record: dict[str, object] = {"command": command or shlex.join(["python", *sys.argv])}
     if cfg.init.endswith(".safetensors"):  # an earlier stage: its card's record goes along
         earlier = json.loads(Path(cfg.init).with_suffix(".json").read_text())
         record["init_training"] = earlier["training"]
@@ -593,22 +614,60 @@ def option_type(name: str, default: object) -> Callable[[str], object]:
     return parse
 
 
+def stage_plan(
+    chain: list[tuple[str, dict[str, object]]], flags: dict[str, object], out: Path
+) -> list[tuple[TrainConfig, Path, str]]:
+    """Each stage of `chain` as (config, folder, the one-stage command that trains it): the
+    preset's values, then the chain's changes, then the user's `flags`; every stage after the
+    first starts from the one before's weights. The last stage writes to `out`, the others to
+    `out/stages/<k>-<preset>`. Raises ValueError for a config the script refuses (naming the
+    stage in a chain of several)."""
+    plan: list[tuple[TrainConfig, Path, str]] = []
+    for k, (preset, changes) in enumerate(chain, 1):
+        values = {**changes, **flags}
+        if plan:
+            earlier, folder, _ = plan[-1]
+            values["init"] = str(folder / weights_file(earlier.model))
+        stage_out = out if k == len(chain) else out / "stages" / f"{k}-{preset}"
+        try:
+            cfg = dataclasses.replace(PRESETS[preset], **values)
+        except ValueError as e:
+            where = f"stage {k} (--preset {preset}): " if len(chain) > 1 else ""
+            raise ValueError(f"{where}{e}") from None
+        argv = ["python", "scripts/train_demo_model.py", "--preset", preset]
+        for name, value in values.items():
+            argv += ["--" + name.replace("_", "-"), option_text(value)]
+        plan.append((cfg, stage_out, shlex.join([*argv, "--out", str(stage_out)])))
+    return plan
+
+
+def option_text(value: object) -> str:
+    """A TrainConfig value as its flag takes it (bools as true / false)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
-    preset = PRESETS[parser.parse_known_args(argv)[0].preset]
-    for name, value in asdict(preset).items():
+    parser.add_argument(
+        "--chain",
+        choices=sorted(CHAINS),
+        help="train every stage of a chain in turn (`CHAINS`); flags apply to every stage",
+    )
+    for name, value in asdict(TrainConfig()).items():  # unset flags keep the preset's value
         flag = "--" + name.replace("_", "-")
-        parser.add_argument(flag, type=option_type(name, value), default=value)
+        parser.add_argument(flag, type=option_type(name, value), default=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="folder for <model>.*")
-    args = vars(parser.parse_args(argv))
-    out = args.pop("out")
-    args.pop("preset")
+    flags = vars(parser.parse_args(argv))
+    out, preset, chain = flags.pop("out"), flags.pop("preset"), flags.pop("chain")
+    if chain and "init" in flags:
+        parser.error("--init with --chain: a chain's first stage starts where its preset says")
     try:
-        cfg = TrainConfig(**args)
+        plan = stage_plan(CHAINS[chain] if chain else [(preset, {})], flags, out)
     except ValueError as e:
         parser.error(str(e))  # exits 2 with the message, no traceback
-    train(cfg, out)
+    for cfg, folder, command in plan:
+        train(cfg, folder, command if chain else "")
     return 0
 
 

@@ -4,6 +4,7 @@ from the same seed, different ones from another."""
 from __future__ import annotations
 
 import math
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,36 @@ def test_settings_an_own_rollout_cannot_meet_are_refused(tmp_path: Path) -> None
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_a_chain_trains_its_stages_in_turn_and_records_commands_that_reproduce_them(
+    tmp_path: Path,
+) -> None:
+    """`--chain demo-2h` at a tiny size (flags apply to every stage): six stages, each from the
+    one before's weights, the card keeping every stage's record; the last stage's recorded
+    command, run alone, writes the same weights."""
+    tiny = ["--steps", "2", "--batch", "3", "--rollout-rows", "1", "--t2v-rows", "1"]
+    tiny += ["--views-per-row", "2", "--own-frames", "3", "--path-frames", "5", "--threads", "1"]
+    run_repo_script(
+        "scripts/train_demo_model.py", "--chain", "demo-2h", "--out", str(tmp_path), *tiny
+    )
+    records = [read_card(tmp_path).training]
+    while "init_training" in records[-1]:
+        records.append(records[-1]["init_training"])
+    presets = [r["command"].split("--preset ")[1].split()[0] for r in records]
+    assert presets == ["demo-t2i", "demo-t2v-own", "demo-clean", "demo-t2v", "demo-t2v", "demo"]
+    assert [r["train_config"]["seed"] for r in records] == [10, 5, 1, 0, 0, 0]
+    assert all(r["steps_done"] == 2 for r in records)
+    assert records[-1]["train_config"]["init"] == "demo-base"  # the shipped first stage
+    earlier = tmp_path / "stages" / "5-demo-t2v-own" / "demo.safetensors"
+    assert records[0]["train_config"]["init"] == str(earlier)
+
+    again = tmp_path / "again"
+    argv = shlex.split(records[0]["command"])[2:]  # after "python scripts/train_demo_model.py"
+    argv[argv.index("--out") + 1] = str(again)
+    run_repo_script("scripts/train_demo_model.py", *argv)
+    first, second = (
+        load_file(str(tmp_path / "demo.safetensors")),
+        load_file(str(again / "demo.safetensors")),
+    )
+    assert all(torch.equal(first[k], second[k]) for k in first)
