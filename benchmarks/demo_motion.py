@@ -65,7 +65,15 @@ from benchmarks.demo_args import (
     positive_int,
     weights_record,
 )
-from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
+from benchmarks.report import (
+    command_line,
+    machine_info,
+    markdown_table,
+    print_machine,
+    pyplot,
+    save,
+    save_figure,
+)
 from packcache_core.batch import tick
 from packcache_core.demo.data import PAN_STEP, Motion, make_clip
 from packcache_core.demo.motion import (
@@ -641,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
         "true_pan_moved_psnr": reference,
         "seconds": round(time.perf_counter() - t0, 1),
         "load_avg_end": list(os.getloadavg()),
-        "command": " ".join(["python", *sys.argv]),
+        "command": command_line(),
     }
     print(f"took {meta['seconds']} s, load average {meta['load_avg_end']}")
     save({"meta": meta, "lanes": lanes}, args.json, args.png, plot)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.demo_motion import turned
-from benchmarks.report import bootstrap, markdown_table, write_json
+from benchmarks.report import bootstrap, command_line, markdown_table, write_json
 from packcache_core.demo.motion import flooded
 
 METRICS = ("as_asked", "colours_as_named", "one_colour_flood", "anchored_as_asked", "turned")
@@ -192,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             "new": [str(f) for f in args.new],
             "draws": args.draws,
             "unit": args.unit,
-            "command": shlex.join(["python", *sys.argv]),
+            "command": command_line(),
         }
         try:
             write_json(args.json, {"meta": meta, "rows": rows})

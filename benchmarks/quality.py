@@ -47,6 +47,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from benchmarks.report import (
     bootstrap,
+    command_line,
     machine_info,
     markdown_table,
     print_machine,
@@ -533,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "trained_latent_frames": bed.trained,
         "seconds": round(time.perf_counter() - t0, 1),
-        "command": " ".join(["python", *sys.argv]),
+        "command": command_line(),
         "defaults": ROWS["packcache"],
         "split": args.split,
         "sampling": asdict(bed.sampling),

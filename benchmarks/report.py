@@ -10,6 +10,8 @@ import json
 import math
 import os
 import platform
+import shlex
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,11 @@ def bootstrap(diff: np.ndarray, rng: np.random.Generator, n: int = 2000) -> tupl
     idx = rng.integers(0, diff.size, (n, diff.size))
     means = diff[idx].mean(1)
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def command_line() -> str:
+    """The command this process ran, quoted so that a shell takes it back as it was given."""
+    return shlex.join(["python", *sys.argv])
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

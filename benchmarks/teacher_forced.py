@@ -49,7 +49,15 @@ from benchmarks.demo_args import (
     positive_int,
     weights_record,
 )
-from benchmarks.report import machine_info, markdown_table, print_machine, pyplot, save, save_figure
+from benchmarks.report import (
+    command_line,
+    machine_info,
+    markdown_table,
+    print_machine,
+    pyplot,
+    save,
+    save_figure,
+)
 from packcache_core.demo.data import FRAME_HEIGHT, FRAME_WIDTH
 from packcache_core.demo.paths import PathClip, make_path_clip
 from packcache_core.demo.rollout import pan_target, path_request
@@ -271,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "text_only": args.text_only,
         "machine": info,
         "seconds": round(took, 1),
-        "command": " ".join(["python", *sys.argv]),
+        "command": command_line(),
     }
     save({"meta": meta, "lanes": lanes}, args.json, args.png, plot)
     return 0
