@@ -316,9 +316,8 @@ PRESETS["demo-t2i"] = dataclasses.replace(PRESETS["demo-mix"], seed=10, t2i_rows
 # with the chain's changes to the preset: `--chain <name>` trains all of them in one command.
 # demo-2h: the shipped chain's recipe cut to about two hours on two threads, from the shipped
 # builtin:demo-base (`--preset demo-base`, seed 0, ~21 min): no demo-own (written back clean
-# from the first own rollout on), the later stages shorter, demo-mix folded into demo-t2i. It
-# took 116 min after demo-base and fell short of the shipped chain on every lane that measures
-# motion (README, "The built-in model": turns 48% against 83%); it is not what ships.
+# from the first own rollout on), the later stages shorter, demo-mix folded into demo-t2i.
+# Measured against the shipped chain in README ("The built-in model"); it is not what ships.
 CHAINS: dict[str, list[tuple[str, dict[str, object]]]] = {
     "demo-2h": [
         ("demo", {}),
