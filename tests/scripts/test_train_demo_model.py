@@ -73,12 +73,14 @@ def test_a_stage_starts_from_an_earlier_stages_weights_and_keeps_its_record(
     """`--preset demo-own --init <file>`: the second stage loads the first's weights (every
     rollout text-to-video here, on the model's own frames) and its card carries the first
     stage's training record; `--history-mask-ratio` reaches the card's sampling, and a bool
-    flag its config."""
+    flag its config; `--own-denoising-steps` changes the frames an own rollout draws, not the
+    card's sampling."""
     train(tmp_path / "a", 0)
     weights = tmp_path / "a" / "demo.safetensors"
     extra = ["--preset", "demo-own", "--init", str(weights), "--t2v-share", "1"]
     extra += ["--history-mask-ratio", "0.3", "--t2v-row-turns", "false", "--t2i-rows", "2"]
-    train(tmp_path / "b", 0, *extra, "--colour-share", "1", "--own-share", "1", "--own-frames", "3")
+    extra += ["--colour-share", "1", "--own-share", "1", "--own-frames", "3"]
+    state = train(tmp_path / "b", 0, *extra)
     card = read_card(tmp_path / "b")
     assert card.training["init_training"] == read_card(tmp_path / "a").training
     assert card.training["train_config"]["init"] == str(weights)
@@ -87,6 +89,12 @@ def test_a_stage_starts_from_an_earlier_stages_weights_and_keeps_its_record(
     assert card.training["train_config"]["t2i_rows"] == 2
     assert card.defaults.sampling.history_mask_ratio == 0.3
     assert read_card(tmp_path / "a").defaults.sampling.history_mask_ratio == 0.7  # Lumos-1's
+    # own frames drawn in one denoising step: other frames to learn from, the card's sampling kept
+    fewer = train(tmp_path / "c", 0, *extra, "--own-denoising-steps", "1")
+    assert not all(torch.equal(state[k], fewer[k]) for k in state)
+    card = read_card(tmp_path / "c")
+    assert card.training["train_config"]["own_denoising_steps"] == 1
+    assert card.defaults.sampling == read_card(tmp_path / "b").defaults.sampling
 
 
 def test_settings_an_own_rollout_cannot_meet_are_refused(tmp_path: Path) -> None:
@@ -100,6 +108,7 @@ def test_settings_an_own_rollout_cannot_meet_are_refused(tmp_path: Path) -> None
         (["--history-mask-ratio", "0", "--view-rows", "1"], "use --rollout-rows instead"),
         (["--t2v-row-turns", "1"], "t2v_row_turns=1: expected true or false"),
         (["--t2i-rows", "-1"], "need --t2i-rows >= 0 and --t2i-weight >= 0"),
+        (["--own-denoising-steps", "0"], "need --own-denoising-steps >= 1, got 0"),
         (["--steps", "ten"], "steps=ten: expected int"),
     ):
         argv = [sys.executable, str(script), "--preset", "demo-own", "--out", str(tmp_path), *flags]
