@@ -319,30 +319,30 @@ PRESETS["demo-mix"] = dataclasses.replace(
 PRESETS["demo-t2i"] = dataclasses.replace(PRESETS["demo-mix"], seed=10, t2i_rows=32, t2i_weight=2.0)
 # Chains of presets, each stage `--init` the one before (the first from its preset's `init`),
 # with the chain's changes to the preset: `--chain <name>` trains all of them in one command.
-# demo-2h: the shipped chain's recipe cut to about two hours on two threads, from the shipped
-# builtin:demo-base (`--preset demo-base`, seed 0, ~21 min): no demo-own (written back clean
-# from the first own rollout on), the later stages shorter, demo-mix folded into demo-t2i.
-# Measured against the shipped chain in README ("The built-in model"); it is not what ships.
-CHAINS: dict[str, list[tuple[str, dict[str, object]]]] = {
+Chain = list[tuple[str, dict[str, object]]]
+# The shipped chain's teacher-forced stages after builtin:demo-base (`--preset demo-base`, seed
+# 0, ~21 min), the start of every chain below.
+FIRST_STAGES: Chain = [("demo", {}), ("demo-t2v", {}), ("demo-t2v", {})]
+CHAINS: dict[str, Chain] = {
+    # The shipped chain's recipe cut to about two hours on two threads: no demo-own (written
+    # back clean from the first own rollout on), the later stages shorter, demo-mix folded into
+    # demo-t2i. Measured against the shipped chain in README ("The built-in model"); it is not
+    # what ships.
     "demo-2h": [
-        ("demo", {}),
-        ("demo-t2v", {}),
-        ("demo-t2v", {}),
+        *FIRST_STAGES,
         ("demo-clean", {"steps": 240}),
         ("demo-t2v-own", {"steps": 150}),
         ("demo-t2i", {"steps": 100}),
     ],
-    # demo-fast: demo-2h's first three stages, then the shipped chain's last four at their full
-    # lengths with each own-rollout frame drawn in 4 denoising steps instead of 12 (measured in
-    # README, "The built-in model"; not what ships).
+    # The shipped chain's last four stages at their full lengths, each own-rollout frame drawn
+    # in 4 denoising steps instead of 12 (measured in README, "The built-in model"; not what
+    # ships).
     "demo-fast": [
-        ("demo", {}),
-        ("demo-t2v", {}),
-        ("demo-t2v", {}),
-        ("demo-clean", {"own_denoising_steps": 4}),
-        ("demo-t2v-own", {"own_denoising_steps": 4}),
-        ("demo-mix", {"own_denoising_steps": 4}),
-        ("demo-t2i", {"own_denoising_steps": 4}),
+        *FIRST_STAGES,
+        *(
+            (preset, {"own_denoising_steps": 4})
+            for preset in ("demo-clean", "demo-t2v-own", "demo-mix", "demo-t2i")
+        ),
     ],
 }
 FRAME_SIZES = {
