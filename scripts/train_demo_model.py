@@ -344,6 +344,16 @@ CHAINS: dict[str, Chain] = {
             for preset in ("demo-clean", "demo-t2v-own", "demo-mix", "demo-t2i")
         ),
     ],
+    # demo-fast cut to about two hours on two threads, lengths chosen from its stage times
+    # before the run: demo-mix folded into demo-t2i as in demo-2h, the own-rollout stages
+    # shorter (measured in README, "The built-in model").
+    "demo-fast-2h": [
+        *FIRST_STAGES,
+        *(
+            (preset, {"steps": steps, "own_denoising_steps": 4})
+            for preset, steps in (("demo-clean", 280), ("demo-t2v-own", 200), ("demo-t2i", 180))
+        ),
+    ],
 }
 FRAME_SIZES = {
     "demo-base": (FRAME_WIDTH, FRAME_HEIGHT),
